@@ -1,0 +1,48 @@
+# Toisio - the two commands a newcomer runs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_PERSONS ?= 20000
+DEMO_DIR := var/demo
+
+.PHONY: install demo test test-fast bench lint clean check-java
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "Spark needs a Java 17 (or newer) runtime and 'java' is not on the PATH."; \
+	  echo "On Debian/Ubuntu install it with:  sudo apt-get install -y openjdk-17-jre-headless"; \
+	  exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3,11) <= sys.version_info[:2] < (3,13) else 1)' || { \
+	  echo "Toisio needs Python 3.11 or 3.12 ($(PYTHON) is $$($(PYTHON) --version))."; exit 1; }
+
+$(STAMP): pyproject.toml constraints.txt | check-java
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: check-java $(STAMP)
+
+demo: install
+	$(BIN)/toisio synth --persons $(DEMO_PERSONS) --seed 7 --defect-rate 0.002 --out $(DEMO_DIR)/extracts
+	$(BIN)/toisio scope check examples/scope-diabetes.yaml
+	$(BIN)/toisio extract --flow --scope examples/scope-diabetes.yaml --in $(DEMO_DIR)/extracts \
+	  --out $(DEMO_DIR)/delivery/TOISIO-2026-1
+	$(BIN)/toisio audit show --subject permit:TOISIO-2026-1 --limit 6
+	$(BIN)/toisio audit verify
+
+test: install
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python -m bench.run
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var bench/results/*.tmp .pytest_cache

@@ -1,0 +1,80 @@
+"""The permit's cohort: cases from a registry and matched controls from the population.
+
+Cases are persons with a code starting with one of the scope's prefixes (in any
+part of a combination code) in the cohort registry's code columns, with the
+event date inside the cohort period; a case's index date is its first such
+event.  Controls come from the population: persons who are not cases, in the
+same stratum (birth year and/or sex).  Assignment is deterministic and
+unpredictable without the key: within a stratum, cases and candidates are each
+ordered by pseudonym, and candidate *j* becomes a control of case
+``ceil(j / controls_per_case)``.  A control gets its case's index date.
+Cases for whom the stratum has too few candidates are counted in the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from permits.scope import Cohort
+from pseudonymise.registry_schema import load_schema
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    """Cohort members: ``pseudonym, cohort_role, match_set, index_date``."""
+
+    members: DataFrame
+
+
+def _prefix_regex(prefixes: tuple[str, ...]) -> str:
+    return r"(^|[*+#&])(" + "|".join(prefixes) + ")"
+
+
+def select_cases(events: DataFrame, cohort: Cohort) -> DataFrame:
+    """Cases with their index date, from the cohort registry's valid rows (with pseudonyms)."""
+    schema = load_schema(cohort.registry)
+    date_col = F.col(schema.event_date)
+    hit = None
+    for col in cohort.code_columns:
+        cond = F.coalesce(F.col(col).rlike(_prefix_regex(cohort.code_prefixes)), F.lit(False))
+        hit = cond if hit is None else (hit | cond)
+    in_period = (date_col >= F.lit(cohort.period.start)) & (date_col <= F.lit(cohort.period.end))
+    return (
+        events.where(hit & in_period)
+        .groupBy("pseudonym")
+        .agg(F.min(date_col).alias("index_date"))
+    )
+
+
+def _strata_cols(cohort: Cohort) -> list[str]:
+    return ["_birth_year" if m == "birth_year" else "_sex" for m in cohort.match_on]
+
+
+def match_controls(cases: DataFrame, population: DataFrame | None, cohort: Cohort) -> DataFrame:
+    """Cases plus matched controls: ``pseudonym, cohort_role, match_set, index_date``."""
+    case_only = cases.select(
+        "pseudonym", F.lit("case").alias("cohort_role"), F.col("pseudonym").alias("match_set"), "index_date"
+    )
+    n = cohort.controls_per_case
+    if n == 0 or population is None:
+        return case_only
+    pop = population.select(
+        "pseudonym", F.year("birth_date").alias("_birth_year"), F.col("sex").alias("_sex")
+    ).dropDuplicates(["pseudonym"])
+    strata = _strata_cols(cohort)
+    case_rows = cases.join(pop, "pseudonym", "left")
+    ranked_cases = case_rows.where(F.col(strata[0]).isNotNull()).withColumn(
+        "_rank", F.row_number().over(Window.partitionBy(*strata).orderBy("pseudonym"))
+    )
+    candidates = pop.join(cases.select("pseudonym"), "pseudonym", "left_anti").withColumn(
+        "_crank", F.row_number().over(Window.partitionBy(*strata).orderBy("pseudonym"))
+    ).withColumn("_rank", F.ceil(F.col("_crank") / F.lit(n)))
+    controls = candidates.join(
+        ranked_cases.select(*strata, "_rank", F.col("pseudonym").alias("match_set"), "index_date"),
+        [*strata, "_rank"],
+        "inner",
+    ).select("pseudonym", F.lit("control").alias("cohort_role"), "match_set", "index_date")
+    return case_only.unionByName(controls)

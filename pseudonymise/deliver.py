@@ -1,0 +1,78 @@
+"""Deterministic, atomic delivery: Parquet datasets plus a manifest.
+
+Each dataset is hash-partitioned on the pseudonym into a fixed number of files
+and sorted within each file on every column, then the part files get stable
+names, so the same input, scope and key version give byte-identical files.
+Everything is written into a staging directory beside the target and moved
+into place with one ``rename``; a failed or interrupted run leaves the previous
+delivery (or nothing) in place, never a partial one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from pyspark.sql import DataFrame
+
+ROWS_PER_FILE = 4_000_000
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_dataset(df: DataFrame, target: Path, rows: int) -> list[Path]:
+    """Write ``df`` as deterministic Parquet files under ``target``; returns the files."""
+    n_files = max(1, math.ceil(rows / ROWS_PER_FILE))
+    ordered = df.repartition(n_files, "pseudonym").sortWithinPartitions(*df.columns)
+    ordered.write.mode("overwrite").parquet(str(target))
+    files = []
+    for i, part in enumerate(sorted(target.glob("part-*.parquet"))):
+        stable = target / f"part-{i:05d}.parquet"
+        part.rename(stable)
+        files.append(stable)
+    for leftover in list(target.iterdir()):
+        if leftover not in files:
+            leftover.unlink()
+    return files
+
+
+def new_staging(target: Path) -> Path:
+    """A fresh staging directory beside ``target`` (same file system, so the final move is atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    return staging
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Atomically replace ``target`` with ``staging``."""
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+        os.rename(target, old)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old)
+    else:
+        os.rename(staging, target)
+
+
+def write_json(path: Path, obj: object) -> str:
+    """Write canonical, human-readable JSON and return its SHA-256."""
+    data = (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,311 @@
+"""The extraction pipeline: registry extracts in, a pseudonymised linked dataset out.
+
+``run_extraction`` validates every row of every registry the scope needs
+(quarantining rejected rows with their reason), pseudonymises the identity codes
+with the permit's key, selects the cohort, minimises each registry to the
+scope's variables and periods, generalises, and delivers Parquet datasets plus a
+manifest atomically.  Every row read is accounted for in the manifest:
+``rows_in = quarantined + excluded_outside_period + excluded_not_in_cohort + delivered``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from permits.scope import PermitScope
+from pseudonymise import deliver
+from pseudonymise.cohort import match_controls, select_cases
+from pseudonymise.generalise import age_band, coarsen_dates, municipality_to_wellbeing_county
+from pseudonymise.keys import derive_permit_key
+from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudonym
+from pseudonymise.registry_schema import load_schema
+from pseudonymise.runs import finish_run, start_run
+from pseudonymise.spark_session import get_spark
+from pseudonymise.validate import REASONS, parse_and_validate, read_lines
+from toisio.keystore import master_key
+from toisio.service import Service
+
+log = logging.getLogger(__name__)
+PERSONS = "persons"
+
+
+class ExtractionError(RuntimeError):
+    """The extraction cannot run (missing input, bad scope, failed write)."""
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    """Where the delivery went and what its manifest says."""
+
+    run_id: str
+    output_dir: Path
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    quarantine_dir: Path
+
+
+def registries_needed(scope: PermitScope) -> list[str]:
+    """Registries the pipeline must read for ``scope`` (delivered ones, cohort source, population)."""
+    needed = set(scope.registries)
+    if scope.cohort is not None:
+        needed.add(scope.cohort.registry)
+        if scope.cohort.controls_per_case > 0:
+            needed.add("population")
+    return sorted(needed)
+
+
+def _internal_columns(registry: str, scope: PermitScope) -> list[str]:
+    """Columns kept after validation: scope variables plus what cohort selection needs."""
+    schema = load_schema(registry)
+    keep = set(scope.registries[registry].variables) if registry in scope.registries else set()
+    if schema.event_date:
+        keep.add(schema.event_date)
+    if scope.cohort and scope.cohort.registry == registry:
+        keep.update(scope.cohort.code_columns)
+    if registry == "population":
+        keep.update({"birth_date", "sex"})
+    return [c for c in schema.names if c in keep]
+
+
+def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in_dir: Path, work: Path,
+                      keydf: DataFrame) -> Path:
+    """One pass: parse, validate, pseudonymise valid rows, write valid and rejected rows apart."""
+    schema = load_schema(registry)
+    source = in_dir / schema.file
+    if not source.exists():
+        raise ExtractionError(f"registry {registry!r}: extract file {source} is missing")
+    checked = parse_and_validate(read_lines(spark, str(source), schema), schema,
+                                 allow_temporary=scope.allow_temporary_ids)
+    valid = F.col("_reason").isNull()
+    keep = _internal_columns(registry, scope)
+    with_key = with_pseudonym(checked, keydf)
+    out = with_key.select(
+        F.when(valid, F.col("pseudonym")).alias("pseudonym"),
+        *[F.col(c) for c in keep],
+        F.when(~valid, F.col("hetu")).alias("hetu"),
+        "_reason", "_detail",
+        F.when(~valid, F.col("_line")).alias("_line"),
+        F.when(~valid, F.col("_file")).alias("_file"),
+        valid.alias("_valid"),
+    )
+    target = work / registry
+    out.write.mode("overwrite").partitionBy("_valid").parquet(str(target))
+    return target
+
+
+def _read_valid(spark: SparkSession, work_dataset: Path) -> DataFrame:
+    df = spark.read.parquet(str(work_dataset))
+    valid = df.where(F.col("_valid").cast("string") == "true")
+    return valid.drop("_valid", "hetu", "_reason", "_detail", "_line", "_file")
+
+
+EXCLUSIONS = ("excluded_outside_period", "excluded_not_in_cohort", "excluded_duplicate_person",
+              "excluded_not_in_scope")
+
+
+def _check_accounting(registry: str, c: dict[str, Any]) -> None:
+    """Every row read must be quarantined, excluded for a named reason, or delivered."""
+    for k in EXCLUSIONS:
+        c.setdefault(k, 0)
+    total = c["quarantined_total"] + sum(c[k] for k in EXCLUSIONS) + c["delivered"]
+    if total != c["rows_in"]:
+        raise ExtractionError(f"registry {registry!r}: {c['rows_in']} rows read but {total} accounted for")
+
+
+def _account_population(c: dict[str, Any], scope: PermitScope, valid_pop: DataFrame, persons: DataFrame) -> None:
+    distinct = valid_pop.select("pseudonym").distinct()
+    n_distinct = distinct.count()
+    c["excluded_duplicate_person"] = c["valid"] - n_distinct
+    if "population" in scope.registries:
+        delivered = persons.select("pseudonym").join(distinct, "pseudonym", "inner").count()
+        c.update(delivered=delivered, excluded_not_in_cohort=n_distinct - delivered)
+
+
+def _validation_counts(spark: SparkSession, work_dataset: Path) -> dict[str, Any]:
+    rows = spark.read.parquet(str(work_dataset)).groupBy("_reason").count().collect()
+    quarantined = {r["_reason"]: r["count"] for r in rows if r["_reason"] is not None}
+    valid = sum(r["count"] for r in rows if r["_reason"] is None)
+    unknown = set(quarantined) - set(REASONS)
+    if unknown:  # pragma: no cover - guards the reason table
+        raise ExtractionError(f"unlisted quarantine reasons {unknown}")
+    return {
+        "rows_in": valid + sum(quarantined.values()),
+        "valid": valid,
+        "quarantined": dict(sorted(quarantined.items())),
+        "quarantined_total": sum(quarantined.values()),
+    }
+
+
+def _file_entries(files: list[Path], root: Path) -> list[dict[str, Any]]:
+    return [
+        {"path": str(f.relative_to(root)), "sha256": deliver.sha256_file(f), "bytes": f.stat().st_size,
+         "rows": pq.read_metadata(f).num_rows}
+        for f in files
+    ]
+
+
+def _schema_of(df: DataFrame) -> list[dict[str, str]]:
+    return [{"name": f.name, "type": f.dataType.simpleString()} for f in df.schema.fields]
+
+
+def _deliver_registry(registry: str, scope: PermitScope, valid: DataFrame, members: DataFrame | None,
+                      staging: Path, counts: dict[str, Any]) -> dict[str, Any]:
+    schema = load_schema(registry)
+    reg_scope = scope.registries[registry]
+    df = valid
+    in_period = F.lit(True)
+    if reg_scope.period is not None:
+        d = F.col(schema.event_date)
+        in_period = (d >= F.lit(reg_scope.period.start)) & (d <= F.lit(reg_scope.period.end))
+    df = df.withColumn("_in_period", in_period)
+    if members is not None:
+        flags = members.select("pseudonym").distinct().withColumn("_in_cohort", F.lit(True))
+        df = df.join(F.broadcast(flags), "pseudonym", "left").withColumn(
+            "_in_cohort", F.coalesce(F.col("_in_cohort"), F.lit(False)))
+    else:
+        df = df.withColumn("_in_cohort", F.lit(True))
+    buckets = {(r["_in_period"], r["_in_cohort"]): r["count"]
+               for r in df.groupBy("_in_period", "_in_cohort").count().collect()}
+    counts["excluded_outside_period"] = sum(v for (p, _), v in buckets.items() if not p)
+    counts["excluded_not_in_cohort"] = sum(v for (p, c), v in buckets.items() if p and not c)
+    delivered = buckets.get((True, True), 0)
+    counts["delivered"] = delivered
+    out = df.where(F.col("_in_period") & F.col("_in_cohort")).select("pseudonym", *reg_scope.variables)
+    out = coarsen_dates(out, scope.generalise)
+    files = deliver.write_dataset(out, staging / registry, delivered)
+    return {"rows": delivered, "schema": _schema_of(out), "files": _file_entries(files, staging)}
+
+
+def _person_table(scope: PermitScope, valid: dict[str, DataFrame], members: DataFrame | None) -> DataFrame:
+    """One row per delivered person: pseudonym, cohort role and the population variables in scope."""
+    if members is not None:
+        persons = members
+    elif "population" in scope.registries:
+        persons = valid["population"].select("pseudonym").distinct()
+    else:
+        frames = [valid[r].select("pseudonym") for r in scope.registries]
+        persons = frames[0]
+        for f in frames[1:]:
+            persons = persons.unionByName(f)
+        persons = persons.distinct()
+    if "population" not in scope.registries:
+        return coarsen_dates(persons, scope.generalise)
+    variables = list(scope.registries["population"].variables)
+    pop = valid["population"].dropDuplicates(["pseudonym"])
+    extra = ["birth_date"] if scope.generalise.age_bands and "birth_date" not in variables else []
+    df = persons.join(pop.select("pseudonym", *variables, *extra), "pseudonym", "left")
+    if scope.generalise.age_bands:
+        at = F.col("index_date") if members is not None else F.lit(scope.generalise.age_reference_date)
+        df = df.withColumn("age_band", age_band(F.col("birth_date"), at, scope.generalise.age_bands))
+        df = df.drop(*extra)
+    if scope.generalise.municipality == "wellbeing_county" and "municipality" in variables:
+        df = municipality_to_wellbeing_county(df)
+    return coarsen_dates(df, scope.generalise)
+
+
+def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, svc: Service, *,
+                   actor: str = "pipeline", spark: SparkSession | None = None,
+                   quarantine_dir: str | Path | None = None) -> ExtractionResult:
+    """Run the whole pipeline for ``scope`` and deliver atomically to ``out_dir``."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir).resolve()
+    if not in_dir.is_dir():
+        raise ExtractionError(f"input directory {in_dir} does not exist")
+    run_id = f"{scope.permit_id}-{uuid.uuid4().hex[:12]}"
+    key = derive_permit_key(master_key(svc.settings.keys), scope.permit_id, scope.key_version)
+    with svc.engine.begin() as conn:
+        start_run(conn, svc.audit_key, run_id=run_id, permit_id=scope.permit_id, scope_sha256=scope.sha256,
+                  key_id=key.key_id, output_dir=str(out_dir), actor=actor)
+    spark = spark or get_spark(svc.settings)
+    work = svc.settings.home / "work" / run_id
+    quarantine = Path(quarantine_dir) if quarantine_dir else svc.settings.quarantine_dir / scope.permit_id / run_id
+    staging = deliver.new_staging(out_dir)
+    try:
+        keydf = key_frame(spark, key)
+        counts: dict[str, dict[str, Any]] = {}
+        valid: dict[str, DataFrame] = {}
+        for registry in registries_needed(scope):
+            log.info("validating %s", registry)
+            dataset = _validate_to_work(spark, scope, registry, in_dir, work, keydf)
+            counts[registry] = _validation_counts(spark, dataset)
+            valid[registry] = _read_valid(spark, dataset)
+        members = None
+        cohort_summary: dict[str, Any] | None = None
+        if scope.cohort is not None:
+            cases = select_cases(valid[scope.cohort.registry], scope.cohort)
+            members = match_controls(cases, valid.get("population"), scope.cohort).cache()
+            roles = {r["cohort_role"]: r["count"] for r in members.groupBy("cohort_role").count().collect()}
+            short = 0
+            if scope.cohort.controls_per_case:
+                per_case = members.where(F.col("cohort_role") == "control").groupBy("match_set").count()
+                short = roles.get("case", 0) - per_case.where(
+                    F.col("count") >= scope.cohort.controls_per_case).count()
+            cohort_summary = {"cases": roles.get("case", 0), "controls": roles.get("control", 0),
+                              "cases_short_of_controls": short}
+        datasets: dict[str, Any] = {}
+        for registry in sorted(scope.registries):
+            if registry == "population":
+                continue
+            datasets[registry] = _deliver_registry(registry, scope, valid[registry], members, staging,
+                                                   counts[registry])
+        persons = _person_table(scope, valid, members)
+        n_persons = persons.count()
+        files = deliver.write_dataset(persons, staging / PERSONS, n_persons)
+        datasets[PERSONS] = {"rows": n_persons, "schema": _schema_of(persons),
+                             "files": _file_entries(files, staging)}
+        if "population" in counts:
+            _account_population(counts["population"], scope, valid["population"], persons)
+        for registry, c in counts.items():
+            if registry not in scope.registries:
+                c.update(excluded_not_in_scope=c["valid"], delivered=0)
+            _check_accounting(registry, c)
+        scope_sha = deliver.write_json(staging / "scope.json", scope.model_dump(mode="json"))
+        manifest = {
+            "manifest_version": 1,
+            "permit_id": scope.permit_id,
+            "delivery": scope.delivery,
+            "scope_sha256": scope.sha256,
+            "scope_file_sha256": scope_sha,
+            "key": {"key_id": key.key_id, "version": key.version,
+                    "pseudonym": f"HMAC-SHA256(permit key, normalised HETU), first {PSEUDONYM_HEX_CHARS} hex"},
+            "software": {"toisio": version("toisio"), "pyspark": version("pyspark")},
+            "generalisation": scope.generalise.model_dump(mode="json"),
+            "cohort": cohort_summary,
+            "counts": dict(sorted(counts.items())),
+            "datasets": dict(sorted(datasets.items())),
+        }
+        manifest_sha = deliver.write_json(staging / "manifest.json", manifest)
+        if quarantine.exists():
+            shutil.rmtree(quarantine)
+        quarantine.mkdir(parents=True, exist_ok=True)
+        for registry in counts:
+            rejected = work / registry / "_valid=false"
+            if rejected.exists():
+                shutil.move(str(rejected), str(quarantine / registry))
+        deliver.write_json(quarantine / "summary.json",
+                           {r: c["quarantined"] for r, c in sorted(counts.items())})
+        deliver.publish(staging, out_dir)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        with svc.engine.begin() as conn:
+            finish_run(conn, svc.audit_key, run_id=run_id, actor=actor, manifest_sha256=None,
+                       error=f"{type(exc).__name__}: {exc}"[:2000], summary={})
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    summary = {"rows_in": sum(c["rows_in"] for c in counts.values()),
+               "quarantined": sum(c["quarantined_total"] for c in counts.values()),
+               "delivered_rows": {k: v["rows"] for k, v in datasets.items()}}
+    with svc.engine.begin() as conn:
+        finish_run(conn, svc.audit_key, run_id=run_id, actor=actor, manifest_sha256=manifest_sha,
+                   error=None, summary=summary)
+    return ExtractionResult(run_id, out_dir, manifest, manifest_sha, quarantine)

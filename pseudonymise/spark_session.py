@@ -1,0 +1,62 @@
+"""One way to get a Spark session, local or distributed, by one setting.
+
+* ``TOISIO_SPARK_MASTER`` (default ``local[*]``): any Spark master URL
+  (``spark://host:7077``, ``yarn``, ``k8s://...``).
+* ``TOISIO_SPARK_REMOTE``: a Spark Connect URL (``sc://host:15002``) - the
+  pipeline then runs through Spark Connect with no JVM in this process; the
+  value ``local`` starts a local Spark Connect server (used by the tests).
+
+The pipeline code is the same in every mode: it only uses the DataFrame API.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from pyspark.sql import SparkSession
+
+from toisio.config import Settings
+
+
+class SparkUnavailable(RuntimeError):
+    """Spark cannot start on this machine (for example Java is missing)."""
+
+
+def check_java() -> None:
+    """Fail with an install hint if no Java runtime is on the PATH."""
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise SparkUnavailable(
+            "Spark needs a Java 17+ runtime and none was found. On Debian/Ubuntu: "
+            "sudo apt-get install -y openjdk-17-jre-headless"
+        )
+
+
+def get_spark(settings: Settings, app_name: str = "toisio") -> SparkSession:
+    """The Spark session for ``settings`` (created once per process, reused after)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.appName(app_name)
+    if settings.spark_remote and settings.spark_remote != "local":
+        return builder.remote(settings.spark_remote).getOrCreate()
+    check_java()
+    builder = (
+        builder.master(settings.spark_master)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.compression.codec", "zstd")
+        .config("spark.eventLog.enabled", "false")
+        .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=ERROR")
+    )
+    if settings.spark_remote == "local":
+        builder = builder.config("spark.api.mode", "connect")
+    spark = builder.getOrCreate()
+    if settings.spark_remote != "local":
+        spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,239 @@
+"""Row validation as native Spark expressions (no Python UDFs).
+
+:func:`parse_and_validate` turns the raw lines of one registry extract into
+string fields plus a ``_reason`` column: ``None`` for a valid row, otherwise the
+first rule it breaks (in the order of :data:`REASONS`) and ``_detail`` naming
+the column.  Valid rows get typed columns; rejected rows keep their raw line so
+they can be quarantined and reported back to the controller.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from pseudonymise import hetu as H
+from pseudonymise.codes import CODE_SYSTEMS, COMBINATION_JOINERS, icd10_codes, table_codes
+from pseudonymise.registry_schema import Column as SchemaColumn
+from pseudonymise.registry_schema import RegistrySchema
+
+# Quarantine reasons, in the order rules are checked (a row gets the first one it breaks).
+REASONS: tuple[str, ...] = (
+    "encoding",
+    "malformed_line",
+    H.HETU_MISSING,
+    H.HETU_FORMAT,
+    H.HETU_DATE,
+    H.HETU_INDIVIDUAL,
+    H.HETU_CHECKSUM,
+    "missing_required",
+    "invalid_date",
+    "invalid_number",
+    "unknown_code",
+    "inconsistent_dates",
+    "duplicate",
+    H.HETU_TEMPORARY,
+)
+
+_CENTURY_1900 = [s for s, c in H.CENTURY_SIGNS.items() if c == 1900]
+_CENTURY_2000 = [s for s, c in H.CENTURY_SIGNS.items() if c == 2000]
+
+
+def hetu_normalised(col: Column) -> Column:
+    """Upper-cased, trimmed identity code (the century sign is kept)."""
+    return F.upper(F.trim(col))
+
+
+def hetu_reason(col: Column, *, allow_temporary: bool) -> Column:
+    """The HETU rejection reason for ``col`` (same names and order as :func:`hetu.rejection_reason`)."""
+    h = hetu_normalised(col)
+    sign = F.substring(h, 7, 1)
+    century = (
+        F.when(sign == "+", F.lit(1800))
+        .when(sign.isin(_CENTURY_1900), F.lit(1900))
+        .when(sign.isin(_CENTURY_2000), F.lit(2000))
+    )
+    yy = F.substring(h, 5, 2)
+    year = (century + yy.try_cast("int")).cast("string")
+    birth = F.try_to_date(F.concat(year, F.lit("-"), F.substring(h, 3, 2), F.lit("-"), F.substring(h, 1, 2)),
+                          "yyyy-MM-dd")
+    nnn = F.substring(h, 8, 3).try_cast("int")
+    number = F.concat(F.substring(h, 1, 6), F.substring(h, 8, 3)).try_cast("long")
+    expected = F.substr(F.lit(H.CHECK_ALPHABET), (number % 31 + 1).cast("int"), F.lit(1))
+    reason = (
+        F.when(col.isNull() | (F.trim(col) == ""), F.lit(H.HETU_MISSING))
+        .when(~h.rlike(H.FORMAT.pattern), F.lit(H.HETU_FORMAT))
+        .when(birth.isNull(), F.lit(H.HETU_DATE))
+        .when(nnn < 2, F.lit(H.HETU_INDIVIDUAL))
+        .when(F.substring(h, 11, 1) != expected, F.lit(H.HETU_CHECKSUM))
+    )
+    if not allow_temporary:
+        reason = reason.when(nnn >= 900, F.lit(H.HETU_TEMPORARY))
+    return reason
+
+
+_JOINERS = "[" + "".join("\\" + j for j in COMBINATION_JOINERS) + "]"
+
+
+def icd10_parts(code: Column) -> tuple[Column, Column]:
+    """The first and (for combination codes) second part of a Finnish ICD-10 code."""
+    first = F.regexp_extract(code, r"^([A-Z0-9]+)", 1)
+    second = F.regexp_extract(code, _JOINERS + r"([A-Z0-9]+)$", 1)
+    return first, F.when(second == "", F.lit(None).cast("string")).otherwise(second)
+
+
+def icd10_lookup_key(part: Column) -> Column:
+    """The WHO code a part is looked up by: a Finnish 5th-character extension drops to its stem."""
+    return F.when(F.length(part) == 5, F.substring(part, 1, 4)).otherwise(part)
+
+
+def code_ok(system: str, code: Column) -> Column:
+    """True where ``code`` is accepted by code system ``system`` (ICD-10 membership is a join)."""
+    cs = CODE_SYSTEMS[system]
+    ok = code.rlike(cs.pattern)
+    table = table_codes(system)
+    if table:
+        ok = ok & code.isin(sorted(table))
+    return ok
+
+
+def _with_icd10_membership(df: DataFrame, columns: list[str], codes: DataFrame) -> DataFrame:
+    """Add ``_icdok_<col>``: every part of the ICD-10 code in ``<col>`` is a WHO code.
+
+    Membership uses a broadcast join against the code list rather than a 12,000-literal IN list,
+    which would make the plan huge and slow to compile.
+    """
+    for c in columns:
+        value = F.upper(F.trim(F.col(f"_f.{c}")))
+        first, second = icd10_parts(value)
+        df = df.withColumn(f"_k1_{c}", icd10_lookup_key(first)).withColumn(f"_k2_{c}", icd10_lookup_key(second))
+        for k in ("1", "2"):
+            hit = codes.select(F.col("code").alias(f"_hit{k}_{c}"))
+            df = df.join(F.broadcast(hit), F.col(f"_k{k}_{c}") == F.col(f"_hit{k}_{c}"), "left")
+        shape = value.rlike(CODE_SYSTEMS["icd10"].pattern)
+        ok = shape & F.col(f"_hit1_{c}").isNotNull() & (F.col(f"_k2_{c}").isNull() | F.col(f"_hit2_{c}").isNotNull())
+        df = df.withColumn(f"_icdok_{c}", ok).drop(f"_k1_{c}", f"_k2_{c}", f"_hit1_{c}", f"_hit2_{c}")
+    return df
+
+
+def _column_code_ok(c: SchemaColumn, value: Column, fields: dict[str, Column]) -> Column:
+    systems = (c.code_system or "").split("|")
+
+    def one(system: str) -> Column:
+        return F.col(f"_icdok_{c.name}") if system == "icd10" else code_ok(system, value)
+
+    if c.system_column is None:
+        return one(systems[0])
+    selector = fields[c.system_column]
+    expr = None
+    for system in systems:
+        cond = (F.upper(F.trim(selector)) == system.upper()) & one(system)
+        expr = cond if expr is None else (expr | cond)
+    return expr
+
+
+def _date(value: Column, fmt: str) -> Column:
+    return F.try_to_date(value, fmt)
+
+
+def _number(value: Column, kind: str, decimal_mark: str) -> Column:
+    if kind == "int":
+        return value.try_cast("long")
+    v = F.regexp_replace(value, re.escape(decimal_mark), ".") if decimal_mark != "." else value
+    return v.try_cast("decimal(18,4)")
+
+
+def _first(checks: list[tuple[Column, str, str]]) -> tuple[Column, Column]:
+    """Chain ``(condition, reason, detail)`` into a reason and a detail column."""
+    reason = None
+    detail = None
+    for cond, r, d in checks:
+        reason = F.when(cond, F.lit(r)) if reason is None else reason.when(cond, F.lit(r))
+        detail = F.when(cond, F.lit(d)) if detail is None else detail.when(cond, F.lit(d))
+    return reason, detail
+
+
+def read_lines(spark: SparkSession, path: str, schema: RegistrySchema) -> DataFrame:
+    """Raw lines of an extract (header removed) with the file they came from."""
+    df = spark.read.text(path)
+    return (
+        df.select(F.col("value").alias("_line"), F.input_file_name().alias("_file"))
+        .where(F.col("_line") != F.lit(schema.header))
+    )
+
+
+def parse_and_validate(lines: DataFrame, schema: RegistrySchema, *, allow_temporary: bool = False) -> DataFrame:
+    """Parse raw lines and mark each row valid (``_reason`` null) or with its rejection reason.
+
+    Output columns: ``hetu`` (normalised), one typed column per schema column, ``_reason``,
+    ``_detail``, ``_line`` (raw line, made valid UTF-8) and ``_file``.
+    """
+    names = schema.names
+    string_schema = StructType([StructField(n, StringType()) for n in names])
+    delim = schema.delimiter
+    no_quoted = F.regexp_replace(F.col("_line"), '"[^"]*"', "")
+    tokens = F.size(F.split(no_quoted, re.escape(delim), -1))
+    parsed = lines.select(
+        "_line", "_file",
+        F.from_csv(F.make_valid_utf8(F.col("_line")), string_schema.simpleString(),
+                   {"sep": delim, "mode": "PERMISSIVE", "ignoreLeadingWhiteSpace": "true",
+                    "ignoreTrailingWhiteSpace": "true", "nullValue": ""}).alias("_f"),
+        tokens.alias("_tokens"),
+        F.is_valid_utf8(F.col("_line")).alias("_utf8"),
+    )
+    icd_columns = [c.name for c in schema.columns if c.type == "code" and "icd10" in (c.code_system or "")]
+    if icd_columns:
+        codes = lines.sparkSession.createDataFrame([(c,) for c in sorted(icd10_codes())], "code string")
+        parsed = _with_icd10_membership(parsed, icd_columns, codes)
+    raw = {n: F.col(f"_f.{n}") for n in names}
+    blank = {n: raw[n].isNull() | (F.trim(raw[n]) == "") for n in names}
+    checks: list[tuple[Column, str, str]] = [
+        (~F.col("_utf8"), "encoding", "line"),
+        (F.col("_tokens") != len(names), "malformed_line", f"expected {len(names)} fields"),
+    ]
+    hetu_r = hetu_reason(raw["hetu"], allow_temporary=True)
+    for r in (H.HETU_MISSING, H.HETU_FORMAT, H.HETU_DATE, H.HETU_INDIVIDUAL, H.HETU_CHECKSUM):
+        checks.append((hetu_r == r, r, "hetu"))
+    for c in schema.columns[1:]:
+        if not c.nullable:
+            checks.append((blank[c.name], "missing_required", c.name))
+    typed: dict[str, Column] = {}
+    for c in schema.columns[1:]:
+        if c.type == "date":
+            typed[c.name] = _date(raw[c.name], schema.date_format)
+            checks.append((~blank[c.name] & typed[c.name].isNull(), "invalid_date", c.name))
+    for c in schema.columns[1:]:
+        if c.type in ("int", "decimal"):
+            typed[c.name] = _number(raw[c.name], c.type, schema.decimal)
+            checks.append((~blank[c.name] & typed[c.name].isNull(), "invalid_number", c.name))
+    for c in schema.columns[1:]:
+        if c.type == "code":
+            value = F.upper(F.trim(raw[c.name]))
+            typed[c.name] = F.when(blank[c.name], F.lit(None).cast("string")).otherwise(value)
+            checks.append((~blank[c.name] & ~_column_code_ok(c, value, raw), "unknown_code", c.name))
+        elif c.type == "string":
+            typed[c.name] = F.when(blank[c.name], F.lit(None).cast("string")).otherwise(F.trim(raw[c.name]))
+    if schema.event_date and schema.end_date:
+        checks.append((typed[schema.end_date] < typed[schema.event_date], "inconsistent_dates", schema.end_date))
+    reason, detail = _first(checks)
+    out = parsed.select(
+        hetu_normalised(raw["hetu"]).alias("hetu"),
+        *[typed[c.name].alias(c.name) for c in schema.columns[1:]],
+        reason.alias("_reason"),
+        detail.alias("_detail"),
+        F.make_valid_utf8(F.col("_line")).alias("_line"),
+        "_file",
+    )
+    # Exact duplicate lines among otherwise valid rows: keep one, quarantine the others.
+    w = Window.partitionBy(F.col("_reason"), F.col("_line")).orderBy(F.col("_file"))
+    dup = F.col("_reason").isNull() & (F.row_number().over(w) > 1)
+    out = out.withColumn("_detail", F.when(dup, F.lit("line")).otherwise(F.col("_detail")))
+    out = out.withColumn("_reason", F.when(dup, F.lit("duplicate")).otherwise(F.col("_reason")))
+    if not allow_temporary:
+        temp = F.col("_reason").isNull() & (F.substring(F.col("hetu"), 8, 3) >= "900")
+        out = out.withColumn("_detail", F.when(temp, F.lit("hetu")).otherwise(F.col("_detail")))
+        out = out.withColumn("_reason", F.when(temp, F.lit(H.HETU_TEMPORARY)).otherwise(F.col("_reason")))
+    return out

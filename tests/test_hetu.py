@@ -1,0 +1,100 @@
+"""The identity code rules, on the Python side and as Spark expressions."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pseudonymise import hetu as H
+
+# (code, reason or None) - valid codes for every century sign, then each kind of fault.
+TABLE = [
+    ("131052-308T", None),
+    ("010101-123N", None),
+    ("211123A965F", H.HETU_TEMPORARY),
+    ("010594Y1232", None),
+    ("010594X1242", None),
+    ("010594W1252", None),
+    ("010594V1262", None),
+    ("010594U1272", None),
+    ("211123A965F", H.HETU_TEMPORARY),
+    ("020304B1232", None),
+    ("020304C1242", None),
+    ("020304D1252", None),
+    ("020304E1262", None),
+    ("020304F1272", None),
+    ("010190+1230", None),
+    ("131052-308U", H.HETU_CHECKSUM),
+    ("131052 308T", H.HETU_FORMAT),
+    ("131052-30T", H.HETU_FORMAT),
+    ("131052G308T", H.HETU_FORMAT),
+    ("300252-308T", H.HETU_DATE),
+    ("290200-1239", H.HETU_DATE),  # 1900 was not a leap year
+    ("131352-308T", H.HETU_DATE),
+    ("131052-001P", H.HETU_INDIVIDUAL),
+    ("131052-900Y", H.HETU_TEMPORARY),
+    ("", H.HETU_MISSING),
+    (None, H.HETU_MISSING),
+]
+
+
+def _fix_checks(table):
+    """Give the 'valid' rows a correct control character so the table tests the rules, not typos."""
+    out = []
+    for code, reason in table:
+        if code and reason in (None, H.HETU_TEMPORARY, H.HETU_INDIVIDUAL) and len(code) == 11:
+            code = code[:10] + H.control_character(code[:6], code[7:10])
+        out.append((code, reason))
+    return out
+
+
+CASES = _fix_checks(TABLE)
+
+
+@pytest.mark.parametrize(("code", "reason"), CASES)
+def test_python_reason(code, reason):
+    assert H.rejection_reason(code) == reason
+
+
+@pytest.mark.parametrize(("code", "reason"), [c for c in CASES if c[0]])
+def test_agrees_with_stdnum(code, reason):
+    assert H.is_valid(code) == (reason is None)
+    assert H.is_valid(code, allow_temporary=True) == (reason in (None, H.HETU_TEMPORARY))
+
+
+def test_every_century_sign_is_covered():
+    signs = {c[6] for c, r in CASES if c and r is None or r == H.HETU_TEMPORARY}
+    assert set(H.CENTURY_SIGNS) <= signs
+
+
+def test_separator_distinguishes_persons():
+    a = "100190-999P"
+    b = "100190Y999P"
+    assert H.normalise(a) != H.normalise(b)
+    assert H.birth_date(a) == H.birth_date(b)
+
+
+@given(st.text(alphabet="0123456789-+ABCDEFUVWXYHJKLMNPRST", min_size=10, max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_reason_agrees_with_stdnum_on_random_strings(code):
+    assert (H.rejection_reason(code) is None) == H.is_valid(code)
+
+
+@pytest.mark.slow
+def test_spark_expression_matches_python(spark):
+    import random
+
+    from pyspark.sql import functions as F
+
+    from pseudonymise.validate import hetu_reason
+
+    rnd = random.Random(5)
+    codes = [c for c, _ in CASES]
+    alphabet = "0123456789-+ABCDEFUVWXYHJKLMNPRST"
+    codes += ["".join(rnd.choice(alphabet) for _ in range(11)) for _ in range(300)]
+    for _ in range(300):
+        d, m, y, n = rnd.randint(1, 31), rnd.randint(1, 12), rnd.randint(0, 99), rnd.randint(0, 999)
+        stem = f"{d:02d}{m:02d}{y:02d}"
+        codes.append(f"{stem}{rnd.choice('-+AYF')}{n:03d}{H.control_character(stem, f'{n:03d}')}")
+    df = spark.createDataFrame([(c,) for c in codes], "code string")
+    got = [r["r"] for r in df.select(hetu_reason(F.col("code"), allow_temporary=False).alias("r")).collect()]
+    assert got == [H.rejection_reason(c) for c in codes]

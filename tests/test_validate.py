@@ -1,0 +1,93 @@
+"""Row validation in Spark: each defect kind is quarantined with the reason the ground truth names."""
+
+import collections
+import csv
+import hashlib
+
+import pytest
+
+from pseudonymise import hetu as H
+from pseudonymise.registry_schema import all_schemas, load_schema
+from pseudonymise.validate import REASONS, parse_and_validate, read_lines
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def checked(spark, extracts):
+    out = {}
+    for name, schema in all_schemas().items():
+        df = parse_and_validate(read_lines(spark, str(extracts / schema.file), schema), schema)
+        out[name] = df.where("_reason IS NOT NULL").select("_reason", "_detail", "_line", "hetu").collect()
+    return out
+
+
+def _truth(extracts):
+    with open(extracts / "ground_truth.csv", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _temporary_lines(extracts, schema):
+    """Lines whose only fault is a temporary identity code (not injected defects)."""
+    n = 0
+    with open(extracts / schema.file, "rb") as fh:
+        next(fh)
+        for raw in fh:
+            code = raw.split(schema.delimiter.encode())[0].decode("utf-8", "replace")
+            if H.rejection_reason(code) == H.HETU_TEMPORARY:
+                n += 1
+    return n
+
+
+def test_counts_per_reason_match_ground_truth(checked, extracts):
+    truth = _truth(extracts)
+    for name, rows in checked.items():
+        got = collections.Counter(r["_reason"] for r in rows)
+        expected = collections.Counter(t["expected_reason"] for t in truth if t["registry"] == name)
+        temporary = got.pop(H.HETU_TEMPORARY, 0)
+        assert got == expected, name
+        assert temporary <= _temporary_lines(extracts, load_schema(name))
+
+
+def test_every_defect_line_is_quarantined_with_its_reason(checked, extracts):
+    for t in _truth(extracts):
+        if t["defect"] == "wrong_encoding":
+            continue  # the quarantined copy is made valid UTF-8, so it has another hash
+        rows = checked[t["registry"]]
+        hashes = {hashlib.sha256(r["_line"].encode("utf-8")).hexdigest(): r["_reason"] for r in rows}
+        assert hashes.get(t["line_sha256"]) == t["expected_reason"], t
+
+
+def test_every_reason_is_listed(checked):
+    seen = {r["_reason"] for rows in checked.values() for r in rows}
+    assert seen <= set(REASONS)
+
+
+def test_details_name_the_column(checked):
+    for rows in checked.values():
+        for r in rows:
+            assert r["_detail"], r
+    hilmo = {r["_detail"] for r in checked["hilmo"] if r["_reason"] == "unknown_code"}
+    assert hilmo == {"main_dg"}
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "detail"),
+    [
+        ("131052-308T,2019-01-01,2019-01-02,E119,,,10102", None, None),
+        ("131052-308T,2019-01-01,2019-01-02,E1190,,,10102", None, None),  # Finnish 5th character
+        ("131052-308T,2019-01-01,2019-01-02,E114+G632,,,10102", None, None),
+        ("131052-308T,2019-01-01,2019-01-02,E114+U999,,,10102", "unknown_code", "main_dg"),
+        ("131052-308T,2019-01-03,2019-01-02,E119,,,10102", "inconsistent_dates", "discharge_date"),
+        ("131052-308T,2019-01-01,2019-01-02,E119,,XX,10102", "unknown_code", "procedure"),
+        ("131052-308T,2019-01-01,2019-01-02,E119,,,10102,extra", "malformed_line", "expected 7 fields"),
+        ("131052-308U,2019-01-01,2019-01-02,E119,,,10102", "hetu_checksum", "hetu"),
+        (",2019-01-01,2019-01-02,E119,,,10102", "hetu_missing", "hetu"),
+        ("131052-308T,,2019-01-02,E119,,,10102", "missing_required", "admission_date"),
+    ],
+)
+def test_single_lines(spark, line, reason, detail):
+    schema = load_schema("hilmo")
+    df = spark.createDataFrame([(line, "f")], "_line string, _file string")
+    row = parse_and_validate(df, schema).collect()[0]
+    assert (row["_reason"], row["_detail"]) == (reason, detail)

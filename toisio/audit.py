@@ -1,0 +1,210 @@
+"""The service's one audit log: append-only and hash-chained.
+
+Every stage appends through :func:`append`, inside the same transaction as the
+state change it records.  Each entry's hash is
+``HMAC-SHA256(audit_key, canonical_json(body))`` where ``body`` holds the
+sequence number, time, actor, action, subject, payload and the previous entry's
+hash.  The key is kept outside the database, so someone who can write to the
+database cannot rebuild the chain after editing it.  Triggers make the table
+refuse UPDATE and DELETE; :func:`verify` finds the first broken link after any
+edit, deletion, insertion or reordering that got past them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Integer, String, Text, select, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from toisio.db import Base
+from toisio.keystore import Secret
+
+GENESIS = "0" * 64
+
+
+class AuditEventRow(Base):
+    """Database row of one audit event (append-only)."""
+
+    __tablename__ = "audit_event"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    subject: Mapped[str] = mapped_column(String(200), index=True)
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit event as read back from the log."""
+
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    subject: str
+    payload: dict[str, Any]
+    prev_hash: str
+    entry_hash: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`: ``ok``, how many entries were checked, the first bad one."""
+
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+class AuditError(RuntimeError):
+    """The audit log could not be appended to."""
+
+
+def canonical_json(obj: Any) -> str:
+    """The canonical JSON text hashed by the chain (sorted keys, no spaces, UTF-8)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _entry_hash(key: Secret, body: dict[str, Any]) -> str:
+    return hmac.new(key.value, canonical_json(body).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _body(seq: int, ts: str, actor: str, action: str, subject: str, payload: str, prev: str) -> dict:
+    return {
+        "seq": seq,
+        "ts": ts,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "payload": payload,
+        "prev": prev,
+    }
+
+
+def _lock_for_append(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7410001)"))
+    # SQLite: the engine's BEGIN IMMEDIATE already serialises writers.
+
+
+def append(
+    conn: Connection,
+    key: Secret,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    payload: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> AuditEvent:
+    """Append one event in the caller's transaction and return it."""
+    if not actor or not action or not subject:
+        raise AuditError("audit events need an actor, an action and a subject")
+    _lock_for_append(conn)
+    last = conn.execute(
+        select(AuditEventRow.seq, AuditEventRow.entry_hash).order_by(AuditEventRow.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    ts = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    payload_text = canonical_json(payload or {})
+    entry = _entry_hash(key, _body(seq, ts, actor, action, subject, payload_text, prev))
+    conn.execute(
+        AuditEventRow.__table__.insert().values(
+            seq=seq,
+            ts=ts,
+            actor=actor,
+            action=action,
+            subject=subject,
+            payload=payload_text,
+            prev_hash=prev,
+            entry_hash=entry,
+        )
+    )
+    return AuditEvent(seq, ts, actor, action, subject, json.loads(payload_text), prev, entry)
+
+
+def _to_event(row) -> AuditEvent:
+    return AuditEvent(
+        row.seq, row.ts, row.actor, row.action, row.subject, json.loads(row.payload), row.prev_hash,
+        row.entry_hash,
+    )
+
+
+def events(
+    conn: Connection, *, subject: str | None = None, subject_prefix: str | None = None,
+    action_prefix: str | None = None,
+) -> list[AuditEvent]:
+    """Events in chain order, optionally for one subject, a subject prefix or an action prefix."""
+    q = select(AuditEventRow).order_by(AuditEventRow.seq)
+    if subject is not None:
+        q = q.where(AuditEventRow.subject == subject)
+    if subject_prefix is not None:
+        q = q.where(AuditEventRow.subject.startswith(subject_prefix, autoescape=True))
+    if action_prefix is not None:
+        q = q.where(AuditEventRow.action.startswith(action_prefix, autoescape=True))
+    return [_to_event(r) for r in conn.execute(q)]
+
+
+def head(conn: Connection) -> tuple[int, str]:
+    """The chain head ``(seq, entry_hash)``, for anchoring outside the database."""
+    row = conn.execute(
+        select(AuditEventRow.seq, AuditEventRow.entry_hash).order_by(AuditEventRow.seq.desc()).limit(1)
+    ).first()
+    return (row[0], row[1]) if row else (0, GENESIS)
+
+
+def verify(conn: Connection, key: Secret, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
+    """Walk the chain and report the first broken link.
+
+    ``anchor`` is a ``(seq, hash)`` pair stored outside the database earlier; if
+    given, the chain must still contain it (this catches truncation of the tail).
+    """
+    prev = GENESIS
+    expected_seq = 1
+    checked = 0
+    anchor_seen = anchor is None or anchor[0] == 0
+    for row in conn.execute(select(AuditEventRow).order_by(AuditEventRow.seq)):
+        if row.seq != expected_seq:
+            return VerifyResult(False, checked, expected_seq, f"entry {expected_seq} is missing (next is {row.seq})")
+        if row.prev_hash != prev:
+            return VerifyResult(False, checked, row.seq, f"entry {row.seq} does not link to entry {row.seq - 1}")
+        body = _body(row.seq, row.ts, row.actor, row.action, row.subject, row.payload, row.prev_hash)
+        if not hmac.compare_digest(_entry_hash(key, body), row.entry_hash):
+            return VerifyResult(False, checked, row.seq, f"entry {row.seq} was altered (hash mismatch)")
+        if anchor is not None and row.seq == anchor[0]:
+            if row.entry_hash != anchor[1]:
+                return VerifyResult(False, checked, row.seq, f"entry {row.seq} differs from the anchored head")
+            anchor_seen = True
+        prev = row.entry_hash
+        expected_seq += 1
+        checked += 1
+    if not anchor_seen:
+        return VerifyResult(False, checked, anchor[0], f"anchored entry {anchor[0]} is gone (log truncated)")
+    return VerifyResult(True, checked)
+
+
+APPEND_ONLY_SQLITE = [
+    "CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event "
+    "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END",
+    "CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event "
+    "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END",
+]
+APPEND_ONLY_POSTGRES = [
+    "CREATE OR REPLACE FUNCTION audit_event_append_only() RETURNS trigger AS $$ "
+    "BEGIN RAISE EXCEPTION 'audit_event is append-only'; END; $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER audit_event_no_update BEFORE UPDATE OR DELETE ON audit_event "
+    "FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()",
+    "CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only()",
+]

@@ -1,0 +1,212 @@
+"""The ``toisio`` command: one CLI for the whole service, one sub-command group per stage.
+
+The CLI is a thin layer: it parses arguments, calls the domain functions and
+prints their results.  It holds no rules of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Toisio: secondary-use health and social data access service.", no_args_is_help=True)
+audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
+scope_app = typer.Typer(help="Permit scope documents (the frozen extraction description).", no_args_is_help=True)
+db_app = typer.Typer(help="The service database.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(scope_app, name="scope")
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def synth(
+    persons: int = typer.Option(..., "--persons", help="number of persons in the population"),
+    out: Path = typer.Option(..., "--out", help="output directory for the CSV extracts"),
+    seed: int = typer.Option(1, "--seed", help="random seed; the same seed gives byte-identical files"),
+    defect_rate: float = typer.Option(0.0, "--defect-rate", help="share of lines given a defect"),
+) -> None:
+    """Write synthetic registry extracts (population, Hilmo, Avohilmo, Kela, causes of death, cancer)."""
+    from pseudonymise.synthetic import generate
+
+    start = time.perf_counter()
+    with Progress(TextColumn("synthetic persons"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("persons", total=persons)
+        summary = generate(out, persons=persons, seed=seed, defect_rate=defect_rate,
+                           progress=lambda n: progress.advance(task, n))
+    table = Table(title=f"Synthetic extracts in {out} ({time.perf_counter() - start:.1f} s)")
+    table.add_column("registry")
+    table.add_column("rows", justify="right")
+    for registry, rows in summary.rows.items():
+        table.add_row(registry, f"{rows:,}")
+    console.print(table)
+    if summary.defects:
+        console.print("defects injected (ground_truth.csv): " +
+                      ", ".join(f"{k} {v}" for k, v in sorted(summary.defects.items())))
+
+
+@app.command()
+def extract(
+    scope: Path = typer.Option(..., "--scope", help="permit scope file (YAML or JSON)"),
+    in_dir: Path = typer.Option(..., "--in", help="directory of the controllers' extracts"),
+    out_dir: Path = typer.Option(..., "--out", help="delivery directory (replaced atomically)"),
+    quarantine: Path | None = typer.Option(None, "--quarantine", help="where rejected rows go"),
+    actor: str = typer.Option("pipeline", "--actor", help="who runs the extraction (audit log)"),
+    via_flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (with retries)"),
+) -> None:
+    """Validate, minimise, pseudonymise, link and deliver one permit's data."""
+    if via_flow:
+        _extract_via_flow(scope, in_dir, out_dir, actor)
+        return
+    from permits.scope import ScopeError, load_scope
+    from pseudonymise.pipeline import ExtractionError, run_extraction
+    from toisio.service import service
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        permit_scope = load_scope(scope)
+    except ScopeError as exc:
+        _fail(str(exc))
+    start = time.perf_counter()
+    try:
+        with console.status(f"extracting {permit_scope.permit_id}"):
+            result = run_extraction(permit_scope, in_dir, out_dir, service(), actor=actor,
+                                    quarantine_dir=quarantine)
+    except ExtractionError as exc:
+        _fail(str(exc))
+    print_manifest(result.manifest, title=f"Delivered {permit_scope.permit_id} to {result.output_dir} "
+                                          f"in {time.perf_counter() - start:.1f} s")
+    console.print(f"manifest sha256 {result.manifest_sha256}; quarantine: {result.quarantine_dir}")
+
+
+def _extract_via_flow(scope: Path, in_dir: Path, out_dir: Path, actor: str) -> None:
+    from flows.prefect_env import configure_prefect
+    from toisio.config import load_settings
+
+    configure_prefect(load_settings())
+    from flows.extraction import extraction_flow
+
+    start = time.perf_counter()
+    summary = extraction_flow(str(scope), str(in_dir), str(out_dir), actor)
+    manifest = json.loads((Path(summary["output_dir"]) / "manifest.json").read_text())
+    print_manifest(manifest, title=f"Prefect flow delivered {manifest['permit_id']} to {summary['output_dir']} "
+                                   f"in {time.perf_counter() - start:.1f} s")
+    console.print(f"manifest sha256 {summary['manifest_sha256']}")
+
+
+def print_manifest(manifest: dict, title: str) -> None:
+    """Print a manifest's per-registry accounting as a table."""
+    table = Table(title=title)
+    for col in ("registry", "rows in", "quarantined", "outside period", "not in cohort", "other", "delivered"):
+        table.add_column(col, justify="left" if col == "registry" else "right")
+    for registry, c in manifest["counts"].items():
+        other = c.get("excluded_duplicate_person", 0) + c.get("excluded_not_in_scope", 0)
+        table.add_row(registry, f"{c['rows_in']:,}", f"{c['quarantined_total']:,}",
+                      f"{c['excluded_outside_period']:,}", f"{c['excluded_not_in_cohort']:,}", f"{other:,}",
+                      f"{c['delivered']:,}")
+    console.print(table)
+    if manifest.get("cohort"):
+        c = manifest["cohort"]
+        console.print(f"cohort: {c['cases']:,} cases, {c['controls']:,} controls "
+                      f"({c['cases_short_of_controls']:,} cases short of controls)")
+    console.print("datasets: " + ", ".join(f"{k} {v['rows']:,} rows" for k, v in manifest["datasets"].items()))
+
+
+@scope_app.command("schema")
+def scope_schema() -> None:
+    """Print the JSON Schema of permit scope files."""
+    from permits.scope import scope_json_schema
+
+    sys.stdout.write(json.dumps(scope_json_schema(), indent=2) + "\n")
+
+
+@scope_app.command("check")
+def scope_check(path: Path) -> None:
+    """Validate a scope file and print its SHA-256."""
+    from permits.scope import ScopeError, load_scope
+
+    try:
+        s = load_scope(path)
+    except ScopeError as exc:
+        _fail(str(exc))
+    console.print(f"{path}: valid scope for {s.permit_id}, sha256 {s.sha256}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    anchor: str | None = typer.Option(None, "--anchor", help="'SEQ:HASH' printed earlier by 'toisio audit head'"),
+) -> None:
+    """Check the whole hash chain; exit 1 and name the first broken link if it is not intact."""
+    from toisio import audit
+    from toisio.service import service
+
+    svc = service()
+    anchor_pair = None
+    if anchor:
+        seq, _, h = anchor.partition(":")
+        anchor_pair = (int(seq), h)
+    with svc.engine.connect() as conn:
+        result = audit.verify(conn, svc.audit_key, anchor=anchor_pair)
+    if result.ok:
+        console.print(f"audit log intact: {result.checked} entries verified")
+    else:
+        _fail(f"audit log broken at entry {result.first_bad_seq}: {result.reason} "
+              f"({result.checked} entries verified before it)")
+
+
+@audit_app.command("head")
+def audit_head() -> None:
+    """Print the chain head as SEQ:HASH, for anchoring outside the database."""
+    from toisio import audit
+    from toisio.service import service
+
+    svc = service()
+    with svc.engine.connect() as conn:
+        seq, h = audit.head(conn)
+    sys.stdout.write(f"{seq}:{h}\n")
+
+
+@audit_app.command("show")
+def audit_show(subject: str | None = typer.Option(None, "--subject"), limit: int = typer.Option(50, "--limit")) -> None:
+    """Show the newest audit events (optionally for one subject, e.g. permit:TOISIO-2026-1)."""
+    from toisio import audit
+    from toisio.service import service
+
+    svc = service()
+    with svc.engine.connect() as conn:
+        rows = audit.events(conn, subject=subject)[-limit:]
+    table = Table(title="audit log")
+    for col in ("seq", "time", "actor", "action", "subject"):
+        table.add_column(col)
+    for e in rows:
+        table.add_row(str(e.seq), e.ts, e.actor, e.action, e.subject)
+    console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the database schema (also done automatically on first use)."""
+    from toisio.service import service
+
+    svc = service()
+    _ = svc.engine
+    console.print(f"database at {svc.settings.db_url.split('@')[-1]} is up to date")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,67 @@
+"""One configuration for the whole service.
+
+Every setting has an embedded default so that ``make demo`` runs with nothing
+configured: SQLite in the service home, ephemeral Prefect, local Spark.  Each
+setting can be overridden by an environment variable ``TOISIO_<NAME>``.
+
+Secrets (the pseudonymisation master key and the audit key) live in the key
+store directory, which defaults to a directory *outside* the repository
+(``$XDG_DATA_HOME/toisio/keys``) and is created with mode 0700.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "toisio"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service settings; build with :func:`load_settings`."""
+
+    home: Path = field(default_factory=_default_home)
+    database_url: str = ""  # default: sqlite:///<home>/toisio.db
+    key_dir: Path | None = None  # default: <home>/keys
+    spark_master: str = "local[*]"
+    spark_remote: str = ""  # "sc://host:15002" or "local" for a local Spark Connect server
+    spark_driver_memory: str = "2g"
+    spark_shuffle_partitions: int = 8
+    disclosure_profile: str = "toisio-default"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'toisio.db'}"
+
+    @property
+    def keys(self) -> Path:
+        return self.key_dir or (self.home / "keys")
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+
+_ENV_PREFIX = "TOISIO_"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from defaults, then ``TOISIO_*`` environment variables, then ``overrides``."""
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        env = os.environ.get(_ENV_PREFIX + f.name.upper())
+        if env is None or env == "":
+            continue
+        if f.name in ("home", "key_dir"):
+            values[f.name] = Path(env).expanduser()
+        elif f.name == "spark_shuffle_partitions":
+            values[f.name] = int(env)
+        else:
+            values[f.name] = env
+    settings = replace(Settings(), **values)
+    return replace(settings, **overrides) if overrides else settings

@@ -1,0 +1,44 @@
+"""Wiring shared by every stage: settings, the database engine and the audit key.
+
+The CLI, the REST API and the Prefect flows build one :class:`Service` and hand
+it to domain functions; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Engine
+
+from toisio import audit
+from toisio.config import Settings, load_settings
+from toisio.db import get_engine
+from toisio.keystore import Secret, audit_key
+
+
+@dataclass(frozen=True)
+class Service:
+    """Handles on the shared parts of the service."""
+
+    settings: Settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        return get_engine(self.settings.db_url)
+
+    @cached_property
+    def audit_key(self) -> Secret:
+        return audit_key(self.settings.keys)
+
+    def record(self, *, actor: str, action: str, subject: str, payload: dict[str, Any] | None = None):
+        """Append one audit event in a transaction of its own (for events with no other state change)."""
+        with self.engine.begin() as conn:
+            return audit.append(conn, self.audit_key, actor=actor, action=action, subject=subject,
+                                payload=payload)
+
+
+def service(**overrides: object) -> Service:
+    """A :class:`Service` from the environment (and ``overrides``)."""
+    return Service(load_settings(**overrides))
