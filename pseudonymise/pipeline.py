@@ -31,7 +31,7 @@ from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudony
 from pseudonymise.registry_schema import load_schema
 from pseudonymise.runs import finish_run, start_run
 from pseudonymise.spark_session import get_spark
-from pseudonymise.validate import REASONS, parse_and_validate, read_lines
+from pseudonymise.validate import REASONS, line_key, mark_duplicates, parse_and_validate, read_lines, repeated_lines
 from toisio.keystore import master_key
 from toisio.service import Service
 
@@ -79,34 +79,69 @@ def _internal_columns(registry: str, scope: PermitScope) -> list[str]:
 
 def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in_dir: Path, work: Path,
                       keydf: DataFrame) -> Path:
-    """One pass: parse, validate, pseudonymise valid rows, write valid and rejected rows apart."""
+    """Parse, validate and pseudonymise in one pass; write valid, rejected and repeated rows apart.
+
+    Exact duplicate lines are found by a narrow hash aggregation over the raw lines first; only the
+    rows of repeated lines are then grouped (:func:`_resolve_duplicates`), never the whole extract.
+    """
     schema = load_schema(registry)
     source = in_dir / schema.file
     if not source.exists():
         raise ExtractionError(f"registry {registry!r}: extract file {source} is missing")
-    checked = parse_and_validate(read_lines(spark, str(source), schema), schema,
-                                 allow_temporary=scope.allow_temporary_ids)
+    lines = read_lines(spark, str(source), schema)
+    checked = parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids)
+    checked = checked.select("*", *line_key(F.col("_line"))).join(
+        F.broadcast(repeated_lines(lines)), ["_h1", "_h2"], "left")
     valid = F.col("_reason").isNull()
+    repeated = valid & F.coalesce(F.col("_repeated"), F.lit(False))
+    part = F.when(~valid, F.lit("rejected")).when(repeated, F.lit("repeated")).otherwise(F.lit("valid"))
     keep = _internal_columns(registry, scope)
-    with_key = with_pseudonym(checked, keydf)
-    out = with_key.select(
+    raw_kept = ~valid | repeated
+    out = with_pseudonym(checked, keydf).select(
         F.when(valid, F.col("pseudonym")).alias("pseudonym"),
         *[F.col(c) for c in keep],
         F.when(~valid, F.col("hetu")).alias("hetu"),
         "_reason", "_detail",
-        F.when(~valid, F.col("_line")).alias("_line"),
-        F.when(~valid, F.col("_file")).alias("_file"),
-        valid.alias("_valid"),
+        F.when(raw_kept, F.col("_line")).alias("_line"),
+        F.when(raw_kept, F.col("_file")).alias("_file"),
+        part.alias("_part"),
     )
     target = work / registry
-    out.write.mode("overwrite").partitionBy("_valid").parquet(str(target))
+    out.write.mode("overwrite").partitionBy("_part").parquet(str(target))
+    _resolve_duplicates(spark, target)
     return target
 
 
+def _resolve_duplicates(spark: SparkSession, dataset: Path) -> None:
+    """Keep one row of each repeated line as valid and mark the other copies ``duplicate``."""
+    src = dataset / "_part=repeated"
+    if not src.exists():
+        return
+    marked = mark_duplicates(spark.read.parquet(str(src)))
+    keep = marked.where(F.col("_reason").isNull()).drop("_line", "_file")
+    keep.write.mode("overwrite").parquet(str(dataset.with_name(dataset.name + ".dedup") / "valid"))
+    marked.where(F.col("_reason").isNotNull()).write.mode("overwrite").parquet(
+        str(dataset.with_name(dataset.name + ".dedup") / "rejected"))
+
+
+def _parts(dataset: Path, kind: str) -> list[str]:
+    paths = [dataset / f"_part={kind}", dataset.with_name(dataset.name + ".dedup") / kind]
+    return [str(p) for p in paths if p.exists()]
+
+
+def _read_part(spark: SparkSession, dataset: Path, kind: str) -> DataFrame:
+    frames = [spark.read.parquet(p) for p in _parts(dataset, kind)]
+    if not frames:
+        return spark.read.parquet(str(dataset)).drop("_part").limit(0)
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f, allowMissingColumns=True)
+    return out
+
+
 def _read_valid(spark: SparkSession, work_dataset: Path) -> DataFrame:
-    df = spark.read.parquet(str(work_dataset))
-    valid = df.where(F.col("_valid").cast("string") == "true")
-    return valid.drop("_valid", "hetu", "_reason", "_detail", "_line", "_file")
+    valid = _read_part(spark, work_dataset, "valid")
+    return valid.drop("hetu", "_reason", "_detail", "_line", "_file")
 
 
 EXCLUSIONS = ("excluded_outside_period", "excluded_not_in_cohort", "excluded_duplicate_person",
@@ -132,9 +167,9 @@ def _account_population(c: dict[str, Any], scope: PermitScope, valid_pop: DataFr
 
 
 def _validation_counts(spark: SparkSession, work_dataset: Path) -> dict[str, Any]:
-    rows = spark.read.parquet(str(work_dataset)).groupBy("_reason").count().collect()
-    quarantined = {r["_reason"]: r["count"] for r in rows if r["_reason"] is not None}
-    valid = sum(r["count"] for r in rows if r["_reason"] is None)
+    valid = _read_part(spark, work_dataset, "valid").count()
+    rows = _read_part(spark, work_dataset, "rejected").groupBy("_reason").count().collect()
+    quarantined = {r["_reason"]: r["count"] for r in rows}
     unknown = set(quarantined) - set(REASONS)
     if unknown:  # pragma: no cover - guards the reason table
         raise ExtractionError(f"unlisted quarantine reasons {unknown}")
@@ -288,9 +323,8 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             shutil.rmtree(quarantine)
         quarantine.mkdir(parents=True, exist_ok=True)
         for registry in counts:
-            rejected = work / registry / "_valid=false"
-            if rejected.exists():
-                shutil.move(str(rejected), str(quarantine / registry))
+            rejected = _read_part(spark, work / registry, "rejected").drop("pseudonym")
+            rejected.coalesce(1).write.mode("overwrite").parquet(str(quarantine / registry))
         deliver.write_json(quarantine / "summary.json",
                            {r: c["quarantined"] for r, c in sorted(counts.items())})
         deliver.publish(staging, out_dir)

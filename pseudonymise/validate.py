@@ -29,13 +29,13 @@ REASONS: tuple[str, ...] = (
     H.HETU_DATE,
     H.HETU_INDIVIDUAL,
     H.HETU_CHECKSUM,
+    H.HETU_TEMPORARY,
     "missing_required",
     "invalid_date",
     "invalid_number",
     "unknown_code",
     "inconsistent_dates",
     "duplicate",
-    H.HETU_TEMPORARY,
 )
 
 _CENTURY_1900 = [s for s, c in H.CENTURY_SIGNS.items() if c == 1900]
@@ -56,17 +56,19 @@ def hetu_reason(col: Column, *, allow_temporary: bool) -> Column:
         .when(sign.isin(_CENTURY_1900), F.lit(1900))
         .when(sign.isin(_CENTURY_2000), F.lit(2000))
     )
-    yy = F.substring(h, 5, 2)
-    year = (century + yy.try_cast("int")).cast("string")
-    birth = F.try_to_date(F.concat(year, F.lit("-"), F.substring(h, 3, 2), F.lit("-"), F.substring(h, 1, 2)),
-                          "yyyy-MM-dd")
+    year = century + F.substring(h, 5, 2).try_cast("int")
+    month = F.substring(h, 3, 2).try_cast("int")
+    day = F.substring(h, 1, 2).try_cast("int")
+    month_ok = (month >= 1) & (month <= 12)
+    last_day = F.dayofmonth(F.last_day(F.make_date(year, F.when(month_ok, month).otherwise(F.lit(1)), F.lit(1))))
+    date_ok = month_ok & (day >= 1) & (day <= last_day)
     nnn = F.substring(h, 8, 3).try_cast("int")
     number = F.concat(F.substring(h, 1, 6), F.substring(h, 8, 3)).try_cast("long")
     expected = F.substr(F.lit(H.CHECK_ALPHABET), (number % 31 + 1).cast("int"), F.lit(1))
     reason = (
         F.when(col.isNull() | (F.trim(col) == ""), F.lit(H.HETU_MISSING))
         .when(~h.rlike(H.FORMAT.pattern), F.lit(H.HETU_FORMAT))
-        .when(birth.isNull(), F.lit(H.HETU_DATE))
+        .when(~date_ok, F.lit(H.HETU_DATE))
         .when(nnn < 2, F.lit(H.HETU_INDIVIDUAL))
         .when(F.substring(h, 11, 1) != expected, F.lit(H.HETU_CHECKSUM))
     )
@@ -188,52 +190,101 @@ def parse_and_validate(lines: DataFrame, schema: RegistrySchema, *, allow_tempor
     if icd_columns:
         codes = lines.sparkSession.createDataFrame([(c,) for c in sorted(icd10_codes())], "code string")
         parsed = _with_icd10_membership(parsed, icd_columns, codes)
-    raw = {n: F.col(f"_f.{n}") for n in names}
+    # Stage 1: flatten the fields and compute the identity-code verdict once per row.
+    stage1 = parsed.select(
+        "*", *[F.col(f"_f.{n}").alias(f"_raw_{n}") for n in names],
+        hetu_reason(F.col("_f.hetu"), allow_temporary=allow_temporary).alias("_hetu_reason"),
+    ).drop("_f")
+    raw = {n: F.col(f"_raw_{n}") for n in names}
     blank = {n: raw[n].isNull() | (F.trim(raw[n]) == "") for n in names}
-    checks: list[tuple[Column, str, str]] = [
-        (~F.col("_utf8"), "encoding", "line"),
-        (F.col("_tokens") != len(names), "malformed_line", f"expected {len(names)} fields"),
-    ]
-    hetu_r = hetu_reason(raw["hetu"], allow_temporary=True)
-    for r in (H.HETU_MISSING, H.HETU_FORMAT, H.HETU_DATE, H.HETU_INDIVIDUAL, H.HETU_CHECKSUM):
-        checks.append((hetu_r == r, r, "hetu"))
-    for c in schema.columns[1:]:
-        if not c.nullable:
-            checks.append((blank[c.name], "missing_required", c.name))
     typed: dict[str, Column] = {}
     for c in schema.columns[1:]:
         if c.type == "date":
             typed[c.name] = _date(raw[c.name], schema.date_format)
-            checks.append((~blank[c.name] & typed[c.name].isNull(), "invalid_date", c.name))
-    for c in schema.columns[1:]:
-        if c.type in ("int", "decimal"):
+        elif c.type in ("int", "decimal"):
             typed[c.name] = _number(raw[c.name], c.type, schema.decimal)
-            checks.append((~blank[c.name] & typed[c.name].isNull(), "invalid_number", c.name))
+        elif c.type == "code":
+            typed[c.name] = F.when(blank[c.name], F.lit(None).cast("string")).otherwise(F.upper(F.trim(raw[c.name])))
+        else:
+            typed[c.name] = F.when(blank[c.name], F.lit(None).cast("string")).otherwise(F.trim(raw[c.name]))
+    # Stage 2: typed values and one boolean per rule, so the reason chain below only reads flags.
+    checks: list[tuple[str, str, Column]] = [
+        ("encoding", "line", ~F.col("_utf8")),
+        ("malformed_line", f"expected {len(names)} fields", F.col("_tokens") != len(names)),
+    ]
+    for r in (H.HETU_MISSING, H.HETU_FORMAT, H.HETU_DATE, H.HETU_INDIVIDUAL, H.HETU_CHECKSUM, H.HETU_TEMPORARY):
+        checks.append((r, "hetu", F.coalesce(F.col("_hetu_reason") == r, F.lit(False))))
+    for c in schema.columns[1:]:
+        if not c.nullable:
+            checks.append(("missing_required", c.name, blank[c.name]))
+    for kind, reason in (("date", "invalid_date"), ("int", "invalid_number"), ("decimal", "invalid_number")):
+        for c in schema.columns[1:]:
+            if c.type == kind:
+                checks.append((reason, c.name, ~blank[c.name] & F.col(f"_typed_{c.name}").isNull()))
     for c in schema.columns[1:]:
         if c.type == "code":
-            value = F.upper(F.trim(raw[c.name]))
-            typed[c.name] = F.when(blank[c.name], F.lit(None).cast("string")).otherwise(value)
-            checks.append((~blank[c.name] & ~_column_code_ok(c, value, raw), "unknown_code", c.name))
-        elif c.type == "string":
-            typed[c.name] = F.when(blank[c.name], F.lit(None).cast("string")).otherwise(F.trim(raw[c.name]))
+            checks.append(("unknown_code", c.name,
+                           ~blank[c.name] & ~F.coalesce(_column_code_ok(c, F.col(f"_typed_{c.name}"), raw),
+                                                        F.lit(False))))
     if schema.event_date and schema.end_date:
-        checks.append((typed[schema.end_date] < typed[schema.event_date], "inconsistent_dates", schema.end_date))
-    reason, detail = _first(checks)
-    out = parsed.select(
+        checks.append(("inconsistent_dates", schema.end_date,
+                       F.coalesce(F.col(f"_typed_{schema.end_date}") < F.col(f"_typed_{schema.event_date}"),
+                                  F.lit(False))))
+    checks.sort(key=lambda chk: REASONS.index(chk[0]))
+    stage2 = stage1.select(
+        "*", *[typed[c].alias(f"_typed_{c}") for c in typed],
+    )
+    stage2 = stage2.select("*", *[cond.alias(f"_chk{i}") for i, (_, _, cond) in enumerate(checks)])
+    reason, detail = _first([(F.col(f"_chk{i}"), r, d) for i, (r, d, _) in enumerate(checks)])
+    out = stage2.select(
         hetu_normalised(raw["hetu"]).alias("hetu"),
-        *[typed[c.name].alias(c.name) for c in schema.columns[1:]],
+        *[F.col(f"_typed_{c.name}").alias(c.name) for c in schema.columns[1:]],
         reason.alias("_reason"),
         detail.alias("_detail"),
         F.make_valid_utf8(F.col("_line")).alias("_line"),
         "_file",
     )
-    # Exact duplicate lines among otherwise valid rows: keep one, quarantine the others.
-    w = Window.partitionBy(F.col("_reason"), F.col("_line")).orderBy(F.col("_file"))
-    dup = F.col("_reason").isNull() & (F.row_number().over(w) > 1)
-    out = out.withColumn("_detail", F.when(dup, F.lit("line")).otherwise(F.col("_detail")))
-    out = out.withColumn("_reason", F.when(dup, F.lit("duplicate")).otherwise(F.col("_reason")))
-    if not allow_temporary:
-        temp = F.col("_reason").isNull() & (F.substring(F.col("hetu"), 8, 3) >= "900")
-        out = out.withColumn("_detail", F.when(temp, F.lit("hetu")).otherwise(F.col("_detail")))
-        out = out.withColumn("_reason", F.when(temp, F.lit(H.HETU_TEMPORARY)).otherwise(F.col("_reason")))
     return out
+
+
+def line_key(line: Column) -> list[Column]:
+    """A 128-bit key of a raw line (two seeded 64-bit hashes) for finding exact duplicates cheaply."""
+    return [F.xxhash64(line).alias("_h1"), F.xxhash64(F.lit("toisio-line"), line).alias("_h2")]
+
+
+def repeated_lines(lines: DataFrame) -> DataFrame:
+    """Keys of raw lines that occur more than once (a narrow aggregation, no full shuffle of rows)."""
+    return (
+        lines.select(*line_key(F.col("_line")))
+        .groupBy("_h1", "_h2").count()
+        .where(F.col("count") > 1)
+        .select("_h1", "_h2", F.lit(True).alias("_repeated"))
+    )
+
+
+def mark_duplicates(rows: DataFrame) -> DataFrame:
+    """Among otherwise valid rows of one duplicate group, keep the first and mark the others ``duplicate``.
+
+    Applied only to the (small) set of rows whose line occurs more than once.
+    """
+    w = Window.partitionBy("_line").orderBy("_file")
+    dup = F.col("_reason").isNull() & (F.row_number().over(w) > 1)
+    return (
+        rows.withColumn("_detail", F.when(dup, F.lit("line")).otherwise(F.col("_detail")))
+        .withColumn("_reason", F.when(dup, F.lit("duplicate")).otherwise(F.col("_reason")))
+    )
+
+
+def validate_lines(lines: DataFrame, schema: RegistrySchema, *, allow_temporary: bool = False) -> DataFrame:
+    """:func:`parse_and_validate` plus duplicate marking, as one DataFrame (for small inputs and tests).
+
+    The pipeline does the same in two steps through its work files, so that only the rows of
+    repeated lines are ever shuffled.
+    """
+    checked = parse_and_validate(lines, schema, allow_temporary=allow_temporary)
+    keyed = checked.select("*", *line_key(F.col("_line"))).join(
+        F.broadcast(repeated_lines(lines)), ["_h1", "_h2"], "left")
+    repeated = F.coalesce(F.col("_repeated"), F.lit(False))
+    single = keyed.where(~repeated)
+    groups = mark_duplicates(keyed.where(repeated))
+    return single.unionByName(groups).drop("_h1", "_h2", "_repeated")
