@@ -104,7 +104,7 @@ def run(scope: PermitScope, in_dir: Path, out_dir: Path, key: bytes) -> dict[str
         c = scope.cohort
         ev = valid[c.registry]
         date = ev[load_schema(c.registry).event_date]
-        pattern = r"(^|[*+#&])(" + "|".join(map(re.escape, c.code_prefixes)) + ")"
+        pattern = r"(?:^|[*+#&])(?:" + "|".join(map(re.escape, c.code_prefixes)) + ")"
         hit = np.zeros(len(ev), dtype=bool)
         for col in c.code_columns:
             hit |= ev[col].fillna("").str.contains(pattern, regex=True).to_numpy()

@@ -34,3 +34,52 @@ def make_scope(**overrides) -> PermitScope:
     }
     raw.update(overrides)
     return PermitScope.model_validate(raw)
+
+
+def make_form(**overrides):
+    """A complete data permit application by user 'alice'; override any top-level field."""
+    from permits.application import ApplicationForm
+
+    raw = {
+        "kind": "data_permit",
+        "title": "Type 2 diabetes and cardiovascular outcomes",
+        "applicant": {"name": "Alice Researcher", "email": "alice@uni.example", "affiliation": "University",
+                      "user_id": "alice"},
+        "organisation": {"name": "Example University", "business_id": "0245896-3"},
+        "billing": {"address": "PO Box 1, 00014 Example University", "reference": "PRJ-1"},
+        "purpose": "scientific_research",
+        "research_plan": {"filename": "plan.pdf", "sha256": "a" * 64},
+        "extraction": {
+            "target_group": "persons with E11 in Hilmo 2015-2020 and two controls each",
+            "registries": {
+                "population": {"variables": ["sex", "birth_date"]},
+                "hilmo": {"variables": ["admission_date", "main_dg"],
+                          "period": {"start": "2015-01-01", "end": "2020-12-31"}},
+            },
+            "cohort": {"registry": "hilmo", "code_columns": ["main_dg"], "code_prefixes": ["E11"],
+                       "period": {"start": "2015-01-01", "end": "2020-12-31"}, "controls_per_case": 2},
+        },
+        "minimisation_justification": "only the variables the analysis plan uses",
+        "pseudonymised_data_justification": "individual follow-up over time cannot be done on aggregate tables",
+        "processors": [{"name": "Bob Analyst", "user_id": "bob", "organisation": "Example University",
+                        "confidentiality_undertaking_signed": "2026-01-10"}],
+        "requested_validity": {"start": "2026-03-01", "end": "2028-12-31"},
+    }
+    raw.update(overrides)
+    return ApplicationForm.model_validate(raw)
+
+
+def make_staff(svc):
+    """Users for every service role; returns {user_id: Actor}."""
+    from permits.service import actor_for, create_user
+
+    people = {
+        "hanna": ("handler",), "harri": ("handler",), "dora": ("decider",), "kela1": ("controller",),
+        "thl1": ("controller",), "oscar": ("output_checker",), "aud": ("auditor",),
+    }
+    registries = {"kela1": ("kela_purchases",), "thl1": ("hilmo", "population")}
+    with svc.engine.begin() as conn:
+        for uid, roles in people.items():
+            create_user(conn, uid, uid.title(), f"{uid}@authority.example", roles, registries.get(uid, ()))
+        create_user(conn, "alice", "Alice Researcher", "alice@uni.example")
+        return {uid: actor_for(conn, uid) for uid in [*people, "alice"]}

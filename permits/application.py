@@ -1,0 +1,190 @@
+"""Application forms: data permit, data request and amendment, as JSON/YAML documents.
+
+An applicant can prepare a form offline against the published JSON Schema
+(``toisio permits schema``) and submit it with ``toisio permits submit FILE``.
+Each field is validated with a message that names it; the rules that relate
+fields to each other are in :mod:`permits.rules`.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from stdnum import exceptions as stdnum_exc
+from stdnum.fi import ytunnus
+
+from permits.scope import Cohort, Generalisation, Period, RegistryScope
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Purpose(StrEnum):
+    """Permitted purposes of the Secondary Use Act 552/2019, §2."""
+
+    STATISTICS = "statistics"
+    SCIENTIFIC_RESEARCH = "scientific_research"
+    DEVELOPMENT_AND_INNOVATION = "development_and_innovation"
+    EDUCATION = "education"
+    KNOWLEDGE_MANAGEMENT = "knowledge_management"
+    AUTHORITY_STEERING_AND_SUPERVISION = "authority_steering_and_supervision"
+    AUTHORITY_PLANNING_AND_REPORTING = "authority_planning_and_reporting"
+
+
+class Kind(StrEnum):
+    DATA_PERMIT = "data_permit"
+    DATA_REQUEST = "data_request"
+    AMENDMENT = "amendment"
+
+
+class FeeCategory(StrEnum):
+    STANDARD = "standard"
+    LIMITED = "limited"
+    THESIS = "thesis"
+    EXTENSIVE = "extensive"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Person(_Model):
+    name: NonEmpty
+    email: NonEmpty
+    affiliation: str = ""
+    user_id: NonEmpty
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        if "@" not in v or v.startswith("@") or v.endswith("@"):
+            raise ValueError(f"{v!r} is not an e-mail address")
+        return v
+
+
+class Organisation(_Model):
+    name: NonEmpty
+    business_id: NonEmpty
+    country: str = "FI"
+
+    @field_validator("business_id")
+    @classmethod
+    def _ytunnus(cls, v: str) -> str:
+        try:
+            return ytunnus.validate(v)
+        except stdnum_exc.ValidationError as exc:
+            raise ValueError(f"business ID (Y-tunnus) {v!r} is not valid: {exc}") from None
+
+
+class Billing(_Model):
+    address: NonEmpty
+    reference: str = ""
+    e_invoice_address: str = ""
+
+
+class Attachment(_Model):
+    """A document stored with its checksum (the content lives in the attachment store)."""
+
+    filename: NonEmpty
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Processor(_Model):
+    """A person who will process the data, with their signed confidentiality undertaking."""
+
+    name: NonEmpty
+    user_id: NonEmpty
+    organisation: NonEmpty
+    confidentiality_undertaking_signed: date | None = None
+
+
+class Tabulation(_Model):
+    """One table of a data request's tabulation plan."""
+
+    registry: NonEmpty
+    rows: tuple[str, ...] = Field(min_length=1)
+    columns: tuple[str, ...] = ()
+    statistic: Literal["count", "sum", "mean", "median"] = "count"
+    value: str | None = None
+
+
+class Extraction(_Model):
+    """The applicant's extraction description: per registry variables and periods, target group, cohort."""
+
+    registries: dict[str, RegistryScope] = Field(min_length=1)
+    target_group: NonEmpty
+    controls_description: str = ""
+    cohort: Cohort | None = None
+    generalise: Generalisation = Generalisation()
+
+
+class AmendmentChange(_Model):
+    """What an amendment changes.  Only validity and named users can change; anything else needs a new
+    application."""
+
+    new_valid_until: date | None = None
+    add_users: tuple[Processor, ...] = ()
+    remove_users: tuple[str, ...] = ()
+
+
+class ApplicationForm(_Model):
+    """One application: a data permit, a data request or an amendment of a permit."""
+
+    schema_version: Literal[1] = 1
+    kind: Kind
+    title: NonEmpty
+    applicant: Person
+    organisation: Organisation
+    billing: Billing
+    purpose: Purpose | None = None
+    fee_category: FeeCategory = FeeCategory.STANDARD
+    research_plan: Attachment | None = None
+    ethics_statement_required: bool = False
+    ethics_statement: Attachment | None = None
+    extraction: Extraction | None = None
+    tabulation_plan: tuple[Tabulation, ...] = ()
+    minimisation_justification: str = ""
+    pseudonymised_data_justification: str = ""
+    processors: tuple[Processor, ...] = ()
+    processing_environment: str = "toisio-workspace"
+    requested_validity: Period | None = None
+    # Amendments only
+    permit_id: str | None = None
+    change: AmendmentChange | None = None
+    # Anything an amendment must not carry (a changed purpose or data) is refused by the rules.
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ApplicationForm:
+        if self.kind is Kind.AMENDMENT:
+            if not self.permit_id or self.change is None:
+                raise ValueError("an amendment names the permit_id it amends and the change it asks for")
+        else:
+            missing = [f for f in ("purpose", "research_plan", "extraction", "requested_validity")
+                       if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"a {self.kind.value.replace('_', ' ')} needs: {', '.join(missing)}")
+            if not self.minimisation_justification.strip():
+                raise ValueError("minimisation_justification: say why each requested variable is needed")
+        return self
+
+
+def load_form(path: str | Path) -> ApplicationForm:
+    """Read and validate an application file (JSON or YAML); errors name the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read application file: {exc}") from exc
+    try:
+        return ApplicationForm.model_validate(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: invalid application:\n{exc}") from exc
+
+
+def form_json_schema() -> dict:
+    """The published JSON Schema of application files."""
+    return ApplicationForm.model_json_schema()
