@@ -25,12 +25,7 @@ $(STAMP): pyproject.toml constraints.txt | check-java
 install: check-java $(STAMP)
 
 demo: install
-	$(BIN)/toisio synth --persons $(DEMO_PERSONS) --seed 7 --defect-rate 0.002 --out $(DEMO_DIR)/extracts
-	$(BIN)/toisio scope check examples/scope-diabetes.yaml
-	$(BIN)/toisio extract --flow --scope examples/scope-diabetes.yaml --in $(DEMO_DIR)/extracts \
-	  --out $(DEMO_DIR)/delivery/TOISIO-2026-1
-	$(BIN)/toisio audit show --subject permit:TOISIO-2026-1 --limit 6
-	$(BIN)/toisio audit verify
+	DEMO_PERSONS=$(DEMO_PERSONS) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: install
 	$(BIN)/pytest -q

@@ -557,6 +557,20 @@ def permit_access(svc: Service, permit_id: str, *, today: date | None = None) ->
     return PermitAccess(permit_id, state, True, "in force", users, row.valid_until, scope)
 
 
+def frozen_scope(svc: Service, permit_id: str) -> PermitScope:
+    """The extraction description the applicant accepted (raises if it is not frozen yet)."""
+    with svc.engine.connect() as conn:
+        row = _case_row(conn, permit_id)
+    if not row.scope or not row.scope_sha256:
+        raise InvalidRequest(f"{permit_id} has no accepted extraction description yet (state {row.state})",
+                             code="scope_not_accepted")
+    scope = PermitScope.model_validate_json(row.scope)
+    if scope.sha256 != row.scope_sha256:
+        raise InvalidRequest(f"{permit_id}: the stored scope does not match the hash frozen at acceptance",
+                             code="scope_tampered")
+    return scope
+
+
 # ---------------------------------------------------------------- scheduled jobs
 
 def expire_due(svc: Service, *, today: date | None = None) -> list[str]:

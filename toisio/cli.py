@@ -24,7 +24,17 @@ db_app = typer.Typer(help="The service database.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(scope_app, name="scope")
 app.add_typer(db_app, name="db")
-console = Console()
+
+
+def _register_stage_commands() -> None:
+    from permits.cli import permits_app, users_app
+
+    app.add_typer(permits_app, name="permits")
+    app.add_typer(users_app, name="users")
+
+
+_register_stage_commands()
+console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 
 
@@ -62,7 +72,10 @@ def synth(
 
 @app.command()
 def extract(
-    scope: Path = typer.Option(..., "--scope", help="permit scope file (YAML or JSON)"),
+    scope: Path | None = typer.Option(None, "--scope", help="permit scope file (YAML or JSON)"),
+    permit: str | None = typer.Option(None, "--permit", help="take the frozen scope of this approved permit"),
+    as_user: str | None = typer.Option(None, "--as", envvar="TOISIO_USER",
+                                       help="handler recording the extraction on the permit (with --permit)"),
     in_dir: Path = typer.Option(..., "--in", help="directory of the controllers' extracts"),
     out_dir: Path = typer.Option(..., "--out", help="delivery directory (replaced atomically)"),
     quarantine: Path | None = typer.Option(None, "--quarantine", help="where rejected rows go"),
@@ -70,8 +83,14 @@ def extract(
     via_flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (with retries)"),
 ) -> None:
     """Validate, minimise, pseudonymise, link and deliver one permit's data."""
+    if (scope is None) == (permit is None):
+        _fail("give either --scope FILE or --permit ID")
+    if permit is not None:
+        scope = _scope_from_permit(permit, as_user, out_dir)
     if via_flow:
         _extract_via_flow(scope, in_dir, out_dir, actor)
+        if permit is not None:
+            _record_delivery(permit, as_user, out_dir)
         return
     from permits.scope import ScopeError, load_scope
     from pseudonymise.pipeline import ExtractionError, run_extraction
@@ -91,7 +110,46 @@ def extract(
         _fail(str(exc))
     print_manifest(result.manifest, title=f"Delivered {permit_scope.permit_id} to {result.output_dir} "
                                           f"in {time.perf_counter() - start:.1f} s")
+    if permit is not None:
+        _record_delivery(permit, as_user, out_dir)
     console.print(f"manifest sha256 {result.manifest_sha256}; quarantine: {result.quarantine_dir}")
+
+
+def _scope_from_permit(permit: str, as_user: str | None, out_dir: Path) -> Path:
+    """Write the permit's frozen scope beside the delivery and record the extraction's start."""
+    from permits.lifecycle import State
+    from permits.service import InvalidRequest, act, actor_for, frozen_scope, permit_access
+    from toisio.service import service
+
+    if not as_user:
+        _fail("--permit needs --as HANDLER (the extraction is recorded on the permit)")
+    svc = service()
+    try:
+        scope = frozen_scope(svc, permit)
+        with svc.engine.connect() as conn:
+            actor = actor_for(conn, as_user)
+        if permit_access(svc, permit).state is State.APPROVED:
+            act(svc, actor, permit, "start_extraction")
+    except (InvalidRequest, PermissionError, LookupError) as exc:
+        _fail(str(exc))
+    path = svc.settings.home / "scopes" / f"{permit}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(scope.canonical_json())
+    return path
+
+
+def _record_delivery(permit: str, as_user: str, out_dir: Path) -> None:
+    from permits.service import act, actor_for
+    from toisio.service import service
+
+    svc = service()
+    manifest = (out_dir / "manifest.json").read_bytes()
+    import hashlib
+
+    with svc.engine.connect() as conn:
+        actor = actor_for(conn, as_user)
+    v = act(svc, actor, permit, "mark_delivered", manifest_sha256=hashlib.sha256(manifest).hexdigest())
+    console.print(f"{permit}: delivery recorded on the permit ({v.state.value})")
 
 
 def _extract_via_flow(scope: Path, in_dir: Path, out_dir: Path, actor: str) -> None:

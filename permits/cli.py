@@ -1,0 +1,227 @@
+"""``toisio permits ...`` and ``toisio users ...``: thin commands over :mod:`permits.service`.
+
+One command per action of the permission matrix is generated from
+:data:`permits.permissions.ACTIONS`; action parameters are passed as
+``--set key=value`` (for example ``--set valid_until=2028-12-31``) or ``--reason``.
+The acting user is ``--as USER`` (or ``TOISIO_USER``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from permits.permissions import ACTIONS
+
+permits_app = typer.Typer(help="Permit applications, decisions and permits.", no_args_is_help=True)
+users_app = typer.Typer(help="Users of the service and their roles.", no_args_is_help=True)
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True)
+
+AS_USER = typer.Option(..., "--as", envvar="TOISIO_USER", help="the acting user id")
+
+
+def _svc():
+    from toisio.service import service
+
+    return service()
+
+
+def _actor(svc, user_id: str):
+    from permits.service import actor_for
+
+    with svc.engine.connect() as conn:
+        return actor_for(conn, user_id)
+
+
+def _run(fn):
+    from permits.lifecycle import IllegalTransition
+    from permits.permissions import PermissionDenied
+    from permits.rules import RuleViolation
+    from permits.service import InvalidRequest, NotFound
+
+    try:
+        return fn()
+    except (PermissionDenied, RuleViolation, InvalidRequest, NotFound, IllegalTransition, ValueError) as exc:
+        code = getattr(exc, "code", type(exc).__name__)
+        err.print(f"[bold red]refused[/] ({code}): {exc}")
+        raise typer.Exit(1) from None
+
+
+def _print_case(v) -> None:
+    console.print(f"[bold]{v.case_id}[/] {v.title} - [bold]{v.state.value}[/] ({v.kind})")
+    facts = {"applicant": v.applicant_id, "handler": v.handler_id, "members": ", ".join(v.members),
+             "decision due": v.decision_due, "valid": f"{v.valid_from} - {v.valid_until}" if v.valid_until else None,
+             "scope sha256": v.scope_sha256, "fee": v.fee and f"{v.fee['total']} {v.fee['currency']}"}
+    for k, val in facts.items():
+        if val:
+            console.print(f"  {k}: {val}")
+    if v.history:
+        t = Table(title="history")
+        for c in ("#", "event", "by", "role", "time", "details"):
+            t.add_column(c)
+        for e in v.history:
+            t.add_row(str(e.seq), e.event, e.actor, e.role, e.ts[:19], json.dumps(e.payload, ensure_ascii=False)[:80])
+        console.print(t)
+
+
+@users_app.command("add")
+def users_add(user_id: str, name: str = typer.Option(...), email: str = typer.Option(...),
+              role: list[str] = typer.Option([], "--role"), registry: list[str] = typer.Option([], "--registry")):
+    """Create a user; prints their API token once (only its hash is stored)."""
+    from permits.service import create_user
+
+    svc = _svc()
+
+    def go():
+        with svc.engine.begin() as conn:
+            token = create_user(conn, user_id, name, email, role, registry)
+            from toisio import audit
+
+            audit.append(conn, svc.audit_key, actor="admin", action="user.created", subject=f"user:{user_id}",
+                         payload={"roles": role, "registries": registry})
+        return token
+
+    token = _run(go)
+    console.print(f"created {user_id}; API token (shown once): {token}")
+
+
+@permits_app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of application files."""
+    from permits.application import form_json_schema
+
+    sys.stdout.write(json.dumps(form_json_schema(), indent=2) + "\n")
+
+
+@permits_app.command("submit")
+def submit(path: Path, as_user: str = AS_USER, draft: bool = typer.Option(False, "--draft")) -> None:
+    """Submit an application file (JSON or YAML); --draft stores it without submitting."""
+    from permits.application import load_form
+    from permits.service import create_draft, submit_form
+
+    svc = _svc()
+    actor = _actor(svc, as_user)
+    form = _run(lambda: load_form(path))
+    if draft:
+        case_id = _run(lambda: create_draft(svc, actor, form))
+        console.print(f"draft {case_id} saved")
+    else:
+        v = _run(lambda: submit_form(svc, actor, form))
+        console.print(f"submitted as {v.case_id}")
+
+
+@permits_app.command("list")
+def list_cmd(as_user: str = AS_USER, state: str | None = typer.Option(None)) -> None:
+    """List the cases you may see."""
+    from permits.service import list_cases
+
+    svc = _svc()
+    rows = _run(lambda: list_cases(svc, _actor(svc, as_user), state=state))
+    t = Table(title="cases")
+    for c in ("case", "kind", "state", "title", "applicant", "handler", "decision due"):
+        t.add_column(c)
+    for v in rows:
+        t.add_row(v.case_id, v.kind, v.state.value, v.title, v.applicant_id, v.handler_id or "",
+                  str(v.decision_due or ""))
+    console.print(t)
+
+
+@permits_app.command("show")
+def show_cmd(case_id: str, as_user: str = AS_USER) -> None:
+    """Show a case with its history (the read is audited)."""
+    from permits.service import show
+
+    svc = _svc()
+    _print_case(_run(lambda: show(svc, _actor(svc, as_user), case_id)))
+
+
+@permits_app.command("queue")
+def queue_cmd(as_user: str = AS_USER, all_cases: bool = typer.Option(False, "--all")) -> None:
+    """A handler's open cases by deadline (--all: everyone's)."""
+    from permits.service import queue
+
+    svc = _svc()
+    items = queue(svc, None if all_cases else as_user)
+    _print_queue(items, f"queue of {'all handlers' if all_cases else as_user}")
+
+
+def _print_queue(items, title: str) -> None:
+    t = Table(title=title)
+    for c in ("case", "state", "handler", "deadline", "for", "status"):
+        t.add_column(c)
+    for i in items:
+        style = {"overdue": "bold red", "near": "yellow"}.get(i.status, "")
+        t.add_row(i.case_id, i.state, i.handler_id or "-", str(i.deadline or "-"), i.deadline_kind,
+                  f"[{style}]{i.status}[/]" if style else i.status)
+    console.print(t)
+
+
+@permits_app.command("digest")
+def digest_cmd() -> None:
+    """Cases nearing or past a deadline (the reminder digest)."""
+    from permits.service import digest
+
+    _print_queue(digest(_svc()), "reminder digest: deadlines within 14 days or past")
+
+
+@permits_app.command("expire")
+def expire_cmd(on: str | None = typer.Option(None, help="run as of this date (YYYY-MM-DD)")) -> None:
+    """Expire permits past their end date (scheduled job)."""
+    from permits.service import expire_due
+
+    done = expire_due(_svc(), today=date.fromisoformat(on) if on else None)
+    console.print(f"expired: {', '.join(done) or 'none'}")
+
+
+@permits_app.command("tidy-drafts")
+def tidy_cmd(remind_after: int = typer.Option(30), delete_after: int = typer.Option(60)) -> None:
+    """Remind owners of idle drafts, then delete them (scheduled job; deletions are audited)."""
+    from permits.service import tidy_drafts
+
+    result = tidy_drafts(_svc(), remind_after_days=remind_after, delete_after_days=delete_after)
+    console.print(f"reminded: {', '.join(result['reminded']) or 'none'}; "
+                  f"deleted: {', '.join(result['deleted']) or 'none'}")
+
+
+def _parse_sets(values: list[str]) -> dict:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set takes key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _make_action_command(name: str):
+    def command(case_id: str, as_user: str = AS_USER, reason: str | None = typer.Option(None, "--reason"),
+                sets: list[str] = typer.Option([], "--set", help="action parameter key=value")) -> None:
+        from permits.service import act
+
+        svc = _svc()
+        payload = _parse_sets(sets)
+        if reason:
+            payload["reason"] = payload["reasons"] = reason
+        if name != "reject":
+            payload.pop("reasons", None)
+        v = _run(lambda: act(svc, _actor(svc, as_user), case_id, name, **payload))
+        console.print(f"{v.case_id}: {name.replace('_', ' ')} -> [bold]{v.state.value}[/]")
+
+    command.__doc__ = ACTIONS[name].description[:1].upper() + ACTIONS[name].description[1:] + "."
+    return command
+
+
+# Actions taken by scheduled jobs or applied by an approved amendment get no command of their own;
+# submitting a stored draft is "submit-draft" ("submit" takes a file).
+_NOT_COMMANDS = {"amend", "remind", "expire"}
+_RENAMED = {"submit": "submit-draft"}
+for _name, _action in ACTIONS.items():
+    if _action.event is not None and _name not in _NOT_COMMANDS:
+        permits_app.command(_RENAMED.get(_name, _name.replace("_", "-")))(_make_action_command(_name))

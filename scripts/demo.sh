@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The end-to-end story on synthetic data: an application submitted and decided, data extracted
+# with the frozen scope, the permit activated, and the audit chain verified.
+set -euo pipefail
+T=.venv/bin/toisio
+PERSONS=${DEMO_PERSONS:-20000}
+DEMO_DIR=${DEMO_DIR:-var/demo}
+export TOISIO_HOME=${TOISIO_HOME:-$HOME/.local/share/toisio-demo}
+rm -rf "$TOISIO_HOME" "$DEMO_DIR"     # the demo starts from nothing each time
+CASE="TOISIO-$(date -u +%Y)-1"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "1. Controllers' registry extracts (synthetic, with injected defects)"
+$T synth --persons "$PERSONS" --seed 7 --defect-rate 0.002 --out "$DEMO_DIR/extracts"
+
+say "2. Users: a researcher, an analyst, a handler, a decider and two data controllers"
+$T users add alice --name "Alice Researcher" --email alice@uni.example >/dev/null
+$T users add hanna --name "Hanna Handler" --email hanna@toisio.example --role handler >/dev/null
+$T users add dora --name "Dora Decider" --email dora@toisio.example --role decider >/dev/null
+$T users add thl --name "THL extraction" --email thl@thl.example --role controller \
+  --registry hilmo --registry population --registry causes_of_death >/dev/null
+$T users add kela --name "Kela extraction" --email kela@kela.example --role controller \
+  --registry kela_purchases >/dev/null
+echo "created alice, hanna (handler), dora (decider), thl and kela (controllers)"
+
+say "3. Alice submits a data permit application prepared offline"
+$T permits submit examples/application-diabetes.yaml --as alice
+
+say "4. The handler checks it and asks the controllers for estimates"
+$T permits confirm-complete "$CASE" --as hanna
+$T permits request-estimates "$CASE" --as hanna
+for r in population hilmo causes_of_death; do
+  $T permits record-estimate "$CASE" --as thl --set registry=$r --set cost_eur=400 --set working_days=20
+done
+$T permits record-estimate "$CASE" --as kela --set registry=kela_purchases --set cost_eur=600 --set working_days=25
+$T permits send-estimate "$CASE" --as hanna
+
+say "5. Alice accepts: the extraction description is frozen; the handler presents, the decider decides"
+$T permits accept "$CASE" --as alice
+$T permits present "$CASE" --as hanna
+$T permits approve "$CASE" --as dora --set valid_until=2029-12-31
+
+say "6. Extraction with the frozen scope, as a Prefect flow"
+$T extract --flow --permit "$CASE" --as hanna --in "$DEMO_DIR/extracts" --out "$DEMO_DIR/delivery/$CASE"
+$T permits activate "$CASE" --as hanna
+
+say "7. The case, its history and the audit chain"
+$T permits show "$CASE" --as hanna
+$T audit verify
