@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_PERSONS ?= 20000
 DEMO_DIR := var/demo
 
-.PHONY: install demo test test-fast bench lint clean check-java
+.PHONY: install demo test test-fast bench lint clean check-java docs
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { \
@@ -41,3 +41,6 @@ lint: install
 
 clean:
 	rm -rf $(VENV) var bench/results/*.tmp .pytest_cache
+
+docs: install
+	$(BIN)/python -m permits.docs

@@ -256,6 +256,17 @@ def audit_show(subject: str | None = typer.Option(None, "--subject"), limit: int
     console.print(table)
 
 
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8700, "--port")) -> None:
+    """Run the REST API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from permits.api import create_app
+    from toisio.service import service
+
+    uvicorn.run(create_app(service()), host=host, port=port, log_level="warning")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the database schema (also done automatically on first use)."""
