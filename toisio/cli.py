@@ -267,6 +267,26 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
     uvicorn.run(create_app(service()), host=host, port=port, log_level="warning")
 
 
+@app.command()
+def report(out: Path = typer.Option(Path("var/report"), "--out", help="directory for the CSVs and chart")) -> None:
+    """Indicators: applications by kind, purpose and quarter; cycle times; deadline compliance; overdue."""
+    from permits.report import build, write
+    from toisio.service import service
+
+    start = time.perf_counter()
+    r = build(service())
+    files = write(r, out)
+    table = Table(title=f"Indicators ({len(r.cases):,} cases, {time.perf_counter() - start:.2f} s)")
+    for col in ("indicator", "kind", "period", "value", "p90", "n"):
+        table.add_column(col)
+    for row in r.indicators.fillna("").to_dict("records"):
+        if row["indicator"] != "applications":
+            table.add_row(row["indicator"], str(row["kind"]), str(row["period"]), str(row["value"]),
+                          str(row.get("p90", "")), str(row.get("n", "")))
+    console.print(table)
+    console.print("written: " + ", ".join(str(f) for f in files))
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the database schema (also done automatically on first use)."""
