@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from permits import service as S
 from permits.application import ApplicationForm
+from permits.attachments import AttachmentMissing
 from permits.lifecycle import IllegalTransition
 from permits.permissions import PermissionDenied
 from permits.rules import RuleViolation
@@ -73,6 +74,10 @@ def create_app(svc: Service) -> FastAPI:
 
     @app.exception_handler(RuleViolation)
     async def _rule(request: Request, exc: RuleViolation):
+        return _error(422, exc.code, str(exc))
+
+    @app.exception_handler(AttachmentMissing)
+    async def _attachment(request: Request, exc: AttachmentMissing):
         return _error(422, exc.code, str(exc))
 
     @app.exception_handler(S.InvalidRequest)

@@ -100,6 +100,15 @@ def schema() -> None:
     sys.stdout.write(json.dumps(form_json_schema(), indent=2) + "\n")
 
 
+@permits_app.command("attach")
+def attach(path: Path) -> None:
+    """Store a research plan or ethics statement; prints the reference for the application file."""
+    from permits.attachments import store
+
+    a = store(_svc(), path)
+    console.print(json.dumps(a.model_dump()))
+
+
 @permits_app.command("submit")
 def submit(path: Path, as_user: str = AS_USER, draft: bool = typer.Option(False, "--draft")) -> None:
     """Submit an application file (JSON or YAML); --draft stores it without submitting."""

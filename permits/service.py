@@ -255,6 +255,9 @@ def create_draft(svc: Service, actor: Actor, form: ApplicationForm, *, today: da
         raise PermissionDenied(f"{actor.user_id} can only file applications in their own name "
                                f"(the form names {form.applicant.user_id})", action="create")
     check_form(form)
+    from permits.attachments import verify_form
+
+    verify_form(svc, form)
     with svc.engine.begin() as conn:
         if form.kind is Kind.AMENDMENT:
             parent = _case_row(conn, form.permit_id)
@@ -359,6 +362,9 @@ def _on_resubmit(conn, svc, actor, row, today, payload):
         if not isinstance(form, ApplicationForm):
             form = ApplicationForm.model_validate(form)
         check_form(form)
+        from permits.attachments import verify_form
+
+        verify_form(svc, form)
         old = ApplicationForm.model_validate_json(row.form)
         if form.kind != old.kind:
             raise RuleViolation("kind_unchanged", "a resubmission keeps the application's kind")

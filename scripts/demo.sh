@@ -23,7 +23,8 @@ $T users add kela --name "Kela extraction" --email kela@kela.example --role cont
   --registry kela_purchases >/dev/null
 echo "created alice, hanna (handler), dora (decider), thl and kela (controllers)"
 
-say "3. Alice submits a data permit application prepared offline"
+say "3. Alice stores her research plan and submits a data permit application prepared offline"
+$T permits attach examples/research-plan.md
 $T permits submit examples/application-diabetes.yaml --as alice
 
 say "4. The handler checks it and asks the controllers for estimates"

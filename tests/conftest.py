@@ -15,9 +15,32 @@ for _var in ("TOISIO_MASTER_KEY", "TOISIO_AUDIT_KEY", "TOISIO_DATABASE_URL", "TO
     os.environ.pop(_var, None)
 
 
-@pytest.fixture
-def svc(tmp_path: Path) -> Service:
-    return make_service(tmp_path / "home")
+PG_URL = os.environ.get("TOISIO_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def svc(request, tmp_path: Path) -> Service:
+    """A service on SQLite, and again on PostgreSQL where TOISIO_TEST_POSTGRES_URL points at a server."""
+    if request.param == "sqlite":
+        yield make_service(tmp_path / "home")
+        return
+    if not PG_URL:
+        pytest.skip("no PostgreSQL server (set TOISIO_TEST_POSTGRES_URL; .ci/run starts one)")
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"toisio_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    service_ = make_service(tmp_path / "home", database_url=url)
+    yield service_
+    service_.engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")

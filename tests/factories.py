@@ -36,6 +36,22 @@ def make_scope(**overrides) -> PermitScope:
     return PermitScope.model_validate(raw)
 
 
+PLAN = b"Research plan: type 2 diabetes and cardiovascular outcomes, version 1.\n"
+
+
+def plan_sha256() -> str:
+    import hashlib
+
+    return hashlib.sha256(PLAN).hexdigest()
+
+
+def store_plan(svc):
+    """Put the default research plan into the service's attachment store."""
+    from permits.attachments import store_bytes
+
+    return store_bytes(svc, "plan.pdf", PLAN)
+
+
 def make_form(**overrides):
     """A complete data permit application by user 'alice'; override any top-level field."""
     from permits.application import ApplicationForm
@@ -48,7 +64,7 @@ def make_form(**overrides):
         "organisation": {"name": "Example University", "business_id": "0245896-3"},
         "billing": {"address": "PO Box 1, 00014 Example University", "reference": "PRJ-1"},
         "purpose": "scientific_research",
-        "research_plan": {"filename": "plan.pdf", "sha256": "a" * 64},
+        "research_plan": {"filename": "plan.pdf", "sha256": plan_sha256()},
         "extraction": {
             "target_group": "persons with E11 in Hilmo 2015-2020 and two controls each",
             "registries": {
@@ -70,9 +86,10 @@ def make_form(**overrides):
 
 
 def make_staff(svc):
-    """Users for every service role; returns {user_id: Actor}."""
+    """Users for every service role (and the default research plan stored); returns {user_id: Actor}."""
     from permits.service import actor_for, create_user
 
+    store_plan(svc)
     people = {
         "hanna": ("handler",), "harri": ("handler",), "dora": ("decider",), "kela1": ("controller",),
         "thl1": ("controller",), "oscar": ("output_checker",), "aud": ("auditor",),

@@ -10,7 +10,7 @@ import uvicorn
 
 from permits.api import create_app
 from permits.service import create_user
-from tests.factories import make_form
+from tests.factories import make_form, store_plan
 
 pytestmark = pytest.mark.integration
 
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def api(svc):
     tokens = {}
+    store_plan(svc)
     with svc.engine.begin() as conn:
         for uid, roles in {"alice": (), "hanna": ("handler",), "dora": ("decider",),
                            "thl": ("controller",), "aud": ("auditor",)}.items():

@@ -4,6 +4,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from permits.attachments import AttachmentMissing, store_bytes
 from permits.lifecycle import IllegalTransition, State
 from permits.permissions import PermissionDenied
 from permits.rules import RuleViolation
@@ -86,7 +87,11 @@ def test_returned_and_resubmitted(svc, staff):
     with pytest.raises(InvalidRequest, match="a reason"):
         act(svc, staff["hanna"], case, "return", today=DAY)
     act(svc, staff["hanna"], case, "return", today=DAY, reason="attach the ethics statement")
-    form = make_form(ethics_statement_required=True, ethics_statement={"filename": "e.pdf", "sha256": "c" * 64})
+    missing = make_form(ethics_statement_required=True, ethics_statement={"filename": "e.pdf", "sha256": "c" * 64})
+    with pytest.raises(AttachmentMissing, match="e.pdf .* is not in the attachment store"):
+        act(svc, staff["alice"], case, "resubmit", today=DAY, form=missing)
+    ethics = store_bytes(svc, "ethics.pdf", b"statement of the ethics committee")
+    form = make_form(ethics_statement_required=True, ethics_statement=ethics.model_dump())
     v = act(svc, staff["alice"], case, "resubmit", today=DAY, form=form)
     assert v.state is State.SUBMITTED
 

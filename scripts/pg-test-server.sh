@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Start a throwaway PostgreSQL server on loopback for the tests; prints its URL.
+# Usage: eval "$(scripts/pg-test-server.sh)"  -> exports TOISIO_TEST_POSTGRES_URL
+set -euo pipefail
+BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$BIN" ] || { echo "echo 'PostgreSQL is not installed: tests run on SQLite only' >&2"; exit 0; }
+PORT=${PG_TEST_PORT:-54329}
+DIR=$(mktemp -d /tmp/toisio-pg-XXXXXX)
+RUN_AS=()
+if [ "$(id -u)" = 0 ]; then
+  chown postgres:postgres "$DIR"
+  RUN_AS=(runuser -u postgres --)
+fi
+"${RUN_AS[@]}" "$BIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 >/dev/null
+"${RUN_AS[@]}" "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w \
+  -o "-h 127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off" start >/dev/null
+echo "export TOISIO_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$PORT/postgres"
+echo "export TOISIO_TEST_POSTGRES_DIR=$DIR"
