@@ -1,7 +1,8 @@
-"""`make bench`: run the benchmarks and write JSON under bench/results/.
+"""`make bench`: run the benchmarks and write one JSON file per benchmark under bench/results/.
 
-Environment: BENCH_SIZES (comma-separated persons, default "200000,1000000"),
-BENCH_PANDAS_MAX (largest size the pandas reference runs at, default 1000000).
+Environment: BENCH_ONLY (comma-separated: pipeline, permits; default all), BENCH_SIZES
+(comma-separated persons for the pipeline, default "200000,1000000"), BENCH_PANDAS_MAX (largest
+size the pandas reference runs at, default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import pipeline_bench
+from bench import permits_bench, pipeline_bench
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -29,17 +30,25 @@ def environment() -> dict:
     }
 
 
-def main() -> None:
+def _pipeline(tmp: Path) -> dict:
     sizes = [int(s) for s in os.environ.get("BENCH_SIZES", "200000,1000000").split(",")]
+    return pipeline_bench.run(sizes, tmp)
+
+
+BENCHMARKS = {"permits": permits_bench.run, "pipeline": _pipeline}
+
+
+def main() -> None:
+    only = os.environ.get("BENCH_ONLY", ",".join(BENCHMARKS)).split(",")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    with tempfile.TemporaryDirectory(prefix="toisio-bench-") as tmp:
-        report = {"benchmark": "pipeline", "when": stamp, "environment": environment(),
-                  **pipeline_bench.run(sizes, Path(tmp))}
-    path = RESULTS / f"pipeline-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
-    print(f"written to {path}")
+    for name in only:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        with tempfile.TemporaryDirectory(prefix=f"toisio-bench-{name}-") as tmp:
+            report = {"benchmark": name, "when": stamp, "environment": environment(), **BENCHMARKS[name](Path(tmp))}
+        path = RESULTS / f"{name}-{stamp}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        print(f"written to {path}")
 
 
 if __name__ == "__main__":
