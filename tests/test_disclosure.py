@@ -1,0 +1,152 @@
+"""Disclosure checks at their boundaries, suppression that cannot be undone, differencing, profiles."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from secure_env.disclosure import (
+    CELL_RULES,
+    Table,
+    check_differencing,
+    check_regression,
+    check_table,
+    round_counts,
+    suppress,
+    table_from_rows,
+)
+from secure_env.profiles import profile, profiles
+
+
+def count_table(counts, rows=None, cols=None, name=""):
+    df = pd.DataFrame(counts, index=rows or [f"r{i}" for i in range(len(counts))],
+                      columns=cols or [f"c{j}" for j in range(len(counts[0]))], dtype=float)
+    return Table(df, df, "count", name=name)
+
+
+def magnitude_table(contributions):
+    """One-cell sum table from a list of individual contributions."""
+    v = pd.DataFrame([[float(sum(contributions))]], index=["r"], columns=["c"])
+    n = pd.DataFrame([[float(len(contributions))]], index=["r"], columns=["c"])
+    largest = np.array(sorted(contributions, reverse=True) + [np.nan] * 3)[:3].reshape(1, 1, 3)
+    return Table(v, n, "sum", largest)
+
+
+def test_named_profiles():
+    assert set(profiles()) == {"acro", "opensafely", "toisio-default"}
+    acro = profile("acro")
+    assert (acro.min_count, acro.nk_n, acro.nk_k, acro.p_percent, acro.min_residual_df, acro.zeros_disclosive) == (
+        10, 2, 0.9, 10, 10, True)
+    assert profile("opensafely").min_count == 8 and profile("opensafely").rounding_base == 5
+    assert profile("toisio-default").min_count == 5
+    with pytest.raises(KeyError, match="known: acro"):
+        profile("nope")
+
+
+@pytest.mark.parametrize(("name", "n", "status"), [("toisio-default", 5, "pass"), ("toisio-default", 4, "fail"),
+                                                   ("acro", 10, "pass"), ("acro", 9, "fail"),
+                                                   ("opensafely", 8, "pass"), ("opensafely", 7, "fail")])
+def test_min_count_boundary(name, n, status):
+    r = check_table(count_table([[n, 100], [100, 100]]), profile(name))
+    assert r.status == status
+    if status == "fail":
+        assert r.cells[0].row == "r0" and "fewer than the minimum" in r.cells[0].reasons[0]
+
+
+def test_min_count_applies_to_counts_behind_means():
+    values = pd.DataFrame([[52.0, 40.0]], index=["r"], columns=["a", "b"])
+    counts = pd.DataFrame([[4.0, 50.0]], index=["r"], columns=["a", "b"])
+    largest = np.array([[[10.0, 9.0, 8.0], [5.0, 4.0, 3.0]]])
+    r = check_table(Table(values, counts, "mean", largest), profile("toisio-default"))
+    assert [(c.column, c.status) for c in r.cells] == [("a", "fail")]
+
+
+def test_zeros_review_or_fail_and_structural():
+    t = count_table([[0, 20], [20, 20]])
+    assert check_table(t, profile("toisio-default")).status == "review"
+    assert check_table(t, profile("acro")).status == "fail"
+    structural = Table(t.values, t.counts, "count", structural_zeros=frozenset({("r0", "c0")}))
+    assert check_table(structural, profile("acro")).status == "pass"
+
+
+def test_missing_values_to_review():
+    values = pd.DataFrame([[np.nan, 20.0]], index=["r"], columns=["a", "b"])
+    counts = pd.DataFrame([[20.0, 20.0]], index=["r"], columns=["a", "b"])
+    assert check_table(Table(values, counts, "count"), profile("toisio-default")).status == "review"
+
+
+def test_nk_rule_boundary():
+    p = profile("acro")  # n=2, k=0.9
+    # top two hold exactly 90%: passes; just above: fails (p% kept satisfied by many small contributors)
+    ok = [45.0, 45.0] + [1.0] * 10
+    bad = [45.5, 45.0] + [0.95] * 10
+    assert check_table(magnitude_table(ok), p).status == "pass"
+    r = check_table(magnitude_table(bad), p)
+    assert r.status == "fail" and any("N-K" in x for x in r.cells[0].reasons)
+
+
+def test_p_percent_boundary():
+    p = profile("acro").model_copy(update={"nk_k": 1.0})  # isolate the p% rule
+    # rest = total - l1 - l2 must be at least 10% of l1 = 10
+    ok = [100.0, 50.0] + [1.0] * 10
+    bad = [100.0, 50.0] + [0.99] * 10
+    assert check_table(magnitude_table(ok), p).status == "pass"
+    r = check_table(magnitude_table(bad), p)
+    assert r.status == "fail" and "p% rule" in r.cells[0].reasons[0]
+
+
+def test_regression_residual_df_boundary():
+    assert check_regression(10, profile("acro")).status == "pass"
+    assert check_regression(9, profile("acro")).status == "fail"
+
+
+def _recoverable(released: np.ndarray, row_totals: np.ndarray, col_totals: np.ndarray) -> bool:
+    """Whether any suppressed cell is the only unknown of its row or column."""
+    hidden = np.isnan(released)
+    return bool(((hidden.sum(axis=1) == 1).any()) or ((hidden.sum(axis=0) == 1).any()))
+
+
+def test_secondary_suppression_cannot_be_undone_from_margins():
+    counts = [[3, 40, 50, 60], [30, 41, 52, 61], [35, 44, 2, 66], [70, 80, 90, 99]]
+    t = count_table(counts)
+    report = check_table(t, profile("toisio-default"))
+    released, primary, secondary = suppress(t, report)
+    arr = released.to_numpy()
+    assert primary.sum() == 2 and secondary.sum() >= 2
+    assert not _recoverable(arr, np.array(counts).sum(axis=1), np.array(counts).sum(axis=0))
+    # the primary cells are hidden
+    assert np.isnan(arr[0, 0]) and np.isnan(arr[2, 2])
+
+
+def test_one_column_table_hides_a_second_cell():
+    t = count_table([[3], [40], [50]])
+    released, primary, secondary = suppress(t, check_table(t, profile("toisio-default")))
+    assert primary.sum() == 1 and secondary.sum() == 1 and np.isnan(released.iloc[1, 0])
+
+
+def test_differencing_with_released_tables():
+    p = profile("toisio-default")
+    old = count_table([[100, 200], [300, 400]], name="all ages")
+    new = count_table([[97, 200], [300, 400]], name="ages 18+")
+    findings = check_differencing(new, [old], p)
+    assert any("differs from released table 'all ages' by 3 persons" in f for f in findings)
+    assert any("total differs" in f for f in findings)
+    assert check_differencing(count_table([[150, 200], [300, 400]]), [old], p) == []
+
+
+def test_rounding():
+    r = round_counts(pd.DataFrame([[12.0, 13.0, 17.5]]), 5)
+    assert r.to_numpy().tolist() == [[10.0, 15.0, 20.0]]
+
+
+def test_table_from_rows_counts_persons_and_contributors():
+    df = pd.DataFrame({"pseudonym": ["a", "a", "b", "c", "d"], "sex": ["1", "1", "2", "2", "2"],
+                       "county": ["x", "x", "x", "y", "y"], "cost": [10.0, 5.0, 7.0, 1.0, 2.0]})
+    t = table_from_rows(df, "sex", "county")
+    assert t.counts.loc["1", "x"] == 1 and t.counts.loc["2", "y"] == 2
+    s = table_from_rows(df, "sex", "county", statistic="sum", value="cost")
+    assert s.values.loc["1", "x"] == 15.0 and s.largest[0, 0, 0] == 15.0
+
+
+def test_every_rule_is_listed_once():
+    codes = [r.code for r in CELL_RULES]
+    assert len(codes) == len(set(codes)) == 5
