@@ -90,4 +90,5 @@ def import_all_models() -> None:
     """Import every stage's table module so that ``Base.metadata`` is complete."""
     import permits.models  # noqa: F401
     import pseudonymise.runs  # noqa: F401
+    import secure_env.models  # noqa: F401
     import toisio.audit  # noqa: F401

@@ -1,0 +1,211 @@
+"""Differentially private statistics with diffprivlib, charged to a per-permit budget ledger.
+
+Every function takes explicit bounds (never inferred from the data: that would leak it) and an
+epsilon; :func:`charge` records the query against the permit's (epsilon, delta) budget in the
+database *before* the computation runs, and refuses a query that would exceed what remains.
+Budgets compose by simple addition (sequential composition), which is conservative.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, text
+
+from secure_env.models import DpBudgetRow, DpSpendRow
+from toisio import audit
+from toisio.service import Service
+
+
+class MissingBounds(ValueError):
+    """A DP query was asked without the bounds it needs."""
+
+
+class BudgetExceeded(RuntimeError):
+    """A DP query would spend more privacy budget than the permit has left."""
+
+
+class NoBudget(RuntimeError):
+    """The permit has no privacy budget set."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    permit_id: str
+    epsilon: float
+    delta: float
+    spent_epsilon: float
+    spent_delta: float
+
+    @property
+    def remaining_epsilon(self) -> float:
+        return max(0.0, self.epsilon - self.spent_epsilon)
+
+    @property
+    def remaining_delta(self) -> float:
+        return max(0.0, self.delta - self.spent_delta)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def set_budget(svc: Service, permit_id: str, epsilon: float, delta: float, *, actor: str) -> None:
+    """Grant (or change) a permit's total budget; audited."""
+    if epsilon <= 0 or delta < 0:
+        raise ValueError("epsilon must be positive and delta non-negative")
+    with svc.engine.begin() as conn:
+        conn.execute(DpBudgetRow.__table__.delete().where(DpBudgetRow.permit_id == permit_id))
+        conn.execute(DpBudgetRow.__table__.insert().values(permit_id=permit_id, epsilon=epsilon, delta=delta,
+                                                           set_by=actor, set_at=_now()))
+        audit.append(conn, svc.audit_key, actor=actor, action="dp.budget_set", subject=f"permit:{permit_id}",
+                     payload={"epsilon": epsilon, "delta": delta})
+
+
+def _budget(conn, permit_id: str) -> Budget:
+    row = conn.execute(select(DpBudgetRow).where(DpBudgetRow.permit_id == permit_id)).first()
+    if row is None:
+        raise NoBudget(f"permit {permit_id} has no differential-privacy budget; a data steward sets one")
+    spent = conn.execute(select(func.coalesce(func.sum(DpSpendRow.epsilon), 0.0),
+                                func.coalesce(func.sum(DpSpendRow.delta), 0.0))
+                         .where(DpSpendRow.permit_id == permit_id)).one()
+    return Budget(permit_id, row.epsilon, row.delta, float(spent[0]), float(spent[1]))
+
+
+def budget(svc: Service, permit_id: str) -> Budget:
+    """The permit's budget and what has been spent."""
+    with svc.engine.connect() as conn:
+        return _budget(conn, permit_id)
+
+
+def charge(svc: Service, permit_id: str, *, actor: str, query: str, epsilon: float, delta: float = 0.0) -> Budget:
+    """Record a query against the budget, or raise :class:`BudgetExceeded` without recording it."""
+    if epsilon <= 0 or delta < 0:
+        raise ValueError("a query needs a positive epsilon and a non-negative delta")
+    with svc.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(7410002)"))
+        b = _budget(conn, permit_id)
+        # No tolerance: rounding may refuse a last query that would exactly exhaust the budget, never the
+        # other way round.
+        if b.spent_epsilon + epsilon > b.epsilon or b.spent_delta + delta > b.delta:
+            raise BudgetExceeded(
+                f"{query} needs epsilon {epsilon:g}, delta {delta:g} but permit {permit_id} has epsilon "
+                f"{b.remaining_epsilon:g}, delta {b.remaining_delta:g} left of {b.epsilon:g}, {b.delta:g}")
+        conn.execute(DpSpendRow.__table__.insert().values(permit_id=permit_id, query=query, epsilon=epsilon,
+                                                          delta=delta, actor=actor, ts=_now()))
+        audit.append(conn, svc.audit_key, actor=actor, action="dp.query_charged", subject=f"permit:{permit_id}",
+                     payload={"query": query, "epsilon": epsilon, "delta": delta})
+        return Budget(permit_id, b.epsilon, b.delta, b.spent_epsilon + epsilon, b.spent_delta + delta)
+
+
+def _bounds(bounds: Any, what: str) -> tuple[float, float]:
+    if bounds is None:
+        raise MissingBounds(f"{what} needs explicit bounds=(lower, upper); they are never inferred from the data")
+    lo, hi = bounds
+    if not lo < hi:
+        raise MissingBounds(f"{what}: bounds must satisfy lower < upper, got {bounds}")
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class DpResult:
+    """A differentially private output, marked as such."""
+
+    statistic: str
+    value: Any
+    epsilon: float
+    delta: float
+    bounds: Any
+    differentially_private: bool = True
+
+
+class DpSession:
+    """DP queries for one permit and analyst, each charged before it runs."""
+
+    def __init__(self, svc: Service, permit_id: str, actor: str, *, random_state: int | None = None):
+        self.svc, self.permit_id, self.actor = svc, permit_id, actor
+        self.random_state = random_state
+
+    def _charge(self, query: str, epsilon: float, delta: float = 0.0) -> None:
+        charge(self.svc, self.permit_id, actor=self.actor, query=query, epsilon=epsilon, delta=delta)
+
+    def count(self, values, *, epsilon: float) -> DpResult:
+        """Number of non-zero (true) entries."""
+        from diffprivlib import tools
+
+        self._charge("count", epsilon)
+        v = tools.count_nonzero(np.asarray(values), epsilon=epsilon, random_state=self.random_state)
+        return DpResult("count", int(v), epsilon, 0.0, None)
+
+    def _bounded(self, name: str, fn, values, epsilon: float, bounds) -> DpResult:
+        b = _bounds(bounds, name)
+        self._charge(name, epsilon)
+        arr = np.clip(np.asarray(values, dtype=float), *b)
+        return DpResult(name, float(fn(arr, epsilon=epsilon, bounds=b, random_state=self.random_state)), epsilon,
+                        0.0, b)
+
+    def sum(self, values, *, epsilon: float, bounds=None) -> DpResult:
+        from diffprivlib import tools
+
+        return self._bounded("sum", tools.sum, values, epsilon, bounds)
+
+    def mean(self, values, *, epsilon: float, bounds=None) -> DpResult:
+        from diffprivlib import tools
+
+        return self._bounded("mean", tools.mean, values, epsilon, bounds)
+
+    def var(self, values, *, epsilon: float, bounds=None) -> DpResult:
+        from diffprivlib import tools
+
+        return self._bounded("variance", tools.var, values, epsilon, bounds)
+
+    def quantile(self, values, q: float, *, epsilon: float, bounds=None) -> DpResult:
+        from diffprivlib import tools
+
+        b = _bounds(bounds, "quantile")
+        self._charge(f"quantile {q}", epsilon)
+        arr = np.clip(np.asarray(values, dtype=float), *b)
+        return DpResult(f"quantile {q}", float(tools.quantile(arr, q, epsilon=epsilon, bounds=b,
+                                                             random_state=self.random_state)), epsilon, 0.0, b)
+
+    def histogram(self, values, *, epsilon: float, bins: int = 10, range=None) -> DpResult:  # noqa: A002
+        from diffprivlib import tools
+
+        r = _bounds(range, "histogram")
+        self._charge(f"histogram {bins} bins", epsilon)
+        counts, edges = tools.histogram(np.clip(np.asarray(values, dtype=float), *r), epsilon=epsilon, bins=bins,
+                                        range=r, random_state=self.random_state)
+        return DpResult("histogram", {"counts": counts.tolist(), "edges": edges.tolist()}, epsilon, 0.0, r)
+
+    def linear_regression(self, X, y, *, epsilon: float, bounds_X=None, bounds_y=None) -> DpResult:
+        from diffprivlib.models import LinearRegression
+
+        if bounds_X is None or bounds_y is None:
+            raise MissingBounds("linear regression needs bounds_X and bounds_y")
+        self._charge("linear regression", epsilon)
+        model = LinearRegression(epsilon=epsilon, bounds_X=bounds_X, bounds_y=bounds_y,
+                                 random_state=self.random_state).fit(np.asarray(X, dtype=float), np.asarray(y))
+        return DpResult("linear regression", {"coef": np.ravel(model.coef_).tolist(),
+                                              "intercept": float(np.ravel(model.intercept_)[0])}, epsilon, 0.0,
+                        {"X": bounds_X, "y": bounds_y})
+
+    def logistic_regression(self, X, y, *, epsilon: float, data_norm: float | None = None) -> DpResult:
+        from diffprivlib.models import LogisticRegression
+
+        if data_norm is None:
+            raise MissingBounds("logistic regression needs data_norm (the largest L2 norm of a row of X)")
+        self._charge("logistic regression", epsilon)
+        with warnings.catch_warnings():
+            # diffprivlib 0.6.6 passes L-BFGS-B options SciPy 1.17 deprecates; harmless, filtered narrowly
+            warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                    message=r"scipy\.optimize: The `disp` and `iprint` options")
+            model = LogisticRegression(epsilon=epsilon, data_norm=data_norm,
+                                       random_state=self.random_state).fit(np.asarray(X, dtype=float), np.asarray(y))
+        return DpResult("logistic regression", {"coef": np.ravel(model.coef_).tolist(),
+                                                "intercept": float(np.ravel(model.intercept_)[0])}, epsilon, 0.0,
+                        {"data_norm": data_norm})
