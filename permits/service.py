@@ -28,6 +28,7 @@ from permits.permissions import ACTIONS, PermissionDenied, Role, check_can
 from permits.rules import RuleViolation, check_form
 from permits.scope import PermitScope
 from toisio import audit, events
+from toisio.db import read_connection
 from toisio.service import Service
 
 CASE_PREFIX = "TOISIO"
@@ -545,7 +546,7 @@ def permit_access(svc: Service, permit_id: str, *, today: date | None = None) ->
     Access ends at the end date even if the expiry job has not run yet.
     """
     today = today or _today()
-    with svc.engine.connect() as conn:
+    with read_connection(svc.engine) as conn:
         row = _case_row(conn, permit_id)
         state = State(row.state)
         scope = PermitScope.model_validate_json(row.scope) if row.scope and row.scope_sha256 else None

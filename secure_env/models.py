@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Float, Integer, String, Text
+from sqlalchemy import Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from toisio.db import Base
@@ -31,4 +31,65 @@ class DpSpendRow(Base):
     epsilon: Mapped[float] = mapped_column(Float)
     delta: Mapped[float] = mapped_column(Float)
     actor: Mapped[str] = mapped_column(String(100))
+    ts: Mapped[str] = mapped_column(String(32))
+
+
+class OutputRequestRow(Base):
+    """A request to release files from a permit's workspace."""
+
+    __tablename__ = "output_request"
+
+    request_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    permit_id: Mapped[str] = mapped_column(String(64), index=True)
+    requester: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[str] = mapped_column(String(32))
+    released_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    release_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class OutputFileRow(Base):
+    """One file of an output request, with its context and automatic check report."""
+
+    __tablename__ = "output_file"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(80), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    context: Mapped[str] = mapped_column(Text)
+    check_status: Mapped[str] = mapped_column(String(16))
+    check_report: Mapped[str] = mapped_column(Text)
+    differentially_private: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ReviewVoteRow(Base):
+    """A checker's vote on one file in one review round (revoked votes are kept, flagged)."""
+
+    __tablename__ = "review_vote"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(80), index=True)
+    file_id: Mapped[int] = mapped_column(Integer)
+    round: Mapped[int] = mapped_column(Integer)
+    reviewer: Mapped[str] = mapped_column(String(100))
+    decision: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    ts: Mapped[str] = mapped_column(String(32))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ReviewSubmissionRow(Base):
+    """A checker's submitted review of a request in one round."""
+
+    __tablename__ = "review_submission"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(80), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    reviewer: Mapped[str] = mapped_column(String(100))
     ts: Mapped[str] = mapped_column(String(32))

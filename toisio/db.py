@@ -38,7 +38,9 @@ def _sqlite_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (serialised, no upgrade deadlocks); readers opened
+        # with read_connection() use a deferred transaction, which WAL lets run beside a writer.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("toisio_readonly") else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -51,6 +53,11 @@ def make_engine(url: str) -> Engine:
         _sqlite_hooks(engine)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def read_connection(engine: Engine):
+    """A connection for reads only: it never waits for (or blocks) the SQLite write lock."""
+    return engine.connect().execution_options(toisio_readonly=True)
 
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

@@ -1,0 +1,436 @@
+"""The output airlock: nothing leaves a workspace except files two independent checkers approved.
+
+* An analyst named on the permit creates a request, adds files with their context, and submits.
+  Each table is checked automatically (:mod:`secure_env.disclosure`) when it is added; the report
+  is stored with the file, so reviewers see it first.
+* Output checkers review independently: a checker votes on every file, then submits the review;
+  until a checker has submitted, the other checkers' votes are hidden from them.  Nobody named on
+  the permit (the requester included) may review.  Two submitted reviews make the request
+  ``reviewed``; a file on which the two disagree is ``conflicted`` and a third checker's vote
+  settles it.
+* A request is approved only when every file has two approvals from different checkers (or one
+  for a differentially private output when the policy allows); an approval can be revoked until
+  release.  Release copies the files with a manifest to the release store, outside every
+  workspace.  Every view, vote, comment and release is in the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, func, select, update
+
+from permits.permissions import PermissionDenied, Role
+from permits.service import Actor, permit_access
+from secure_env.airlock_lifecycle import RequestEvent, RequestState, next_request_state
+from secure_env.disclosure import Table, check_table
+from secure_env.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
+from secure_env.profiles import DisclosureProfile, profile
+from toisio import audit
+from toisio.service import Service
+
+TABLE_SUFFIXES = {".csv", ".parquet"}
+FIGURE_SUFFIXES = {".png", ".svg"}
+TEXT_SUFFIXES = {".txt", ".md", ".json"}
+DECISIONS = ("approve", "reject", "request_changes")
+
+
+class AirlockError(ValueError):
+    """An airlock request that cannot be done, with a stable ``code``."""
+
+    def __init__(self, message: str, code: str = "airlock"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Release policy: how many approvals a file needs."""
+
+    approvals_needed: int = 2
+    dp_approvals_needed: int = 2  # may be lowered to 1 for differentially private outputs
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _store(svc: Service) -> Path:
+    return svc.settings.home / "airlock"
+
+
+def release_store(svc: Service) -> Path:
+    """Where released outputs go: outside every workspace."""
+    return svc.settings.home / "releases"
+
+
+def _row(conn: Connection, request_id: str):
+    row = conn.execute(select(OutputRequestRow).where(OutputRequestRow.request_id == request_id)).first()
+    if row is None:
+        raise AirlockError(f"no output request {request_id!r}", "not_found")
+    return row
+
+
+def _move(conn: Connection, svc: Service, row, event: RequestEvent, actor: str, payload: dict | None = None,
+          **values: Any) -> RequestState:
+    new = next_request_state(RequestState(row.state), event)
+    conn.execute(update(OutputRequestRow).where(OutputRequestRow.request_id == row.request_id)
+                 .values(state=new.value, updated_at=_now(), **values))
+    audit.append(conn, svc.audit_key, actor=actor, action=f"output.{event.value}",
+                 subject=f"output:{row.request_id}",
+                 payload={"permit_id": row.permit_id, "from": row.state, "to": new.value, **(payload or {})})
+    return new
+
+
+def _check_analyst(svc: Service, actor: Actor, permit_id: str) -> None:
+    access = permit_access(svc, permit_id)
+    if not access.in_force:
+        raise PermissionDenied(f"permit {permit_id} is not in force ({access.reason})", action="output")
+    if actor.user_id not in access.users:
+        raise PermissionDenied(f"only the analysts named on permit {permit_id} ({', '.join(access.users)}) "
+                               f"may request outputs from it", action="output")
+
+
+def check_can_review(svc: Service, actor: Actor, permit_id: str, requester: str) -> None:
+    """Raise unless ``actor`` is an output checker independent of the request and the permit."""
+    if Role.OUTPUT_CHECKER not in actor.roles:
+        raise PermissionDenied("only an output_checker may review outputs", action="review")
+    if actor.user_id == requester:
+        raise PermissionDenied("nobody reviews their own output request; another output_checker must",
+                               action="review", code="conflict_of_interest")
+    if actor.user_id in permit_access(svc, permit_id).users:
+        raise PermissionDenied(f"{actor.user_id} is named on permit {permit_id} and cannot review its outputs",
+                               action="review", code="conflict_of_interest")
+
+
+def can_review(svc: Service, actor: Actor, permit_id: str, requester: str) -> bool:
+    try:
+        check_can_review(svc, actor, permit_id, requester)
+    except PermissionDenied:
+        return False
+    return True
+
+
+def create_request(svc: Service, actor: Actor, permit_id: str) -> str:
+    """A new, pending output request of ``permit_id``."""
+    _check_analyst(svc, actor, permit_id)
+    with svc.engine.begin() as conn:
+        n = conn.execute(select(func.count()).select_from(OutputRequestRow)
+                         .where(OutputRequestRow.permit_id == permit_id)).scalar() + 1
+        request_id = f"OUT-{permit_id}-{n}"
+        now = _now()
+        conn.execute(OutputRequestRow.__table__.insert().values(
+            request_id=request_id, permit_id=permit_id, requester=actor.user_id, state=RequestState.PENDING.value,
+            round=1, created_at=now, updated_at=now))
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.created",
+                     subject=f"output:{request_id}", payload={"permit_id": permit_id})
+    return request_id
+
+
+def _kind(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return "table"
+    if suffix in FIGURE_SUFFIXES:
+        return "figure"
+    if suffix in TEXT_SUFFIXES:
+        return "text"
+    raise AirlockError(f"{name}: unsupported output type {suffix or '(none)'}; allowed: "
+                       f"{', '.join(sorted(TABLE_SUFFIXES | FIGURE_SUFFIXES | TEXT_SUFFIXES))}", "unsupported_type")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def _auto_check(path: Path, context: dict, prof: DisclosureProfile) -> tuple[str, dict]:
+    """Run the disclosure checks on a table file; other files go to manual review."""
+    if _kind(path.name) != "table":
+        return "review", {"note": "figures and text are checked by the reviewers"}
+    if "check_report" in context:  # produced by the analyst helpers, which saw the true counts
+        report = context["check_report"]
+        return report.get("status", "review"), report
+    df = _read_table(path)
+    index = context.get("index")
+    if index:
+        df = df.set_index(index)
+    statistic = context.get("statistic", "count")
+    numeric = df.select_dtypes("number").astype(float)
+    if statistic != "count":
+        return "review", {"note": f"a {statistic} table without its counts is checked by the reviewers"}
+    t = Table(numeric, numeric, "count")
+    report = check_table(t, prof)
+    return report.status, report.to_dict()
+
+
+def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, context: dict[str, Any], *,
+             profile_name: str | None = None) -> int:
+    """Add a file with its context (what it shows, the counts behind it, how it was produced)."""
+    path = Path(path)
+    for key in ("description", "method"):
+        if not str(context.get(key, "")).strip():
+            raise AirlockError(f"{path.name}: context needs '{key}' (what the file shows and how it was made)",
+                               f"missing_{key}")
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        if row.requester != actor.user_id:
+            raise PermissionDenied(f"only the requester ({row.requester}) may add files", action="add_file")
+        if RequestState(row.state) not in (RequestState.PENDING, RequestState.RETURNED):
+            raise AirlockError(f"files can be added only while the request is pending or returned "
+                               f"(it is {row.state})", "illegal_state")
+        status, report = _auto_check(path, context, profile(profile_name or svc.settings.disclosure_profile))
+        data = path.read_bytes()
+        target = _store(svc) / request_id / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        conn.execute(OutputFileRow.__table__.delete().where(OutputFileRow.request_id == request_id,
+                                                            OutputFileRow.name == path.name))
+        res = conn.execute(OutputFileRow.__table__.insert().values(
+            request_id=request_id, name=path.name, kind=_kind(path.name), sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data), context=json.dumps(context, default=str), check_status=status,
+            check_report=json.dumps(report, default=str),
+            differentially_private=bool(context.get("differentially_private", False))))
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.file_added",
+                     subject=f"output:{request_id}",
+                     payload={"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "check": status})
+        return int(res.inserted_primary_key[0])
+
+
+def submit(svc: Service, actor: Actor, request_id: str) -> RequestState:
+    """Submit (or resubmit after a return) for review."""
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        if row.requester != actor.user_id:
+            raise PermissionDenied(f"only the requester ({row.requester}) may submit", action="submit")
+        files = conn.execute(select(func.count()).select_from(OutputFileRow)
+                             .where(OutputFileRow.request_id == request_id)).scalar()
+        if not files:
+            raise AirlockError("a request needs at least one file", "empty_request")
+        if RequestState(row.state) is RequestState.RETURNED:
+            return _move(conn, svc, row, RequestEvent.RESUBMIT, actor.user_id, round=row.round + 1)
+        return _move(conn, svc, row, RequestEvent.SUBMIT, actor.user_id)
+
+
+def withdraw(svc: Service, actor: Actor, request_id: str) -> RequestState:
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        if row.requester != actor.user_id:
+            raise PermissionDenied(f"only the requester ({row.requester}) may withdraw", action="withdraw")
+        return _move(conn, svc, row, RequestEvent.WITHDRAW, actor.user_id)
+
+
+def _files(conn: Connection, request_id: str) -> list:
+    return list(conn.execute(select(OutputFileRow).where(OutputFileRow.request_id == request_id)
+                             .order_by(OutputFileRow.id)))
+
+
+def _votes(conn: Connection, request_id: str, round_: int) -> list:
+    return list(conn.execute(select(ReviewVoteRow).where(ReviewVoteRow.request_id == request_id,
+                                                         ReviewVoteRow.round == round_,
+                                                         ReviewVoteRow.revoked.is_(False))
+                             .order_by(ReviewVoteRow.id)))
+
+
+def _submitted(conn: Connection, request_id: str, round_: int) -> list[str]:
+    return [r[0] for r in conn.execute(select(ReviewSubmissionRow.reviewer).where(
+        ReviewSubmissionRow.request_id == request_id, ReviewSubmissionRow.round == round_)
+        .order_by(ReviewSubmissionRow.id))]
+
+
+def vote(svc: Service, actor: Actor, request_id: str, file_name: str, decision: str, comment: str = "") -> None:
+    """Vote on one file (replacing the checker's earlier vote on it in this round)."""
+    if decision not in DECISIONS:
+        raise AirlockError(f"decision must be one of {', '.join(DECISIONS)}", "bad_decision")
+    if decision != "approve" and not comment.strip():
+        raise AirlockError("a rejection or a request for changes needs a comment for the analyst", "missing_comment")
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        check_can_review(svc, actor, row.permit_id, row.requester)
+        state = RequestState(row.state)
+        if state not in (RequestState.SUBMITTED, RequestState.PARTIALLY_REVIEWED, RequestState.REVIEWED):
+            raise AirlockError(f"votes are taken while the request is under review (it is {row.state})",
+                               "illegal_state")
+        if actor.user_id in _submitted(conn, request_id, row.round) and state is not RequestState.REVIEWED:
+            raise AirlockError("you already submitted your review of this round", "already_submitted")
+        f = next((f for f in _files(conn, request_id) if f.name == file_name), None)
+        if f is None:
+            raise AirlockError(f"no file {file_name!r} in {request_id}", "not_found")
+        conn.execute(update(ReviewVoteRow).where(
+            ReviewVoteRow.request_id == request_id, ReviewVoteRow.file_id == f.id, ReviewVoteRow.round == row.round,
+            ReviewVoteRow.reviewer == actor.user_id).values(revoked=True))
+        conn.execute(ReviewVoteRow.__table__.insert().values(
+            request_id=request_id, file_id=f.id, round=row.round, reviewer=actor.user_id, decision=decision,
+            comment=comment, ts=_now(), revoked=False))
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.voted",
+                     subject=f"output:{request_id}", payload={"file": file_name, "decision": decision,
+                                                              "comment": comment})
+
+
+def submit_review(svc: Service, actor: Actor, request_id: str) -> RequestState:
+    """Finish a review: allowed only after voting on every file."""
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        check_can_review(svc, actor, row.permit_id, row.requester)
+        mine = {v.file_id for v in _votes(conn, request_id, row.round) if v.reviewer == actor.user_id}
+        files = _files(conn, request_id)
+        missing = [f.name for f in files if f.id not in mine]
+        state = RequestState(row.state)
+        if state is RequestState.REVIEWED:
+            conflicted = {f.name for f in files if file_status(conn, row, f) == "conflicted"}
+            missing = [m for m in missing if m in conflicted]
+        if missing:
+            raise AirlockError(f"vote on every file before submitting; not yet voted: {', '.join(missing)}",
+                               "votes_missing")
+        if actor.user_id in _submitted(conn, request_id, row.round):
+            raise AirlockError("you already submitted your review of this round", "already_submitted")
+        conn.execute(ReviewSubmissionRow.__table__.insert().values(request_id=request_id, round=row.round,
+                                                                   reviewer=actor.user_id, ts=_now()))
+        return _move(conn, svc, row, RequestEvent.REVIEW_SUBMITTED, actor.user_id)
+
+
+def file_status(conn: Connection, row, f, policy: Policy = Policy()) -> str:
+    """``approved``, ``rejected``, ``changes_requested``, ``conflicted`` or ``pending`` for one file."""
+    submitted = _submitted(conn, row.request_id, row.round)
+    votes = [v for v in _votes(conn, row.request_id, row.round) if v.file_id == f.id and v.reviewer in submitted]
+    needed = policy.dp_approvals_needed if f.differentially_private else policy.approvals_needed
+    decisions = [v.decision for v in votes]
+    if len(submitted) < 2 and not (needed == 1 and decisions):
+        return "pending"
+    if len(set(decisions[:2])) > 1:
+        # a later (third) checker's vote settles a disagreement between the first two
+        return {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}[
+            decisions[2]] if len(decisions) > 2 else "conflicted"
+    if decisions and decisions[0] == "approve" and decisions.count("approve") >= needed:
+        return "approved"
+    if decisions and decisions[0] == "reject":
+        return "rejected"
+    if decisions and decisions[0] == "request_changes":
+        return "changes_requested"
+    return "pending"
+
+
+def view(svc: Service, actor: Actor, request_id: str) -> dict[str, Any]:
+    """A request as ``actor`` may see it: other checkers' votes stay hidden until the viewer has
+    submitted their own review.  Every view is audited."""
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        is_requester = actor.user_id == row.requester
+        if not is_requester:
+            check_can_review(svc, actor, row.permit_id, row.requester)
+        submitted = _submitted(conn, request_id, row.round)
+        votes = _votes(conn, request_id, row.round)
+        files = []
+        for f in _files(conn, request_id):
+            visible = [v for v in votes if v.file_id == f.id and (
+                v.reviewer == actor.user_id or actor.user_id in submitted
+                or (is_requester and RequestState(row.state) in (RequestState.RETURNED, RequestState.REJECTED,
+                                                                  RequestState.APPROVED, RequestState.RELEASED)))]
+            files.append({"name": f.name, "kind": f.kind, "sha256": f.sha256, "check_status": f.check_status,
+                          "check_report": json.loads(f.check_report), "context": json.loads(f.context),
+                          "status": file_status(conn, row, f),
+                          "votes": [{"reviewer": v.reviewer, "decision": v.decision, "comment": v.comment}
+                                    for v in visible]})
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.viewed",
+                     subject=f"output:{request_id}", payload={})
+        return {"request_id": row.request_id, "permit_id": row.permit_id, "requester": row.requester,
+                "state": row.state, "round": row.round, "reviews_submitted": len(submitted), "files": files,
+                "released_before": released_for_permit(conn, row.permit_id)}
+
+
+def released_for_permit(conn: Connection, permit_id: str) -> list[dict]:
+    """Files already released for a permit (reviewers need them to judge differencing)."""
+    rows = conn.execute(select(OutputFileRow.name, OutputFileRow.sha256, OutputRequestRow.request_id,
+                               OutputRequestRow.released_at).join(
+        OutputRequestRow, OutputRequestRow.request_id == OutputFileRow.request_id).where(
+        OutputRequestRow.permit_id == permit_id, OutputRequestRow.state == RequestState.RELEASED.value))
+    return [{"file": r[0], "sha256": r[1], "request_id": r[2], "released_at": r[3]} for r in rows]
+
+
+def decide(svc: Service, actor: Actor, request_id: str, outcome: str, *, policy: Policy = Policy()) -> RequestState:
+    """Approve, reject or return a reviewed request; approval needs every file approved."""
+    events_ = {"approve": RequestEvent.APPROVE, "reject": RequestEvent.REJECT, "return": RequestEvent.RETURN}
+    if outcome not in events_:
+        raise AirlockError(f"outcome must be one of {', '.join(events_)}", "bad_outcome")
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        check_can_review(svc, actor, row.permit_id, row.requester)
+        statuses = {f.name: file_status(conn, row, f, policy) for f in _files(conn, request_id)}
+        if outcome == "approve":
+            not_ok = {n: s for n, s in statuses.items() if s != "approved"}
+            if not_ok:
+                raise AirlockError("every file needs two independent approvals before release; not approved: "
+                                   + ", ".join(f"{n} ({s})" for n, s in not_ok.items()), "not_approved")
+        return _move(conn, svc, row, events_[outcome], actor.user_id, payload={"files": statuses})
+
+
+def revoke_approval(svc: Service, actor: Actor, request_id: str, reason: str) -> RequestState:
+    """Take an approval back before release (a stray click must not release data)."""
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        check_can_review(svc, actor, row.permit_id, row.requester)
+        conn.execute(update(ReviewVoteRow).where(ReviewVoteRow.request_id == request_id,
+                                                 ReviewVoteRow.round == row.round,
+                                                 ReviewVoteRow.reviewer == actor.user_id).values(revoked=True))
+        conn.execute(ReviewSubmissionRow.__table__.delete().where(
+            ReviewSubmissionRow.request_id == request_id, ReviewSubmissionRow.round == row.round,
+            ReviewSubmissionRow.reviewer == actor.user_id))
+        return _move(conn, svc, row, RequestEvent.REVOKE_APPROVAL, actor.user_id, payload={"reason": reason})
+
+
+def release(svc: Service, actor: Actor, request_id: str) -> Path:
+    """Copy an approved request's files with a manifest to the release store; nothing else leaves."""
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        check_can_review(svc, actor, row.permit_id, row.requester)
+        if RequestState(row.state) is not RequestState.APPROVED:
+            raise AirlockError(f"only an approved request is released (it is {row.state})", "illegal_state")
+        target = release_store(svc) / row.permit_id / request_id
+        target.mkdir(parents=True, exist_ok=True)
+        votes = _votes(conn, request_id, row.round)
+        manifest_files = []
+        for f in _files(conn, request_id):
+            src = _store(svc) / request_id / f.name
+            data = src.read_bytes()
+            if hashlib.sha256(data).hexdigest() != f.sha256:
+                raise AirlockError(f"{f.name} changed after review (checksum mismatch); not released", "tampered")
+            shutil.copyfile(src, target / f.name)
+            manifest_files.append({
+                "name": f.name, "sha256": f.sha256, "bytes": f.size, "check_status": f.check_status,
+                "check_report": json.loads(f.check_report), "differentially_private": bool(f.differentially_private),
+                "reviewers": [{"reviewer": v.reviewer, "decision": v.decision, "at": v.ts}
+                              for v in votes if v.file_id == f.id]})
+        released_at = _now()
+        manifest = {"request_id": request_id, "permit_id": row.permit_id, "requester": row.requester,
+                    "submitted_round": row.round, "created_at": row.created_at, "released_at": released_at,
+                    "released_by": actor.user_id, "files": manifest_files}
+        (target / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _move(conn, svc, row, RequestEvent.RELEASE, actor.user_id,
+              payload={"files": [f["name"] for f in manifest_files], "release_dir": str(target)},
+              released_at=released_at, release_dir=str(target))
+    return target
+
+
+def checker_queue(svc: Service, actor: Actor) -> list[dict]:
+    """Requests awaiting this checker across all permits (not their own, not their permits')."""
+    waiting = (RequestState.SUBMITTED, RequestState.PARTIALLY_REVIEWED, RequestState.REVIEWED)
+    with svc.engine.connect() as conn:
+        rows = list(conn.execute(select(OutputRequestRow).where(
+            OutputRequestRow.state.in_([s.value for s in waiting])).order_by(OutputRequestRow.updated_at)))
+        out = []
+        for r in rows:
+            if not can_review(svc, actor, r.permit_id, r.requester):
+                continue
+            if actor.user_id in _submitted(conn, r.request_id, r.round):
+                continue
+            out.append({"request_id": r.request_id, "permit_id": r.permit_id, "state": r.state,
+                        "waiting_since": r.updated_at})
+    return out

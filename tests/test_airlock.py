@@ -1,0 +1,203 @@
+"""The output airlock: two independent checkers, hidden votes, conflicts, revocation, release."""
+
+import json
+
+import pytest
+
+from permits.permissions import PermissionDenied
+from permits.service import actor_for, create_user
+from secure_env import airlock as A
+from tests.factories import make_staff
+from tests.test_permit_service import _to_active
+from toisio import audit
+
+
+@pytest.fixture
+def world(svc, tmp_path):
+    staff = make_staff(svc)
+    permit = _to_active(svc, staff).case_id  # bob is the named analyst
+    with svc.engine.begin() as conn:
+        for uid in ("olga", "otto"):
+            create_user(conn, uid, uid.title(), f"{uid}@x.example", ("output_checker",))
+    from permits.service import Actor
+
+    bob = Actor("bob")
+    with svc.engine.connect() as conn:
+        checkers = {u: actor_for(conn, u) for u in ("oscar", "olga", "otto")}
+    safe = tmp_path / "by_county.csv"
+    safe.write_text("county,men,women\nHelsinki,120,130\nLappi,40,45\n")
+    small = tmp_path / "rare.csv"
+    small.write_text("group,n\nA,3\nB,50\n")
+    fig = tmp_path / "km.png"
+    fig.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    return {"svc": svc, "permit": permit, "bob": bob, "staff": staff, "files": {"safe": safe, "small": small,
+                                                                              "fig": fig}, **checkers}
+
+
+CTX = {"description": "persons by county and sex", "method": "count of distinct pseudonyms",
+       "index": "county"}
+
+
+def _request(w, *files):
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    for key in files:
+        ctx = dict(CTX, index="group" if key == "small" else "county")
+        A.add_file(w["svc"], w["bob"], rid, w["files"][key], ctx)
+    A.submit(w["svc"], w["bob"], rid)
+    return rid
+
+
+
+
+def test_two_approvals_then_release(world):
+    w = world
+    rid = _request(w, "safe", "fig")
+    view = A.view(w["svc"], w["oscar"], rid)
+    assert {f["name"]: f["check_status"] for f in view["files"]} == {"by_county.csv": "pass", "km.png": "review"}
+    for checker in ("oscar", "olga"):
+        for name in ("by_county.csv", "km.png"):
+            A.vote(w["svc"], w[checker], rid, name, "approve")
+        A.submit_review(w["svc"], w[checker], rid)
+    assert A.decide(w["svc"], w["oscar"], rid, "approve").value == "approved"
+    target = A.release(w["svc"], w["olga"], rid)
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert {f["name"] for f in manifest["files"]} == {"by_county.csv", "km.png"}
+    assert all(len(f["reviewers"]) == 2 for f in manifest["files"])
+    assert (target / "by_county.csv").read_text().startswith("county")
+    with w["svc"].engine.connect() as conn:
+        actions = [e.action for e in audit.events(conn, subject=f"output:{rid}")]
+    for a in ("output.created", "output.file_added", "output.submit", "output.viewed", "output.voted",
+              "output.review_submitted", "output.approve", "output.release"):
+        assert a in actions
+
+
+def test_failing_table_is_flagged(world):
+    w = world
+    rid = _request(w, "small")
+    f = A.view(w["svc"], w["oscar"], rid)["files"][0]
+    assert f["check_status"] == "fail"
+    assert "fewer than the minimum 5" in f["check_report"]["cells"][0]["reasons"][0]
+
+
+def test_no_self_review_and_no_permit_member_review(world, svc):
+    w = world
+    rid = _request(w, "safe")
+    with pytest.raises(PermissionDenied, match="only an output_checker"):
+        A.vote(svc, w["bob"], rid, "by_county.csv", "approve")
+    with svc.engine.begin() as conn:
+        create_user(conn, "mona", "Mona", "m@x.example", ("output_checker",))
+    from permits.service import Actor, Role
+
+    member_checker = Actor("bob", frozenset({Role.OUTPUT_CHECKER}))
+    with pytest.raises(PermissionDenied) as exc:
+        A.vote(svc, member_checker, rid, "by_county.csv", "approve")
+    assert exc.value.code == "conflict_of_interest"
+
+
+def test_one_approval_is_not_enough(world):
+    w = world
+    rid = _request(w, "safe")
+    A.vote(w["svc"], w["oscar"], rid, "by_county.csv", "approve")
+    A.submit_review(w["svc"], w["oscar"], rid)
+    with pytest.raises(Exception, match="not possible|two independent approvals"):
+        A.decide(w["svc"], w["oscar"], rid, "approve")
+
+
+def test_votes_hidden_until_own_review_submitted(world):
+    w = world
+    rid = _request(w, "safe")
+    A.vote(w["svc"], w["oscar"], rid, "by_county.csv", "approve")
+    A.submit_review(w["svc"], w["oscar"], rid)
+    assert A.view(w["svc"], w["olga"], rid)["files"][0]["votes"] == []
+    A.vote(w["svc"], w["olga"], rid, "by_county.csv", "approve")
+    assert [v["reviewer"] for v in A.view(w["svc"], w["olga"], rid)["files"][0]["votes"]] == ["olga"]
+    A.submit_review(w["svc"], w["olga"], rid)
+    assert {v["reviewer"] for v in A.view(w["svc"], w["olga"], rid)["files"][0]["votes"]} == {"oscar", "olga"}
+
+
+def test_submit_only_after_voting_on_every_file(world):
+    w = world
+    rid = _request(w, "safe", "fig")
+    A.vote(w["svc"], w["oscar"], rid, "by_county.csv", "approve")
+    with pytest.raises(A.AirlockError, match="not yet voted: km.png"):
+        A.submit_review(w["svc"], w["oscar"], rid)
+
+
+def test_conflict_settled_by_a_third_checker(world):
+    w = world
+    rid = _request(w, "safe")
+    A.vote(w["svc"], w["oscar"], rid, "by_county.csv", "approve")
+    A.submit_review(w["svc"], w["oscar"], rid)
+    A.vote(w["svc"], w["olga"], rid, "by_county.csv", "reject", "Lappi women cell is too revealing")
+    A.submit_review(w["svc"], w["olga"], rid)
+    assert A.view(w["svc"], w["otto"], rid)["files"][0]["status"] == "conflicted"
+    with pytest.raises(A.AirlockError, match="not approved: by_county.csv \\(conflicted\\)"):
+        A.decide(w["svc"], w["oscar"], rid, "approve")
+    A.vote(w["svc"], w["otto"], rid, "by_county.csv", "reject", "agree with Olga")
+    A.submit_review(w["svc"], w["otto"], rid)
+    assert A.view(w["svc"], w["otto"], rid)["files"][0]["status"] == "rejected"
+    assert A.decide(w["svc"], w["otto"], rid, "reject").value == "rejected"
+
+
+def test_returned_request_keeps_history_and_is_resubmitted(world):
+    w = world
+    rid = _request(w, "small")
+    for c in ("oscar", "olga"):
+        A.vote(w["svc"], w[c], rid, "rare.csv", "request_changes", "suppress group A")
+        A.submit_review(w["svc"], w[c], rid)
+    A.decide(w["svc"], w["oscar"], rid, "return")
+    seen = A.view(w["svc"], w["bob"], rid)
+    assert seen["state"] == "returned" and len(seen["files"][0]["votes"]) == 2
+    A.add_file(w["svc"], w["bob"], rid, w["files"]["safe"], CTX)
+    assert A.submit(w["svc"], w["bob"], rid).value == "submitted"
+    again = A.view(w["svc"], w["oscar"], rid)
+    assert again["round"] == 2 and all(f["votes"] == [] for f in again["files"])
+    with w["svc"].engine.connect() as conn:
+        actions = [e.action for e in audit.events(conn, subject=f"output:{rid}")]
+    assert actions.count("output.voted") == 2 and "output.return" in actions and "output.resubmit" in actions
+
+
+def test_approval_can_be_revoked_before_release(world):
+    w = world
+    rid = _request(w, "safe")
+    for c in ("oscar", "olga"):
+        A.vote(w["svc"], w[c], rid, "by_county.csv", "approve")
+        A.submit_review(w["svc"], w[c], rid)
+    A.decide(w["svc"], w["oscar"], rid, "approve")
+    assert A.revoke_approval(w["svc"], w["olga"], rid, "clicked too soon").value == "reviewed"
+    with pytest.raises(A.AirlockError, match="only an approved request is released"):
+        A.release(w["svc"], w["oscar"], rid)
+
+
+def test_checker_queue_and_released_history(world):
+    w = world
+    first = _request(w, "safe")
+    second = _request(w, "fig")
+    assert {r["request_id"] for r in A.checker_queue(w["svc"], w["oscar"])} == {first, second}
+    for c in ("oscar", "olga"):
+        A.vote(w["svc"], w[c], first, "by_county.csv", "approve")
+        A.submit_review(w["svc"], w[c], first)
+    A.decide(w["svc"], w["oscar"], first, "approve")
+    A.release(w["svc"], w["oscar"], first)
+    assert [r["request_id"] for r in A.checker_queue(w["svc"], w["oscar"])] == [second]
+    released = A.view(w["svc"], w["otto"], second)["released_before"]
+    assert released and released[0]["file"] == "by_county.csv"
+
+
+def test_unsupported_type_and_missing_context(world, tmp_path):
+    w = world
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    exe = tmp_path / "data.sqlite"
+    exe.write_bytes(b"x")
+    with pytest.raises(A.AirlockError, match="unsupported output type .sqlite"):
+        A.add_file(w["svc"], w["bob"], rid, exe, CTX)
+    with pytest.raises(A.AirlockError, match="context needs 'method'"):
+        A.add_file(w["svc"], w["bob"], rid, w["files"]["safe"], {"description": "x"})
+
+
+def test_only_named_analysts_request(world):
+    w = world
+    from permits.service import Actor
+
+    with pytest.raises(PermissionDenied, match="only the analysts named on permit"):
+        A.create_request(w["svc"], Actor("mallory"), w["permit"])
