@@ -21,7 +21,9 @@ $T users add thl --name "THL extraction" --email thl@thl.example --role controll
   --registry hilmo --registry population --registry causes_of_death >/dev/null
 $T users add kela --name "Kela extraction" --email kela@kela.example --role controller \
   --registry kela_purchases >/dev/null
-echo "created alice, hanna (handler), dora (decider), thl and kela (controllers)"
+$T users add oscar --name "Oscar Checker" --email oscar@toisio.example --role output_checker >/dev/null
+$T users add olga --name "Olga Checker" --email olga@toisio.example --role output_checker >/dev/null
+echo "created alice, hanna (handler), dora (decider), thl and kela (controllers), oscar and olga (output checkers)"
 
 say "3. Alice stores her research plan and submits a data permit application prepared offline"
 $T permits attach examples/research-plan.md
@@ -45,6 +47,23 @@ say "6. Extraction with the frozen scope, as a Prefect flow"
 $T extract --flow --permit "$CASE" --as hanna --in "$DEMO_DIR/extracts" --out "$DEMO_DIR/delivery/$CASE"
 $T permits activate "$CASE" --as hanna
 
-say "7. The case, its history and the audit chain"
+say "7. Bob, the analyst named on the permit, makes a table; it comes back checked and suppressed"
+.venv/bin/python scripts/demo_analysis.py "$DEMO_DIR/delivery/$CASE" "$DEMO_DIR/scratch/persons_by_age.csv"
+
+say "8. The output airlock: two independent checkers approve, then the table is released"
+REQ=$($T outputs create --permit "$CASE" --as bob)
+$T outputs add "$REQ" "$DEMO_DIR/scratch/persons_by_age.csv" --index age_band --as bob \
+  --description "cohort members by age band and role" --method "distinct pseudonyms, safe_crosstab"
+$T outputs submit "$REQ" --as bob
+for checker in oscar olga; do
+  $T outputs vote "$REQ" persons_by_age.csv approve --as $checker
+  $T outputs submit-review "$REQ" --as $checker
+done
+$T outputs decide "$REQ" approve --as oscar
+$T outputs show "$REQ" --as olga
+$T outputs release "$REQ" --as olga
+echo "released to $TOISIO_HOME/releases/$CASE/$REQ/"
+
+say "9. The case, its history and the audit chain"
 $T permits show "$CASE" --as hanna
 $T audit verify

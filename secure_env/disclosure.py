@@ -243,6 +243,7 @@ def table_from_rows(df: pd.DataFrame, rows: str, columns: str | None = None, *, 
     """Build a :class:`Table` (with true counts and top contributors) from row-level data."""
     work = df.assign(_col=df[columns] if columns else "all")
     counts = work.groupby([rows, "_col"])[person].nunique().unstack(fill_value=0)
+    counts.columns.name = columns
     if statistic == "count":
         values = counts.astype(float)
         largest = None

@@ -150,3 +150,18 @@ def test_table_from_rows_counts_persons_and_contributors():
 def test_every_rule_is_listed_once():
     codes = [r.code for r in CELL_RULES]
     assert len(codes) == len(set(codes)) == 5
+
+
+def test_safe_crosstab_suppresses_and_reports():
+    from secure_env.analyst import safe_crosstab, safe_regression_summary
+
+    rows = [{"pseudonym": f"p{i}", "band": "0-39" if i < 60 else ("40-59" if i < 63 else "60+"),
+             "sex": "1" if i % 2 else "2"} for i in range(120)]
+    st = safe_crosstab(pd.DataFrame(rows), "band", "sex")
+    assert st.suppressed_primary >= 1 and st.table.loc["40-59"].isna().all()
+    assert st.report["suppressed"]["primary"] == st.suppressed_primary
+    rounded = safe_crosstab(pd.DataFrame(rows), "band", "sex", profile_name="opensafely")
+    assert (rounded.table.dropna() % 5 == 0).all().all()
+    coef = pd.DataFrame({"estimate": [0.5, 1.2]}, index=["intercept", "x"])
+    assert safe_regression_summary(coef, 50).report["status"] == "pass"
+    assert safe_regression_summary(coef, 3).table.isna().all().all()

@@ -28,9 +28,11 @@ app.add_typer(db_app, name="db")
 
 def _register_stage_commands() -> None:
     from permits.cli import permits_app, users_app
+    from secure_env.cli import outputs_app
 
     app.add_typer(permits_app, name="permits")
     app.add_typer(users_app, name="users")
+    app.add_typer(outputs_app, name="outputs")
 
 
 _register_stage_commands()
