@@ -44,3 +44,4 @@ clean:
 
 docs: install
 	$(BIN)/python -m permits.docs
+	$(BIN)/python -m secure_env.docs
