@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks and write one JSON file per benchmark under bench/results/.
 
-Environment: BENCH_ONLY (comma-separated: pipeline, permits; default all), BENCH_SIZES
+Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline; default all), BENCH_SIZES
 (comma-separated persons for the pipeline, default "200000,1000000"), BENCH_PANDAS_MAX (largest
 size the pandas reference runs at, default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
 """
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import permits_bench, pipeline_bench
+from bench import airlock_bench, permits_bench, pipeline_bench
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -35,7 +35,7 @@ def _pipeline(tmp: Path) -> dict:
     return pipeline_bench.run(sizes, tmp)
 
 
-BENCHMARKS = {"permits": permits_bench.run, "pipeline": _pipeline}
+BENCHMARKS = {"airlock": airlock_bench.run, "permits": permits_bench.run, "pipeline": _pipeline}
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, func, select, update
 from permits.permissions import PermissionDenied, Role
 from permits.service import Actor, permit_access
 from secure_env.airlock_lifecycle import RequestEvent, RequestState, next_request_state
-from secure_env.disclosure import Table, check_table
+from secure_env.disclosure import Table, check_differencing, check_table
 from secure_env.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
 from secure_env.profiles import DisclosureProfile, profile
 from toisio import audit
@@ -152,7 +152,27 @@ def _read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _auto_check(path: Path, context: dict, prof: DisclosureProfile) -> tuple[str, dict]:
+def _released_tables(conn: Connection, svc: Service, permit_id: str) -> list[Table]:
+    """Count tables already released for a permit, read back from the release store."""
+    out = []
+    for r in conn.execute(select(OutputFileRow, OutputRequestRow.release_dir).join(
+            OutputRequestRow, OutputRequestRow.request_id == OutputFileRow.request_id).where(
+            OutputRequestRow.permit_id == permit_id, OutputRequestRow.state == RequestState.RELEASED.value,
+            OutputFileRow.kind == "table")):
+        ctx = json.loads(r.context)
+        path = Path(r.release_dir) / r.name
+        if ctx.get("statistic", "count") != "count" or not path.exists():
+            continue
+        df = _read_table(path)
+        if ctx.get("index"):
+            df = df.set_index(ctx["index"])
+        numeric = df.select_dtypes("number").astype(float)
+        out.append(Table(numeric, numeric, "count", name=f"{r.request_id}/{r.name}"))
+    return out
+
+
+def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
+                released: list[Table] | None = None) -> tuple[str, dict]:
     """Run the disclosure checks on a table file; other files go to manual review."""
     if _kind(path.name) != "table":
         return "review", {"note": "figures and text are checked by the reviewers"}
@@ -166,6 +186,10 @@ def _auto_check(path: Path, context: dict, prof: DisclosureProfile) -> tuple[str
         return "review", {"note": f"a {statistic} table without its counts is checked by the reviewers"}
     t = Table(numeric, numeric, "count")
     report = check_table(t, prof).to_dict()
+    findings = check_differencing(t, released or [], prof)
+    if findings:
+        report["table_findings"] = report["table_findings"] + findings
+        report["status"] = "fail"
     if "check_report" in context:
         # the analyst helpers' report (computed in the workspace with the true counts) is kept for the
         # reviewers, but the verdict is always the server's own check of the numbers that would leave
@@ -188,7 +212,8 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
         if RequestState(row.state) not in (RequestState.PENDING, RequestState.RETURNED):
             raise AirlockError(f"files can be added only while the request is pending or returned "
                                f"(it is {row.state})", "illegal_state")
-        status, report = _auto_check(path, context, profile(profile_name or svc.settings.disclosure_profile))
+        status, report = _auto_check(path, context, profile(profile_name or svc.settings.disclosure_profile),
+                                     _released_tables(conn, svc, row.permit_id))
         data = path.read_bytes()
         target = _store(svc) / request_id / path.name
         target.parent.mkdir(parents=True, exist_ok=True)

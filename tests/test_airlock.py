@@ -201,3 +201,20 @@ def test_only_named_analysts_request(world):
 
     with pytest.raises(PermissionDenied, match="only the analysts named on permit"):
         A.create_request(w["svc"], Actor("mallory"), w["permit"])
+
+
+def test_differencing_against_released_tables(world, tmp_path):
+    w = world
+    first = _request(w, "safe")
+    for c in ("oscar", "olga"):
+        A.vote(w["svc"], w[c], first, "by_county.csv", "approve")
+        A.submit_review(w["svc"], w[c], first)
+    A.decide(w["svc"], w["oscar"], first, "approve")
+    A.release(w["svc"], w["oscar"], first)
+    nearly = tmp_path / "by_county_adults.csv"
+    nearly.write_text("county,men,women\nHelsinki,118,130\nLappi,40,45\n")
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    A.add_file(w["svc"], w["bob"], rid, nearly, CTX)
+    f = A.view(w["svc"], w["oscar"], rid)["files"][0]
+    assert f["check_status"] == "fail"
+    assert any("differs from released table" in x for x in f["check_report"]["table_findings"])
