@@ -35,7 +35,8 @@ def test_chain_verifies(svc):
     _fill(svc)
     r = _verify(svc)
     assert r.ok and r.checked == 5
-    seq, h = audit.head(svc.engine.connect())
+    with svc.engine.connect() as conn:
+        seq, h = audit.head(conn)
     assert seq == 5 and len(h) == 64
 
 
