@@ -118,9 +118,19 @@ def can_review(svc: Service, actor: Actor, permit_id: str, requester: str) -> bo
     return True
 
 
-def create_request(svc: Service, actor: Actor, permit_id: str) -> str:
-    """A new, pending output request of ``permit_id``."""
-    _check_analyst(svc, actor, permit_id)
+def create_request(svc: Service, actor: Actor, permit_id: str, *, service: bool = False) -> str:
+    """A new, pending output request of ``permit_id``.
+
+    ``service=True``: the service's own statistics for a data request, requested by a handler.
+    """
+    if service:
+        if Role.HANDLER not in actor.roles:
+            raise PermissionDenied("only a handler requests release of the service's statistics", action="output")
+        access = permit_access(svc, permit_id)
+        if not access.in_force:
+            raise PermissionDenied(f"permit {permit_id} is not in force ({access.reason})", action="output")
+    else:
+        _check_analyst(svc, actor, permit_id)
     with svc.engine.begin() as conn:
         n = conn.execute(select(func.count()).select_from(OutputRequestRow)
                          .where(OutputRequestRow.permit_id == permit_id)).scalar() + 1
@@ -183,7 +193,11 @@ def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
     statistic = context.get("statistic", "count")
     numeric = df.select_dtypes("number").astype(float)
     if statistic != "count":
-        return "review", {"note": f"a {statistic} table without its counts is checked by the reviewers"}
+        report = {"status": "review", "note": f"a {statistic} table: the reviewers check it with the counts in "
+                                             f"the analyst report", "table_findings": [], "cells": []}
+        if "check_report" in context:
+            report["analyst_report"] = context["check_report"]
+        return report["status"], report
     t = Table(numeric, numeric, "count")
     report = check_table(t, prof).to_dict()
     findings = check_differencing(t, released or [], prof)
