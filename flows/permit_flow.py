@@ -10,13 +10,10 @@ database and continues from there.
 from __future__ import annotations
 
 from prefect import flow, tags, task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
-from prefect.client.schemas.objects import StateType
-from prefect.client.schemas.sorting import FlowRunSort
-from prefect.flow_runs import pause_flow_run, resume_flow_run
+from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
+from flows.pauses import pause_key, resume_tagged, tagged_runs
 from permits.lifecycle import DECIDED, TERMINAL, State
 from permits.service import permit_access
 from toisio.service import service
@@ -55,7 +52,7 @@ def application_flow(case_id: str, step_timeout_seconds: int = 30 * 24 * 3600, m
         if state in DECIDED or state in TERMINAL:
             return state.value
         pause_flow_run(wait_for_input=StepRecorded, timeout=step_timeout_seconds, poll_interval=1,
-                       key=f"{case_id.lower()}-{state.value.replace('_', '-')}-{step}")
+                       key=pause_key(case_id, state.value, step))
     return State(case_state(case_id)).value
 
 
@@ -67,18 +64,9 @@ def start_application_flow(case_id: str, **kwargs) -> str:
 
 def case_flow_runs(case_id: str) -> list:
     """All flow runs tagged with a case (newest first)."""
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"case:{case_id}"])),
-                                     sort=FlowRunSort.START_TIME_DESC, limit=50)
+    return tagged_runs(f"case:{case_id}")
 
 
 def resume_case_flows(case_id: str, action: str, actor: str) -> int:
     """Resume the paused flow runs of a case after a step was recorded; returns how many."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[f"case:{case_id}"]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
-            sort=FlowRunSort.START_TIME_DESC, limit=50)
-    for run in runs:
-        resume_flow_run(run.id, run_input={"action": action, "actor": actor})
-    return len(runs)
+    return resume_tagged(f"case:{case_id}", {"action": action, "actor": actor})

@@ -118,6 +118,12 @@ def can_review(svc: Service, actor: Actor, permit_id: str, requester: str) -> bo
     return True
 
 
+def request_state(svc: Service, request_id: str) -> RequestState:
+    """The current state of an output request."""
+    with svc.engine.connect() as conn:
+        return RequestState(_row(conn, request_id).state)
+
+
 def create_request(svc: Service, actor: Actor, permit_id: str, *, service: bool = False) -> str:
     """A new, pending output request of ``permit_id``.
 

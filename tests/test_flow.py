@@ -105,3 +105,53 @@ def test_rerun_after_crash_continues_from_recorded_state(harness, tmp_path, monk
     act(svc, staff["alice"], case, "withdraw")
     # A flow started (or restarted) now reads the recorded state and ends at once.
     assert start_application_flow(case) == "withdrawn"
+
+
+def test_output_review_flow_waits_for_the_reviewers(harness, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from flows.output_flow import output_flow_runs, resume_output_flows, start_output_flow
+    from permits.service import Actor, actor_for, create_user
+    from secure_env import airlock as A
+    from tests.factories import make_staff
+    from tests.test_permit_service import _to_active
+    from toisio.service import service
+
+    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
+    svc = service()
+    staff = make_staff(svc)
+    permit = _to_active(svc, staff).case_id
+    with svc.engine.begin() as conn:
+        create_user(conn, "olga", "Olga", "o@x.example", ("output_checker",))
+        olga = actor_for(conn, "olga")
+    bob = Actor("bob")
+    table = tmp_path / "t.csv"
+    table.write_text("k,n\na,50\nb,60\n")
+    rid = A.create_request(svc, bob, permit)
+    A.add_file(svc, bob, rid, table, {"description": "d", "method": "m", "index": "k"})
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("state", start_output_flow(rid)))
+    runner.start()
+
+    def wait_paused():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            runs = output_flow_runs(rid)
+            if runs and all(r.state and r.state.is_paused() for r in runs):
+                return
+            time.sleep(0.3)
+        raise AssertionError("flow did not pause")
+
+    steps = [(bob, lambda: A.submit(svc, bob, rid))]
+    for checker in (staff["oscar"], olga):
+        steps.append((checker, lambda c=checker: (A.vote(svc, c, rid, "t.csv", "approve"),
+                                                  A.submit_review(svc, c, rid))))
+    steps.append((olga, lambda: A.decide(svc, olga, rid, "approve")))
+    steps.append((olga, lambda: A.release(svc, olga, rid)))
+    for actor, step in steps:
+        wait_paused()
+        step()
+        resume_output_flows(rid, "step", actor.user_id)
+    runner.join(timeout=60)
+    assert result["state"] == "released"
