@@ -382,7 +382,7 @@ def view(svc: Service, actor: Actor, request_id: str) -> dict[str, Any]:
                                                                   RequestState.APPROVED, RequestState.RELEASED)))]
             files.append({"name": f.name, "kind": f.kind, "sha256": f.sha256, "check_status": f.check_status,
                           "check_report": json.loads(f.check_report), "context": json.loads(f.context),
-                          "status": file_status(conn, row, f),
+                          "status": file_status(conn, row, f, policy_of(svc)),
                           "votes": [{"reviewer": v.reviewer, "decision": v.decision, "comment": v.comment}
                                     for v in visible]})
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.viewed",
@@ -401,8 +401,14 @@ def released_for_permit(conn: Connection, permit_id: str) -> list[dict]:
     return [{"file": r[0], "sha256": r[1], "request_id": r[2], "released_at": r[3]} for r in rows]
 
 
-def decide(svc: Service, actor: Actor, request_id: str, outcome: str, *, policy: Policy = Policy()) -> RequestState:
+def policy_of(svc: Service) -> Policy:
+    """The release policy from the configuration (``TOISIO_DP_APPROVALS_NEEDED``)."""
+    return Policy(dp_approvals_needed=max(1, min(2, svc.settings.dp_approvals_needed)))
+
+
+def decide(svc: Service, actor: Actor, request_id: str, outcome: str, *, policy: Policy | None = None) -> RequestState:
     """Approve, reject or return a reviewed request; approval needs every file approved."""
+    policy = policy or policy_of(svc)
     events_ = {"approve": RequestEvent.APPROVE, "reject": RequestEvent.REJECT, "return": RequestEvent.RETURN}
     if outcome not in events_:
         raise AirlockError(f"outcome must be one of {', '.join(events_)}", "bad_outcome")
@@ -415,7 +421,8 @@ def decide(svc: Service, actor: Actor, request_id: str, outcome: str, *, policy:
             if not_ok:
                 raise AirlockError("every file needs two independent approvals before release; not approved: "
                                    + ", ".join(f"{n} ({s})" for n, s in not_ok.items()), "not_approved")
-        return _move(conn, svc, row, events_[outcome], actor.user_id, payload={"files": statuses})
+        return _move(conn, svc, row, events_[outcome], actor.user_id,
+                     payload={"files": statuses, "dp_approvals_needed": policy.dp_approvals_needed})
 
 
 def revoke_approval(svc: Service, actor: Actor, request_id: str, reason: str) -> RequestState:

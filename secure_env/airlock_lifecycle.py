@@ -36,6 +36,7 @@ TRANSITIONS: dict[tuple[RequestState, RequestEvent], RequestState] = {
     (S.PARTIALLY_REVIEWED, E.REVIEW_SUBMITTED): S.REVIEWED,
     (S.REVIEWED, E.REVIEW_SUBMITTED): S.REVIEWED,  # a third checker settling a conflict
     (S.REVIEWED, E.APPROVE): S.APPROVED,
+    (S.PARTIALLY_REVIEWED, E.APPROVE): S.APPROVED,  # only when every file is DP and the policy needs one checker
     (S.REVIEWED, E.REJECT): S.REJECTED,
     (S.REVIEWED, E.RETURN): S.RETURNED,
     (S.RETURNED, E.RESUBMIT): S.SUBMITTED,

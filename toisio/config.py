@@ -33,6 +33,7 @@ class Settings:
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 8
     disclosure_profile: str = "toisio-default"
+    dp_approvals_needed: int = 2  # 1 lets differentially private outputs release after one checker
 
     @property
     def db_url(self) -> str:
@@ -59,7 +60,7 @@ def load_settings(**overrides: object) -> Settings:
             continue
         if f.name in ("home", "key_dir"):
             values[f.name] = Path(env).expanduser()
-        elif f.name == "spark_shuffle_partitions":
+        elif f.name in ("spark_shuffle_partitions", "dp_approvals_needed"):
             values[f.name] = int(env)
         else:
             values[f.name] = env
