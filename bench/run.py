@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import airlock_bench, permits_bench, pipeline_bench
+from bench import acro_compare, airlock_bench, permits_bench, pipeline_bench
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -35,7 +35,11 @@ def _pipeline(tmp: Path) -> dict:
     return pipeline_bench.run(sizes, tmp)
 
 
-BENCHMARKS = {"airlock": airlock_bench.run, "permits": permits_bench.run, "pipeline": _pipeline}
+def _airlock(tmp: Path) -> dict:
+    return {**airlock_bench.run(tmp), "acro_comparison": acro_compare.compare()}
+
+
+BENCHMARKS = {"airlock": _airlock, "permits": permits_bench.run, "pipeline": _pipeline}
 
 
 def main() -> None:

@@ -1,0 +1,138 @@
+"""Side-by-side: this airlock's checks and ACRO's (SACRO) on a corpus of tables from the synthetic registries.
+
+Both use ACRO's default parameters (the ``acro`` profile: minimum 10, N-K 2/0.9, p% 10, zeros
+disclosive).  Every table is built from one row per person (magnitude tables from each person's
+total), so that ACRO's record counts and our person counts mean the same thing.  For every cell
+the verdicts (pass or fail) of the rules both implement - minimum count, N-K and p% dominance -
+are compared; every disagreement is listed with its explanation.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pseudonymise.synthetic import generate
+from secure_env.disclosure import check_table, table_from_rows
+from secure_env.profiles import profile
+
+ACRO_RULES = {"MinimumThresholdCheck": "min_count", "NKCheck": "dominance_nk", "PPercentCheck": "dominance_p_percent",
+              "threshold": "min_count", "nk-rule": "dominance_nk", "p-ratio": "dominance_p_percent"}
+OUR_RULES = {"fewer than the minimum": "min_count", "zero cell": "zeros", "N-K dominance": "dominance_nk",
+             "p% rule": "dominance_p_percent", "missing value": "missing"}
+
+
+def _corpus(persons: int, work: Path) -> list[tuple[str, pd.DataFrame, str, str, str, str | None]]:
+    d = work / "extracts"
+    generate(d, persons=persons, seed=99)
+    pop = pd.read_csv(d / "population.csv", dtype=str, keep_default_na=False)
+    pop["birth_decade"] = pop["birth_date"].str[:3] + "0s"
+    pop["died"] = np.where(pop["death_date"] != "", pop["death_date"].str[:4], "alive")
+    pop = pop.rename(columns={"hetu": "pseudonym"})
+    hilmo = pd.read_csv(d / "hilmo.csv", dtype=str, keep_default_na=False).rename(columns={"hetu": "pseudonym"})
+    first_dg = hilmo.assign(dg3=hilmo["main_dg"].str[:3]).drop_duplicates("pseudonym")[["pseudonym", "dg3"]]
+    first_dg = first_dg.merge(pop[["pseudonym", "sex"]], on="pseudonym")
+    kela = pd.read_csv(d / "kela_purchases.csv", sep=";", dtype=str, keep_default_na=False)
+    kela["cost"] = kela["cost"].str.replace(",", ".").astype(float)
+    per_person = kela.groupby(["hetu", "atc"], as_index=False)["cost"].sum().rename(columns={"hetu": "pseudonym"})
+    per_person = per_person.merge(pop[["pseudonym", "sex"]], on="pseudonym")
+    per_person["cost"] = per_person["cost"].clip(lower=0)
+    small = per_person.merge(pop[["pseudonym", "municipality", "died"]], on="pseudonym")
+    small = small[small["died"] != "alive"].groupby(["pseudonym", "municipality", "atc"], as_index=False)["cost"].sum()
+    return [
+        ("year of death x municipality", pop[pop["died"] != "alive"], "died", "municipality", "count", None),
+        ("cost of the deceased by ATC x municipality (sum)", small, "atc", "municipality", "sum", "cost"),
+        ("cost of the deceased by ATC x municipality (mean)", small, "atc", "municipality", "mean", "cost"),
+        ("municipality x sex", pop, "municipality", "sex", "count", None),
+        ("birth decade x sex", pop, "birth_decade", "sex", "count", None),
+        ("year of death x sex", pop, "died", "sex", "count", None),
+        ("first Hilmo diagnosis (3 chars) x sex", first_dg, "dg3", "sex", "count", None),
+        ("purchase cost by ATC x sex (sum)", per_person, "atc", "sex", "sum", "cost"),
+        ("purchase cost by ATC x sex (mean)", per_person, "atc", "sex", "mean", "cost"),
+    ]
+
+
+def _acro_outcome(df: pd.DataFrame, rows: str, cols: str, statistic: str, value: str | None) -> pd.DataFrame:
+    from acro import ACRO
+
+    logging.getLogger("acro").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        acro = ACRO(suppress=False)
+        if statistic == "count":
+            acro.crosstab(df[rows], df[cols])
+        else:
+            acro.crosstab(df[rows], df[cols], values=df[value], aggfunc=statistic)
+    record = acro.results.results[list(acro.results.results)[-1]]
+    return record.outcome
+
+
+def _rules_from(text: str, mapping: dict[str, str]) -> set[str]:
+    return {rule for key, rule in mapping.items() if key in text}
+
+
+def _explain(ours: set[str], theirs: set[str], statistic: str, count: float) -> str:
+    only_ours, only_theirs = ours - theirs, theirs - ours
+    if "dominance_nk" in only_theirs | only_ours or "dominance_p_percent" in only_theirs | only_ours:
+        return ("dominance on a cell where the contributors differ: ACRO applies N-K and p% to the cell's records, "
+                "this airlock to each person's total (the same here, one row per person), so a difference points "
+                "at how ties and negative or zero contributions are handled")
+    if "min_count" in only_ours and statistic != "count":
+        return "this airlock also applies the minimum count to the persons behind a mean or sum cell"
+    if "min_count" in only_theirs and count == 0:
+        return "ACRO counts an empty cell below the threshold; this airlock reports it as a zero cell"
+    return f"not explained automatically (ours {sorted(ours)}, ACRO {sorted(theirs)}, count {count})"
+
+
+def compare(persons: int = 20_000) -> dict:
+    p = profile("acro")
+    tables = []
+    agree_total = cells_total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, df, rows, cols, statistic, value in _corpus(persons, Path(tmp)):
+            t = table_from_rows(df, rows, cols, statistic=statistic, value=value, top_m=3)
+            ours = check_table(t, p)
+            our_cells = {(str(c.row), str(c.column)): _rules_from(" ".join(c.reasons), OUR_RULES) for c in ours.cells}
+            outcome = _acro_outcome(df, rows, cols, statistic, value)
+            disagreements = []
+            agree = 0
+            both_fail = 0
+            shared = {"min_count", "dominance_nk", "dominance_p_percent"}
+            for r in t.values.index:
+                for c in t.values.columns:
+                    mine = our_cells.get((str(r), str(c)), set()) - {"zeros", "missing"}
+                    count = float(t.counts.loc[r, c])
+                    if count == 0 and "zeros" in our_cells.get((str(r), str(c)), set()):
+                        mine = mine | {"min_count"}  # a disclosive zero fails like a small count (ACRO's view)
+                    try:
+                        text = str(outcome.loc[r, c])
+                    except KeyError:
+                        text = "absent"
+                    theirs = _rules_from(text, ACRO_RULES) & shared
+                    if (mine & shared) == theirs:
+                        agree += 1
+                        both_fail += bool(theirs)
+                    else:
+                        disagreements.append({"row": str(r), "column": str(c), "count": count,
+                                              "ours": sorted(mine & shared), "acro": sorted(theirs),
+                                              "acro_outcome": text.strip(),
+                                              "explanation": _explain(mine & shared, theirs, statistic, count)})
+            n = t.values.size
+            tables.append({"table": name, "statistic": statistic, "cells": n, "agree": agree,
+                           "failing_in_both": both_fail,
+                           "disagreements": disagreements})
+            agree_total += agree
+            cells_total += n
+    return {"profile": "acro", "persons": persons, "tables": tables, "cells": cells_total, "agree": agree_total,
+            "agreement": round(agree_total / cells_total, 4) if cells_total else None}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(compare(), indent=2))
