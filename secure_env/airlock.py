@@ -32,7 +32,7 @@ from permits.service import Actor, permit_access
 from secure_env.airlock_lifecycle import RequestEvent, RequestState, next_request_state
 from secure_env.disclosure import Table, check_differencing, check_table
 from secure_env.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
-from secure_env.profiles import DisclosureProfile, profile
+from secure_env.profiles import DisclosureProfile, profile, profile_for_permit
 from toisio import audit
 from toisio.service import Service
 
@@ -232,8 +232,9 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
         if RequestState(row.state) not in (RequestState.PENDING, RequestState.RETURNED):
             raise AirlockError(f"files can be added only while the request is pending or returned "
                                f"(it is {row.state})", "illegal_state")
-        status, report = _auto_check(path, context, profile(profile_name or svc.settings.disclosure_profile),
-                                     _released_tables(conn, svc, row.permit_id))
+        prof = profile(profile_name) if profile_name else profile_for_permit(
+            svc.settings.home, row.permit_id, svc.settings.disclosure_profile)
+        status, report = _auto_check(path, context, prof, _released_tables(conn, svc, row.permit_id))
         data = path.read_bytes()
         target = _store(svc) / request_id / path.name
         target.parent.mkdir(parents=True, exist_ok=True)

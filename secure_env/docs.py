@@ -38,7 +38,13 @@ def render() -> str:
             continue
         values = " | ".join(str(getattr(p, name)) for p in profiles().values())
         out.append(f"| `{name}` | {field.description or ''} | {values} |")
-    out += ["", "## Differential privacy", "",
+    out += ["", "The service-wide profile is `TOISIO_DISCLOSURE_PROFILE`. An authority can define its own "
+            "profiles and assign one per permit in `$TOISIO_HOME/disclosure.yaml` (`profiles:` with the "
+            "parameters above, and `permits: {PERMIT-ID: profile}`).", "",
+            "## Comparison with ACRO", "",
+            "`make bench` checks a corpus of tables from the synthetic registries with this airlock and with "
+            "ACRO, both on ACRO's defaults, and lists every per-cell disagreement with its explanation "
+            "(`bench/results/airlock-*.json`).", "", "## Differential privacy", "",
             "`secure_env.dp.DpSession` offers count, sum, mean, variance, quantile, histogram, linear regression "
             "and logistic regression through diffprivlib. Each takes explicit bounds, which are never inferred "
             "from the data. Each query is charged to the permit's (epsilon, delta) budget in the database before "

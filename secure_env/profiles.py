@@ -38,3 +38,19 @@ def profile(name: str) -> DisclosureProfile:
     if name not in known:
         raise KeyError(f"unknown disclosure profile {name!r}; known: {', '.join(sorted(known))}")
     return known[name]
+
+
+def profile_for_permit(home, permit_id: str, default: str) -> DisclosureProfile:
+    """The profile for one permit: ``$TOISIO_HOME/disclosure.yaml`` may define the authority's own profiles
+    (``profiles:``) and assign one to a permit (``permits: {TOISIO-2026-1: acro}``); otherwise ``default``.
+    """
+    from pathlib import Path
+
+    path = Path(home) / "disclosure.yaml"
+    local: dict = yaml.safe_load(path.read_text("utf-8")) if path.exists() else {}
+    local = local or {}
+    extra = {name: DisclosureProfile(name=name, **body) for name, body in (local.get("profiles") or {}).items()}
+    name = (local.get("permits") or {}).get(permit_id, default)
+    if name in extra:
+        return extra[name]
+    return profile(name)

@@ -237,3 +237,17 @@ def test_dp_output_may_release_after_one_checker_when_policy_allows(world, tmp_p
     with w["svc"].engine.connect() as conn:
         last = [e for e in audit.events(conn, subject=f"output:{rid}") if e.action == "output.approve"][-1]
     assert last.payload["dp_approvals_needed"] == 1
+
+
+def test_profile_per_permit_from_the_authority_configuration(world):
+    w = world
+    (w["svc"].settings.home / "disclosure.yaml").write_text(f"""
+profiles:
+  strict-authority: {{min_count: 100, nk_n: 2, nk_k: 0.9, p_percent: 10, min_residual_df: 10,
+                     zeros_disclosive: true}}
+permits:
+  {w["permit"]}: strict-authority
+""")
+    rid = _request(w, "safe")
+    f = A.view(w["svc"], w["oscar"], rid)["files"][0]
+    assert f["check_status"] == "fail" and f["check_report"]["profile"] == "strict-authority"
