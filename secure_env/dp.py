@@ -209,3 +209,37 @@ class DpSession:
         return DpResult("logistic regression", {"coef": np.ravel(model.coef_).tolist(),
                                                 "intercept": float(np.ravel(model.intercept_)[0])}, epsilon, 0.0,
                         {"data_norm": data_norm})
+
+
+def dp_crosstab(session: DpSession, df, rows: str, columns: str | None = None, *, epsilon: float,
+                person: str = "pseudonym"):
+    """Counts of persons by ``rows`` x ``columns`` with geometric noise; one charge of ``epsilon``.
+
+    Each person must fall in exactly one cell (one row per person), so the cells are disjoint and the
+    whole table costs ``epsilon`` once (parallel composition).  Returns a DataFrame marked DP.
+    """
+    import pandas as pd
+    from diffprivlib.mechanisms import GeometricTruncated
+
+    if df[person].duplicated().any():
+        raise ValueError(f"dp_crosstab needs one row per person ({person} repeats); aggregate first")
+    session._charge(f"crosstab {rows} x {columns or '-'}", epsilon)
+    counts = pd.crosstab(df[rows], df[columns]) if columns else df[rows].value_counts().to_frame("count")
+    mech = GeometricTruncated(epsilon=epsilon, sensitivity=1, lower=0, upper=max(int(len(df)), 1),
+                              random_state=session.random_state)
+    noisy = counts.map(lambda v: mech.randomise(int(v)))
+    noisy.attrs["differentially_private"] = True
+    noisy.attrs["epsilon"] = epsilon
+    return noisy
+
+
+def dp_describe(session: DpSession, values, *, epsilon: float, bounds) -> dict:
+    """DP count, mean and variance of ``values`` within ``bounds``; the epsilon is split in three."""
+    import numpy as np
+
+    third = epsilon / 3
+    arr = np.asarray(values, dtype=float)
+    return {"count": session.count(np.ones_like(arr), epsilon=third).value,
+            "mean": session.mean(arr, epsilon=third, bounds=bounds).value,
+            "variance": session.var(arr, epsilon=third, bounds=bounds).value,
+            "epsilon": epsilon, "differentially_private": True}

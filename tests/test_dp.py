@@ -78,3 +78,21 @@ def test_budget_never_exceeded(tmp_path_factory, queries, eps_total, delta_total
     b = budget(svc, "P-2026-1")
     assert b.spent_epsilon <= eps_total + 1e-9 and b.spent_delta <= delta_total + 1e-12
     assert b.spent_epsilon == pytest.approx(accepted_eps)
+
+
+def test_dp_crosstab_and_describe(svc):
+    import pandas as pd
+
+    from secure_env.dp import dp_crosstab, dp_describe
+
+    set_budget(svc, "TOISIO-2026-1", 3.0, 0.0, actor="steward")
+    s = DpSession(svc, "TOISIO-2026-1", "bob", random_state=5)
+    df = pd.DataFrame({"pseudonym": [f"p{i}" for i in range(1000)], "sex": ["1", "2"] * 500,
+                       "band": ["young"] * 600 + ["old"] * 400})
+    t = dp_crosstab(s, df, "band", "sex", epsilon=1.0)
+    assert t.attrs["differentially_private"] and abs(int(t.loc["young", "1"]) - 300) < 30
+    d = dp_describe(s, range(100), epsilon=1.5, bounds=(0, 100))
+    assert d["differentially_private"] and abs(d["mean"] - 49.5) < 20
+    assert budget(svc, "TOISIO-2026-1").spent_epsilon == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="one row per person"):
+        dp_crosstab(s, pd.concat([df, df]), "band", "sex", epsilon=0.1)
