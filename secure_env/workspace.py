@@ -1,0 +1,146 @@
+"""Per-permit workspaces: layout, access tokens and lifecycle (the JupyterLab server itself comes next).
+
+A workspace belongs to exactly one permit:
+
+``$TOISIO_HOME/workspaces/<permit>/``
+  ``root/``      the Jupyter root: notebooks and scratch space only (size quota)
+  ``data/``      the permit's delivered dataset, read-only, *outside* the Jupyter root
+  ``config/``    generated Jupyter configuration (lockdown) and the kernelspec
+  ``tokens.json`` one login token per named analyst, stored as SHA-256 hashes
+
+It is created only for a data permit in force (never for a data request), its tokens are
+issued only to the analysts named on the permit, and a token stops working as soon as its
+analyst is no longer named (amendment) or the permit is no longer in force.  Destroying a
+workspace deletes its data copy and scratch space and records what was deleted; the permit's
+pseudonymisation key is not touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from permits.application import Kind
+from permits.permissions import PermissionDenied
+from permits.service import form_of, permit_access
+from secure_env.lockdown import write_config
+from toisio import audit
+from toisio.service import Service
+
+
+class WorkspaceError(RuntimeError):
+    """A workspace operation that cannot be done, with a stable ``code``."""
+
+    def __init__(self, message: str, code: str = "workspace"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class WorkspacePaths:
+    base: Path
+
+    @property
+    def root(self) -> Path:
+        return self.base / "root"
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.base / "config"
+
+    @property
+    def tokens(self) -> Path:
+        return self.base / "tokens.json"
+
+
+def paths(svc: Service, permit_id: str) -> WorkspacePaths:
+    return WorkspacePaths(svc.settings.home / "workspaces" / permit_id)
+
+
+def _check_in_force(svc: Service, permit_id: str):
+    access = permit_access(svc, permit_id)
+    if not access.in_force:
+        raise WorkspaceError(f"permit {permit_id} is not in force ({access.reason}); its workspace cannot be used",
+                             "permit_not_in_force")
+    return access
+
+
+def _make_read_only(tree: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(tree):
+        for f in filenames:
+            os.chmod(Path(dirpath) / f, stat.S_IRUSR | stat.S_IRGRP)
+        os.chmod(dirpath, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
+
+
+def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb: int = 512) -> dict[str, str]:
+    """Create the permit's workspace with a read-only copy of its delivery; returns a token per analyst."""
+    access = _check_in_force(svc, permit_id)
+    if form_of(svc, permit_id).kind is not Kind.DATA_PERMIT:
+        raise WorkspaceError(f"{permit_id} is not a data permit: data requests get statistics, never a workspace",
+                             "not_a_data_permit")
+    manifest = delivery / "manifest.json"
+    if not manifest.exists():
+        raise WorkspaceError(f"{delivery} is not a delivery (no manifest.json)", "no_delivery")
+    if json.loads(manifest.read_text())["permit_id"] != permit_id:
+        raise WorkspaceError(f"{delivery} belongs to another permit", "wrong_delivery")
+    p = paths(svc, permit_id)
+    if p.base.exists():
+        raise WorkspaceError(f"permit {permit_id} already has a workspace", "exists")
+    p.root.mkdir(parents=True)
+    (p.root / "scratch").mkdir()
+    shutil.copytree(delivery, p.data)
+    _make_read_only(p.data)
+    write_config(p.config, root=p.root, data=p.data, quota_mb=quota_mb)
+    tokens = {user: secrets.token_urlsafe(24) for user in access.users}
+    p.tokens.write_text(json.dumps({u: hashlib.sha256(t.encode()).hexdigest() for u, t in tokens.items()},
+                                   indent=2, sort_keys=True))
+    os.chmod(p.tokens, 0o600)
+    with svc.engine.begin() as conn:
+        audit.append(conn, svc.audit_key, actor=actor, action="workspace.created", subject=f"permit:{permit_id}",
+                     payload={"analysts": sorted(tokens), "data_manifest_sha256":
+                              hashlib.sha256(manifest.read_bytes()).hexdigest(), "quota_mb": quota_mb})
+    return tokens
+
+
+def analyst_for_token(svc: Service, permit_id: str, token: str) -> str:
+    """The analyst a token belongs to, if the permit is in force and they are still named on it."""
+    access = _check_in_force(svc, permit_id)
+    p = paths(svc, permit_id)
+    if not p.tokens.exists():
+        raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    for user, stored in json.loads(p.tokens.read_text()).items():
+        if secrets.compare_digest(stored, digest):
+            if user not in access.users:
+                raise PermissionDenied(f"{user} is no longer named on permit {permit_id}", action="login")
+            return user
+    raise PermissionDenied("unknown token for this workspace", action="login")
+
+
+def destroy(svc: Service, permit_id: str, *, actor: str) -> dict:
+    """Delete the workspace (data copy and scratch space) and record what was deleted."""
+    p = paths(svc, permit_id)
+    if not p.base.exists():
+        raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
+    deleted = {"files": 0, "bytes": 0}
+    for dirpath, _dirs, files in os.walk(p.base):
+        for f in files:
+            deleted["files"] += 1
+            deleted["bytes"] += (Path(dirpath) / f).stat().st_size
+    for dirpath, _dirnames, _files in os.walk(p.base):
+        os.chmod(dirpath, 0o700)
+    shutil.rmtree(p.base)
+    with svc.engine.begin() as conn:
+        audit.append(conn, svc.audit_key, actor=actor, action="workspace.destroyed", subject=f"permit:{permit_id}",
+                     payload={**deleted, "key_retained": True})
+    return deleted

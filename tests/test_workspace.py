@@ -1,0 +1,80 @@
+"""Workspaces: created only for a data permit in force, tokens per named analyst, lockdown config, destroy."""
+
+import json
+from datetime import date, timedelta
+
+import pytest
+
+from permits.permissions import PermissionDenied
+from permits.service import act, submit_form
+from secure_env import workspace as W
+from secure_env.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME
+from tests.factories import make_form, make_staff
+from tests.test_permit_service import DAY, _to_active
+
+
+def _delivery(tmp_path, permit_id):
+    d = tmp_path / "delivery"
+    (d / "hilmo").mkdir(parents=True)
+    (d / "hilmo" / "part-00000.parquet").write_bytes(b"PAR1 not really")
+    (d / "manifest.json").write_text(json.dumps({"permit_id": permit_id}))
+    return d
+
+
+@pytest.fixture
+def active(svc):
+    staff = make_staff(svc)
+    return staff, _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+
+
+def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_path):
+    staff, permit = active
+    tokens = W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    assert set(tokens) == {"bob"}
+    assert W.analyst_for_token(svc, permit, tokens["bob"]) == "bob"
+    with pytest.raises(PermissionDenied, match="unknown token"):
+        W.analyst_for_token(svc, permit, "guess")
+    p = W.paths(svc, permit)
+    assert not str(p.data).startswith(str(p.root))  # the data lies outside the Jupyter root
+    assert "bob" in p.tokens.read_text() and tokens["bob"] not in p.tokens.read_text()  # hashed only
+    conf = (p.config / "jupyter_server_config.py").read_text()
+    for line in ("files_handler_class = None", "terminals_enabled = False", "allow_hidden = False",
+                 'transport = "ipc"', "WorkspaceAuthorizer", "lock_all_plugins = True"):
+        assert line in conf
+    page = json.loads((p.config / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"] == DISABLED_EXTENSIONS
+    kernel = json.loads((p.config / "kernels" / KERNEL_NAME / "kernel.json").read_text())
+    assert kernel["argv"][:5] == ["unshare", "--user", "--map-root-user", "--net", "--mount"]
+    assert "remount,ro,bind" in kernel["argv"][8]
+
+
+def test_removed_analyst_token_stops_working(svc, active, tmp_path):
+    staff, permit = active
+    tokens = W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    amendment = make_form(kind="amendment", purpose=None, research_plan=None, extraction=None,
+                          requested_validity=None, permit_id=permit, processors=[], change={"remove_users": ["bob"]})
+    case = submit_form(svc, staff["alice"], amendment).case_id
+    act(svc, staff["hanna"], case, "confirm_complete")
+    act(svc, staff["hanna"], case, "present")
+    act(svc, staff["dora"], case, "approve", valid_until=date(2030, 1, 1))
+    with pytest.raises(PermissionDenied, match="no longer named"):
+        W.analyst_for_token(svc, permit, tokens["bob"])
+
+
+def test_refused_for_a_permit_not_in_force_or_a_data_request(svc, tmp_path):
+    staff = make_staff(svc)
+    case = submit_form(svc, staff["alice"], make_form(), today=DAY).case_id
+    with pytest.raises(W.WorkspaceError, match="not in force"):
+        W.create(svc, case, _delivery(tmp_path, case), actor="hanna")
+
+
+def test_destroy_records_what_was_deleted(svc, active, tmp_path):
+    from toisio import audit
+
+    staff, permit = active
+    W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    deleted = W.destroy(svc, permit, actor="hanna")
+    assert deleted["files"] >= 4 and not W.paths(svc, permit).base.exists()
+    with svc.engine.connect() as conn:
+        last = audit.events(conn, subject=f"permit:{permit}")[-1]
+    assert last.action == "workspace.destroyed" and last.payload["key_retained"] is True
