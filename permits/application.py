@@ -13,12 +13,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from stdnum import exceptions as stdnum_exc
 from stdnum.fi import ytunnus
 
 from permits.scope import Cohort, Generalisation, Period, RegistryScope
+from toisio.documents import load_model
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -174,15 +174,7 @@ class ApplicationForm(_Model):
 
 def load_form(path: str | Path) -> ApplicationForm:
     """Read and validate an application file (JSON or YAML); errors name the file."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read application file: {exc}") from exc
-    try:
-        return ApplicationForm.model_validate(raw)
-    except ValueError as exc:
-        raise ValueError(f"{path}: invalid application:\n{exc}") from exc
+    return load_model(path, ApplicationForm, "application")
 
 
 def form_json_schema() -> dict:

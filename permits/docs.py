@@ -8,6 +8,7 @@ from permits.fees import schedule
 from permits.lifecycle import ANNOTATIONS, TRANSITIONS, State, mermaid
 from permits.permissions import ACTIONS, Role, legal_in
 from permits.rules import RULES
+from toisio.documents import write_generated
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "permits.md"
 
@@ -55,8 +56,7 @@ def render() -> str:
 
 
 def write() -> Path:
-    DOC.write_text(render(), encoding="utf-8")
-    return DOC
+    return write_generated(DOC, render)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from toisio.documents import load_model
 
 PERMIT_ID = re.compile(r"^[A-Z][A-Z0-9]{1,15}-[0-9]{4}-[0-9]{1,6}$")
 
@@ -173,15 +174,7 @@ class PermitScope(BaseModel):
 
 def load_scope(path: str | Path) -> PermitScope:
     """Read and validate a scope file (JSON or YAML); errors name the file and the field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScopeError(f"{path}: cannot read scope file: {exc}") from exc
-    try:
-        return PermitScope.model_validate(raw)
-    except ValueError as exc:
-        raise ScopeError(f"{path}: invalid permit scope:\n{exc}") from exc
+    return load_model(path, PermitScope, "permit scope", ScopeError)
 
 
 def scope_json_schema() -> dict:

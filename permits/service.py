@@ -29,6 +29,7 @@ from permits.rules import RuleViolation, check_form
 from permits.scope import PermitScope
 from toisio import audit, events
 from toisio.db import read_connection
+from toisio.documents import CodedError
 from toisio.service import Service
 
 CASE_PREFIX = "TOISIO"
@@ -38,12 +39,8 @@ class NotFound(LookupError):
     """No such case or user."""
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(CodedError):
     """A request's payload is incomplete or inconsistent (with a stable ``code``)."""
-
-    def __init__(self, message: str, code: str = "invalid_request"):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

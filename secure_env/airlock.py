@@ -34,6 +34,7 @@ from secure_env.disclosure import Table, check_differencing, check_table
 from secure_env.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
 from secure_env.profiles import DisclosureProfile, profile, profile_for_permit
 from toisio import audit
+from toisio.documents import CodedError
 from toisio.service import Service
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
@@ -42,12 +43,10 @@ TEXT_SUFFIXES = {".txt", ".md", ".json"}
 DECISIONS = ("approve", "reject", "request_changes")
 
 
-class AirlockError(ValueError):
+class AirlockError(CodedError):
     """An airlock request that cannot be done, with a stable ``code``."""
 
-    def __init__(self, message: str, code: str = "airlock"):
-        super().__init__(message)
-        self.code = code
+    default_code = "airlock"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from secure_env.airlock_lifecycle import TRANSITIONS
 from secure_env.disclosure import CELL_RULES
 from secure_env.profiles import DisclosureProfile, profiles
+from toisio.documents import write_generated
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "airlock.md"
 
@@ -54,8 +55,7 @@ def render() -> str:
 
 
 def write() -> Path:
-    DOC.write_text(render(), encoding="utf-8")
-    return DOC
+    return write_generated(DOC, render)
 
 
 if __name__ == "__main__":

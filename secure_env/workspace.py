@@ -31,15 +31,14 @@ from permits.permissions import PermissionDenied
 from permits.service import form_of, permit_access
 from secure_env.lockdown import write_config
 from toisio import audit
+from toisio.documents import CodedError
 from toisio.service import Service
 
 
-class WorkspaceError(RuntimeError):
+class WorkspaceError(CodedError):
     """A workspace operation that cannot be done, with a stable ``code``."""
 
-    def __init__(self, message: str, code: str = "workspace"):
-        super().__init__(message)
-        self.code = code
+    default_code = "workspace"
 
 
 @dataclass(frozen=True)

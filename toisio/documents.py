@@ -1,0 +1,42 @@
+"""Helpers shared by every stage: loading YAML/JSON documents into models, errors with stable codes,
+and writing generated reference docs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class CodedError(ValueError):
+    """An error with a stable ``code`` for API clients and the CLI."""
+
+    default_code = "invalid_request"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code or self.default_code
+
+
+def load_model(path: str | Path, model: type[M], what: str, error: type[Exception] = ValueError) -> M:
+    """Read a JSON or YAML file into ``model``; every error names the file (and the field)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise error(f"{path}: cannot read {what} file: {exc}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValueError as exc:
+        raise error(f"{path}: invalid {what}:\n{exc}") from exc
+
+
+def write_generated(path: Path, render: Callable[[], str]) -> Path:
+    """Write a generated reference document (``make docs``)."""
+    path.write_text(render(), encoding="utf-8")
+    return path
