@@ -62,3 +62,10 @@ def runs_for(conn: Connection, permit_id: str) -> list:
     """Runs of one permit, oldest first."""
     q = select(LinkageRun.__table__).where(LinkageRun.permit_id == permit_id).order_by(LinkageRun.started_at)
     return list(conn.execute(q))
+
+
+def latest_delivery(conn: Connection, permit_id: str) -> str | None:
+    """The output directory of the permit's most recent delivered run, if any."""
+    q = (select(LinkageRun.output_dir).where(LinkageRun.permit_id == permit_id, LinkageRun.status == "delivered")
+         .order_by(LinkageRun.finished_at.desc()))
+    return conn.execute(q).scalars().first()

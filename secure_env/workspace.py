@@ -29,7 +29,7 @@ from pathlib import Path
 from permits.application import Kind
 from permits.permissions import PermissionDenied
 from permits.service import form_of, permit_access
-from secure_env.lockdown import write_config
+from secure_env.lockdown import Lockdown, write_config
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.service import Service
@@ -61,6 +61,18 @@ class WorkspacePaths:
     def tokens(self) -> Path:
         return self.base / "tokens.json"
 
+    @property
+    def runtime(self) -> Path:
+        return self.base / "runtime"
+
+    @property
+    def server(self) -> Path:
+        return self.base / "server.json"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "server.log"
+
 
 def paths(svc: Service, permit_id: str) -> WorkspacePaths:
     return WorkspacePaths(svc.settings.home / "workspaces" / permit_id)
@@ -81,8 +93,20 @@ def _make_read_only(tree: Path) -> None:
         os.chmod(dirpath, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
 
 
-def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb: int = 512) -> dict[str, str]:
+def lockdown_for(svc: Service, permit_id: str, quota_mb: int | None = None) -> Lockdown:
+    """The lockdown parameters of a permit's workspace (quota from the workspace record or the settings)."""
+    p = paths(svc, permit_id)
+    if quota_mb is None:
+        meta = p.base / "workspace.json"
+        quota_mb = json.loads(meta.read_text())["quota_mb"] if meta.exists() else svc.settings.workspace_quota_mb
+    return Lockdown(permit_id=permit_id, workspace=p.base, home=svc.settings.home, key_dir=svc.settings.keys,
+                    quota_mb=quota_mb, check_seconds=svc.settings.workspace_check_seconds)
+
+
+def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb: int | None = None
+           ) -> dict[str, str]:
     """Create the permit's workspace with a read-only copy of its delivery; returns a token per analyst."""
+    quota_mb = quota_mb or svc.settings.workspace_quota_mb
     access = _check_in_force(svc, permit_id)
     if form_of(svc, permit_id).kind is not Kind.DATA_PERMIT:
         raise WorkspaceError(f"{permit_id} is not a data permit: data requests get statistics, never a workspace",
@@ -99,7 +123,8 @@ def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb
     (p.root / "scratch").mkdir()
     shutil.copytree(delivery, p.data)
     _make_read_only(p.data)
-    write_config(p.config, root=p.root, data=p.data, quota_mb=quota_mb)
+    (p.base / "workspace.json").write_text(json.dumps({"permit_id": permit_id, "quota_mb": quota_mb}))
+    write_config(p.config, lockdown_for(svc, permit_id, quota_mb))
     tokens = {user: secrets.token_urlsafe(24) for user in access.users}
     p.tokens.write_text(json.dumps({u: hashlib.sha256(t.encode()).hexdigest() for u, t in tokens.items()},
                                    indent=2, sort_keys=True))
@@ -126,11 +151,20 @@ def analyst_for_token(svc: Service, permit_id: str, token: str) -> str:
     raise PermissionDenied("unknown token for this workspace", action="login")
 
 
+def still_authorised(svc: Service, permit_id: str, analyst: str) -> bool:
+    """Whether ``analyst`` may still use the permit's workspace (permit in force, still named on it)."""
+    access = permit_access(svc, permit_id)
+    return access.in_force and analyst in access.users
+
+
 def destroy(svc: Service, permit_id: str, *, actor: str) -> dict:
     """Delete the workspace (data copy and scratch space) and record what was deleted."""
+    from secure_env.workspace_server import stop
+
     p = paths(svc, permit_id)
     if not p.base.exists():
         raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
+    stop(svc, permit_id, actor=actor, reason="workspace destroyed")
     deleted = {"files": 0, "bytes": 0}
     for dirpath, _dirs, files in os.walk(p.base):
         for f in files:
@@ -143,3 +177,12 @@ def destroy(svc: Service, permit_id: str, *, actor: str) -> dict:
         audit.append(conn, svc.audit_key, actor=actor, action="workspace.destroyed", subject=f"permit:{permit_id}",
                      payload={**deleted, "key_retained": True})
     return deleted
+
+
+def session_audit(svc: Service, permit_id: str, *, actor: str) -> list:
+    """The workspace events of a permit (logins, kernels, cells, files, start and stop); the read is audited."""
+    with svc.engine.begin() as conn:
+        found = [e for e in audit.events(conn, subject=f"permit:{permit_id}") if e.action.startswith("workspace.")]
+        audit.append(conn, svc.audit_key, actor=actor, action="workspace.audit_viewed",
+                     subject=f"permit:{permit_id}", payload={"events": len(found)})
+    return found

@@ -100,3 +100,19 @@ def make_staff(svc):
             create_user(conn, uid, uid.title(), f"{uid}@authority.example", roles, registries.get(uid, ()))
         create_user(conn, "alice", "Alice Researcher", "alice@uni.example")
         return {uid: actor_for(conn, uid) for uid in [*people, "alice"]}
+
+
+def make_delivery(directory: Path, permit_id: str, *, blob_bytes: int = 0) -> Path:
+    """A small delivery for a permit: a person table in Parquet, an optional large blob, a manifest."""
+    import json
+
+    import pandas as pd
+
+    (directory / "persons").mkdir(parents=True)
+    pd.DataFrame({"pseudonym": ["a1", "b2", "c3"], "sex": [1, 2, 2], "birth_year": [1950, 1961, 1977]}
+                 ).to_parquet(directory / "persons" / "part-00000.parquet")
+    if blob_bytes:
+        (directory / "extra").mkdir()
+        (directory / "extra" / "blob.bin").write_bytes(b"\x01" * blob_bytes)
+    (directory / "manifest.json").write_text(json.dumps({"permit_id": permit_id}))
+    return directory

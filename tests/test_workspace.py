@@ -8,7 +8,7 @@ import pytest
 from permits.permissions import PermissionDenied
 from permits.service import act, submit_form
 from secure_env import workspace as W
-from secure_env.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME
+from secure_env.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME, NAMESPACES
 from tests.factories import make_form, make_staff
 from tests.test_permit_service import DAY, _to_active
 
@@ -44,8 +44,10 @@ def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_pat
     page = json.loads((p.config / "labconfig" / "page_config.json").read_text())
     assert page["disabledExtensions"] == DISABLED_EXTENSIONS
     kernel = json.loads((p.config / "kernels" / KERNEL_NAME / "kernel.json").read_text())
-    assert kernel["argv"][:5] == ["unshare", "--user", "--map-root-user", "--net", "--mount"]
-    assert "remount,ro,bind" in kernel["argv"][8]
+    assert kernel["argv"][:10] == [*NAMESPACES, "--"]
+    assert {"--net", "--mount", "--pid", "--user"} <= set(NAMESPACES)
+    script = (p.config / "kernel-launch.sh").read_text()
+    assert 'mount -o remount,ro,bind "$WS/data"' in script and "set -eu" in script and "env -i" in script
 
 
 def test_removed_analyst_token_stops_working(svc, active, tmp_path):
@@ -78,3 +80,29 @@ def test_destroy_records_what_was_deleted(svc, active, tmp_path):
     with svc.engine.connect() as conn:
         last = audit.events(conn, subject=f"permit:{permit}")[-1]
     assert last.action == "workspace.destroyed" and last.payload["key_retained"] is True
+
+
+def test_workspace_rules_table_is_complete_and_says_who_may():
+    from permits.permissions import Role
+    from secure_env.workspace_rules import NAMED, WORKSPACE_ACTIONS, can_workspace, check_can_workspace
+
+    assert set(WORKSPACE_ACTIONS) == {"create", "start", "stop", "status", "destroy", "audit"}
+    for action, roles in WORKSPACE_ACTIONS.items():
+        assert roles, action
+        for role in Role:
+            assert can_workspace(action, user="u", roles={role}, named=False) == (role in roles)
+        assert can_workspace(action, user="u", roles=set(), named=True) == (NAMED in roles)
+    with pytest.raises(PermissionDenied, match="only .*handler"):
+        check_can_workspace("destroy", user="bob", roles=set(), named=True)
+
+
+def test_isolation_probe_fails_closed(monkeypatch):
+    from secure_env import workspace_server as S
+
+    monkeypatch.setattr(S, "NAMESPACES", ["unshare", "--no-such-option"])
+    with pytest.raises(W.WorkspaceError, match="kernel isolation is not available") as exc:
+        S.probe_isolation()
+    assert exc.value.code == "no_isolation"
+    monkeypatch.setattr(S, "NAMESPACES", ["env"])  # no namespaces at all: the probe reaches the network stack
+    with pytest.raises(W.WorkspaceError, match="kernel isolation is not available"):
+        S.probe_isolation()

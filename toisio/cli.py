@@ -29,10 +29,21 @@ app.add_typer(db_app, name="db")
 def _register_stage_commands() -> None:
     from permits.cli import permits_app, users_app
     from secure_env.cli import outputs_app
+    from secure_env.workspace_cli import workspace_app
 
     app.add_typer(permits_app, name="permits")
     app.add_typer(users_app, name="users")
     app.add_typer(outputs_app, name="outputs")
+    app.add_typer(workspace_app, name="workspace")
+
+
+@app.callback()
+def _main() -> None:
+    """Wire the stages' event reactions for this command (a running workspace stops when its permit ends)."""
+    from secure_env.workspace_server import enforce_permit_events
+    from toisio.service import service
+
+    enforce_permit_events(service)
 
 
 _register_stage_commands()

@@ -34,6 +34,8 @@ class Settings:
     spark_shuffle_partitions: int = 8
     disclosure_profile: str = "toisio-default"
     dp_approvals_needed: int = 2  # 1 lets differentially private outputs release after one checker
+    workspace_quota_mb: int = 512  # scratch space of a workspace's Jupyter root
+    workspace_check_seconds: int = 15  # how often a running workspace re-checks that its permit is in force
 
     @property
     def db_url(self) -> str:
@@ -60,7 +62,8 @@ def load_settings(**overrides: object) -> Settings:
             continue
         if f.name in ("home", "key_dir"):
             values[f.name] = Path(env).expanduser()
-        elif f.name in ("spark_shuffle_partitions", "dp_approvals_needed"):
+        elif f.name in ("spark_shuffle_partitions", "dp_approvals_needed", "workspace_quota_mb",
+                        "workspace_check_seconds"):
             values[f.name] = int(env)
         else:
             values[f.name] = env

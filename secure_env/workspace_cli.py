@@ -1,0 +1,179 @@
+"""``toisio workspace ...``: thin commands over the per-permit workspaces."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+workspace_app = typer.Typer(help="Per-permit JupyterLab workspaces: create, start, stop, status, destroy, audit.",
+                            no_args_is_help=True)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+PERMIT = typer.Option(..., "--permit", help="the permit (case id)")
+AS_USER = typer.Option(..., "--as", envvar="TOISIO_USER", help="the acting user id")
+
+
+def _authorised(permit: str, as_user: str, action: str):
+    from permits.service import actor_for
+    from secure_env.workspace_rules import check_actor
+    from toisio.service import service
+
+    svc = service()
+    with svc.engine.connect() as conn:
+        actor = actor_for(conn, as_user)
+    check_actor(svc, actor, permit, action)
+    return svc
+
+
+def _run(fn):
+    from permits.permissions import PermissionDenied
+    from permits.service import NotFound
+    from secure_env.workspace import WorkspaceError
+
+    try:
+        return fn()
+    except (WorkspaceError, PermissionDenied, NotFound) as exc:
+        err.print(f"[bold red]refused[/] ({getattr(exc, 'code', type(exc).__name__)}): {exc}")
+        raise typer.Exit(1) from None
+
+
+@workspace_app.command("create")
+def create_cmd(permit: str = PERMIT, as_user: str = AS_USER,
+               delivery: Path | None = typer.Option(None, "--delivery",
+                                                    help="delivered dataset (default: the permit's latest delivery)"),
+               quota_mb: int | None = typer.Option(None, "--quota-mb", help="scratch quota of the Jupyter root"),
+               tokens_out: Path | None = typer.Option(None, "--tokens-out",
+                                                      help="write the analysts' tokens to this file (mode 600)")
+               ) -> None:
+    """Create the permit's workspace and issue one login token per named analyst (shown once)."""
+
+    def go():
+        from pseudonymise.runs import latest_delivery
+        from secure_env.workspace import create
+
+        svc = _authorised(permit, as_user, "create")
+        source = delivery
+        if source is None:
+            with svc.engine.connect() as conn:
+                found = latest_delivery(conn, permit)
+            if found is None:
+                err.print(f"[bold red]refused[/] (no_delivery): permit {permit} has no delivered extraction")
+                raise typer.Exit(1)
+            source = Path(found)
+        tokens = create(svc, permit, source, actor=as_user, quota_mb=quota_mb)
+        console.print(f"workspace for {permit} created from {source}")
+        if tokens_out:
+            tokens_out.write_text(json.dumps(tokens, indent=2))
+            tokens_out.chmod(0o600)
+            console.print(f"tokens for {', '.join(sorted(tokens))} written to {tokens_out} (hand each to its analyst)")
+        else:
+            for user, token in sorted(tokens.items()):
+                console.print(f"  {user}: {token}")
+            console.print("each token is shown once; only its hash is kept")
+
+    _run(go)
+
+
+@workspace_app.command("start")
+def start_cmd(permit: str = PERMIT, as_user: str = AS_USER) -> None:
+    """Start the permit's JupyterLab server (refused unless the permit is in force)."""
+
+    def go():
+        from secure_env.workspace_server import start
+
+        st = start(_authorised(permit, as_user, "start"), permit, actor=as_user)
+        console.print(f"workspace {permit} running at {st.url} (pid {st.pid}); "
+                      f"analysts log in with their own token: {', '.join(st.analysts)}")
+
+    _run(go)
+
+
+@workspace_app.command("stop")
+def stop_cmd(permit: str = PERMIT, as_user: str = AS_USER,
+             reason: str = typer.Option("stopped by request", "--reason")) -> None:
+    """Stop the permit's server and its kernels."""
+
+    def go():
+        from secure_env.workspace_server import stop
+
+        was = stop(_authorised(permit, as_user, "stop"), permit, actor=as_user, reason=reason)
+        console.print(f"workspace {permit} stopped" if was else f"workspace {permit} was not running")
+
+    _run(go)
+
+
+@workspace_app.command("status")
+def status_cmd(permit: str = PERMIT, as_user: str = AS_USER,
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Whether the workspace exists and runs, where, for whom, and its scratch use."""
+
+    def go():
+        from dataclasses import asdict
+
+        from secure_env.workspace_server import status
+
+        st = status(_authorised(permit, as_user, "status"), permit)
+        if as_json:
+            console.print_json(json.dumps(asdict(st)))
+            return
+        table = Table(title=f"workspace {permit}", show_header=False)
+        used = f"{(st.used_bytes or 0) / 1e6:.1f} MB of {st.quota_mb} MB" if st.exists else "-"
+        for k, v in [("exists", st.exists), ("running", st.running), ("url", st.url or "-"),
+                     ("analysts", ", ".join(st.analysts) or "-"),
+                     ("permit", "in force" if st.permit_in_force else st.permit_reason),
+                     ("scratch", used), ("started", st.started_at or "-")]:
+            table.add_row(k, str(v))
+        console.print(table)
+
+    _run(go)
+
+
+@workspace_app.command("destroy")
+def destroy_cmd(permit: str = PERMIT, as_user: str = AS_USER) -> None:
+    """Delete the workspace's data copy and scratch space (the pseudonymisation key is kept)."""
+
+    def go():
+        from secure_env.workspace import destroy
+
+        deleted = destroy(_authorised(permit, as_user, "destroy"), permit, actor=as_user)
+        console.print(f"workspace {permit} destroyed: {deleted['files']} files, {deleted['bytes']:,} bytes deleted; "
+                      "the permit's key is retained")
+
+    _run(go)
+
+
+@workspace_app.command("audit")
+def audit_cmd(permit: str = PERMIT, as_user: str = AS_USER,
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """The session audit: logins, kernel starts, executed cells (code, output size), files written."""
+
+    def go():
+        from secure_env.workspace import session_audit
+
+        found = session_audit(_authorised(permit, as_user, "audit"), permit, actor=as_user)
+        if as_json:
+            console.print_json(json.dumps([{"seq": e.seq, "at": e.ts, "actor": e.actor, "action": e.action,
+                                            "payload": e.payload} for e in found]))
+            return
+        table = Table(title=f"workspace audit for {permit} ({len(found)} events)")
+        for col in ("seq", "at", "analyst", "event", "detail"):
+            table.add_column(col)
+        for e in found:
+            table.add_row(str(e.seq), e.ts, e.actor, e.action.removeprefix("workspace."), _detail(e.payload))
+        console.print(table)
+
+    _run(go)
+
+
+def _detail(payload: dict) -> str:
+    if "code" in payload:
+        files = ", ".join(f["path"] for f in payload.get("files_written", []))
+        code = payload["code"].strip().replace("\n", " ⏎ ")
+        return (f"{code[:70]}{'…' if len(code) > 70 else ''} | {payload['status']}, "
+                f"{payload['output_bytes']:,} B out" + (f" | wrote {files}" if files else ""))
+    return ", ".join(f"{k}={v}" for k, v in payload.items() if k not in ("analysts",))[:120]

@@ -1,0 +1,237 @@
+"""Running a permit's JupyterLab server: start, stop, status, and stopping it when the permit ends.
+
+Each workspace gets its own server process on 127.0.0.1 and its own port, with its own Jupyter
+config, data and runtime directories (so nothing is shared between permits), started from the
+configuration :mod:`secure_env.lockdown` generates afresh on every start.  Before the first start
+the kernel isolation is probed; where the namespaces cannot be created the workspace fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from permits.service import permit_access
+from secure_env.jupyter_audit import used_bytes
+from secure_env.lockdown import NAMESPACES, write_config
+from secure_env.workspace import WorkspaceError, lockdown_for, paths
+from toisio import events
+from toisio.service import Service
+
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 20.0
+ENDING_EVENTS = ("permit.expired", "permit.revoked", "permit.closed")
+_children: dict[int, subprocess.Popen] = {}  # servers this process started (kept, so they are reaped)
+
+
+@dataclass(frozen=True)
+class WorkspaceStatus:
+    """What ``toisio workspace status`` shows."""
+
+    permit_id: str
+    exists: bool
+    running: bool
+    url: str | None
+    pid: int | None
+    analysts: tuple[str, ...]
+    permit_in_force: bool
+    permit_reason: str
+    quota_mb: int | None
+    used_bytes: int | None
+    started_at: str | None
+
+
+def _alive(pid: int) -> bool:
+    if pid in _children:
+        if _children[pid].poll() is not None:
+            del _children[pid]
+            return False
+        return True
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own child if it has exited
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return b"jupyter" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _server_info(svc: Service, permit_id: str) -> dict | None:
+    f = paths(svc, permit_id).server
+    if not f.exists():
+        return None
+    info = json.loads(f.read_text())
+    return info if _alive(info["pid"]) else None
+
+
+def probe_isolation(python: str = sys.executable) -> None:
+    """Fail closed unless a kernel can be given its own namespaces with no network."""
+    check = ("import socket,sys\ns=socket.socket(); s.settimeout(2)\n"
+             "try:\n s.connect(('127.0.0.1', 9)); sys.exit(3)\n"
+             "except OSError as e:\n sys.exit(0 if e.errno == 101 else 4)\n")
+    try:
+        proc = subprocess.run([*NAMESPACES, "--", "sh", "-c", 'mount -t tmpfs tmpfs /mnt && exec "$0" -c "$1"',
+                               python, check], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WorkspaceError(f"kernel isolation is not available ({exc}); refusing to start a workspace",
+                             "no_isolation") from None
+    if proc.returncode != 0:
+        why = proc.stderr.strip() or {3: "the kernel could reach the host's loopback",
+                                      4: "network access failed in an unexpected way"}.get(proc.returncode, "")
+        raise WorkspaceError(f"kernel isolation is not available ({why or 'exit ' + str(proc.returncode)}); "
+                             "refusing to start a workspace", "no_isolation")
+
+
+def _link_runtime(link: Path, target: Path) -> None:
+    """Point the short runtime path at the workspace's runtime directory, refusing a link made by someone else."""
+    if link.is_symlink():
+        if link.lstat().st_uid != os.getuid():
+            raise WorkspaceError(f"{link} belongs to another user; refusing to use it", "runtime_link")
+        link.unlink()
+    elif link.exists():
+        raise WorkspaceError(f"{link} exists and is not a link; refusing to use it", "runtime_link")
+    link.symlink_to(target)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_env(svc: Service, permit_id: str) -> dict[str, str]:
+    p = paths(svc, permit_id)
+    keep = {k: v for k, v in os.environ.items()
+            if k in ("PATH", "LANG", "LC_ALL", "HOME", "TZ", "PYTHONPATH", "VIRTUAL_ENV") or
+            k in ("TOISIO_AUDIT_KEY", "TOISIO_MASTER_KEY")}
+    return {**keep, "TOISIO_HOME": str(svc.settings.home), "TOISIO_DATABASE_URL": svc.settings.db_url,
+            "TOISIO_KEY_DIR": str(svc.settings.keys), "JUPYTER_CONFIG_DIR": str(p.config),
+            "JUPYTER_PATH": str(p.config), "JUPYTER_DATA_DIR": str(p.config / "data"),
+            "JUPYTER_RUNTIME_DIR": str(lockdown_for(svc, permit_id).runtime_link), "JUPYTER_PLATFORM_DIRS": "1",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def start(svc: Service, permit_id: str, *, actor: str) -> WorkspaceStatus:
+    """Start the permit's JupyterLab server and wait until it answers (refused unless the permit is in force)."""
+    access = permit_access(svc, permit_id)
+    if not access.in_force:
+        raise WorkspaceError(f"permit {permit_id} is not in force ({access.reason}); its workspace cannot start",
+                             "permit_not_in_force")
+    p = paths(svc, permit_id)
+    if not p.tokens.exists():
+        raise WorkspaceError(f"permit {permit_id} has no workspace (create it first)", "no_workspace")
+    if (info := _server_info(svc, permit_id)) is not None:
+        raise WorkspaceError(f"the workspace of {permit_id} is already running at {info['url']}", "running")
+    probe_isolation()
+    lock = lockdown_for(svc, permit_id)
+    write_config(p.config, lock)
+    p.runtime.mkdir(exist_ok=True)
+    os.chmod(p.runtime, 0o700)
+    _link_runtime(lock.runtime_link, p.runtime)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with open(p.log, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", f"--ServerApp.port={port}", "--ServerApp.port_retries=0"],
+            env=_server_env(svc, permit_id), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=p.root, start_new_session=True)
+    _children[proc.pid] = proc
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            tail = p.log.read_text(errors="replace").splitlines()[-15:]
+            raise WorkspaceError(f"the workspace server of {permit_id} exited at start (code {proc.returncode}):\n"
+                                 + "\n".join(tail), "server_failed")
+        try:
+            with urllib.request.urlopen(url + "api", timeout=2) as r:  # noqa: S310 - loopback only
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            _terminate(proc.pid)
+            raise WorkspaceError(f"the workspace server of {permit_id} did not answer in {READY_TIMEOUT:.0f} s",
+                                 "server_timeout")
+        time.sleep(0.2)
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    p.server.write_text(json.dumps({"pid": proc.pid, "port": port, "url": url, "started_at": started}))
+    svc.record(actor=actor, action="workspace.started", subject=f"permit:{permit_id}",
+               payload={"port": port, "pid": proc.pid, "analysts": list(access.users)})
+    return status(svc, permit_id)
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
+
+
+def stop(svc: Service, permit_id: str, *, actor: str, reason: str = "stopped by request") -> bool:
+    """Stop the permit's server and its kernels; returns False if it was not running."""
+    p = paths(svc, permit_id)
+    info = _server_info(svc, permit_id)
+    p.server.unlink(missing_ok=True)
+    if info is None:
+        return False
+    _terminate(info["pid"])
+    svc.record(actor=actor, action="workspace.stopped", subject=f"permit:{permit_id}",
+               payload={"reason": reason, "pid": info["pid"]})
+    return True
+
+
+def status(svc: Service, permit_id: str) -> WorkspaceStatus:
+    """Whether the workspace exists and runs, where, for whom, and how much scratch space it uses."""
+    p = paths(svc, permit_id)
+    access = permit_access(svc, permit_id)
+    exists = p.tokens.exists()
+    info = _server_info(svc, permit_id) if exists else None
+    meta = json.loads((p.base / "workspace.json").read_text()) if (p.base / "workspace.json").exists() else {}
+    return WorkspaceStatus(
+        permit_id=permit_id, exists=exists, running=info is not None, url=info["url"] if info else None,
+        pid=info["pid"] if info else None, analysts=tuple(sorted(json.loads(p.tokens.read_text()))) if exists else (),
+        permit_in_force=access.in_force, permit_reason=access.reason, quota_mb=meta.get("quota_mb"),
+        used_bytes=used_bytes(p.root) if exists else None, started_at=info["started_at"] if info else None)
+
+
+def enforce_permit_events(service_factory: Callable[[], Service]) -> Callable[[str, dict], None]:
+    """Subscribe to the permit events that end access; each stops the permit's running workspace."""
+
+    def on_event(topic: str, payload: dict) -> None:
+        svc = service_factory()
+        permit_id = payload["permit_id"]
+        if paths(svc, permit_id).server.exists():
+            stop(svc, permit_id, actor="system", reason=topic)
+
+    for topic in ENDING_EVENTS:
+        events.subscribe(topic, on_event)
+    return on_event
+
+
+def withdraw_permit_events(handler: Callable[[str, dict], None]) -> None:
+    for topic in ENDING_EVENTS:
+        events.unsubscribe(topic, handler)

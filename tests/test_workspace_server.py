@@ -1,0 +1,291 @@
+"""A real workspace server per permit, and every exfiltration path the issue lists, each expected to fail.
+
+These start JupyterLab servers and kernels in their own namespaces, so they are slow integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from datetime import date, timedelta
+
+import pytest
+
+from permits.service import act, submit_form
+from secure_env import workspace as W
+from secure_env import workspace_server as S
+from tests.factories import make_delivery, make_form, make_service, make_staff
+from tests.jupyter_client_helpers import KernelSession, request
+from tests.test_permit_service import _to_active
+from toisio import audit
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+QUOTA_MB = 1
+BLOB = 2 * 1024 * 1024  # larger than the quota
+
+
+def _active_permit(svc, staff, **form):
+    return _to_active(svc, staff, form=make_form(**form) if form else None,
+                      day=date.today() - timedelta(days=40)).case_id
+
+
+def _workspace(svc, staff, tmp, name, **form):
+    permit = _active_permit(svc, staff, **form)
+    tokens = W.create(svc, permit, make_delivery(tmp / name, permit, blob_bytes=BLOB), actor="hanna",
+                      quota_mb=QUOTA_MB)
+    return permit, tokens, S.start(svc, permit, actor="hanna").url
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Two permits in one service, each with its own running workspace."""
+    tmp = tmp_path_factory.mktemp("ws")
+    svc = make_service(tmp / "home", workspace_check_seconds=1)
+    staff = make_staff(svc)
+    a = _workspace(svc, staff, tmp, "a")
+    b = _workspace(svc, staff, tmp, "b", processors=[{
+        "name": "Carl Analyst", "user_id": "carl", "organisation": "Example University",
+        "confidentiality_undertaking_signed": "2026-01-10"}])
+    yield {"svc": svc, "staff": staff, "a": a, "b": b}
+    for permit in (a[0], b[0]):
+        S.stop(svc, permit, actor="hanna", reason="tests done")
+
+
+@pytest.fixture(scope="module")
+def kernel(env):
+    permit, tokens, url = env["a"]
+    k = KernelSession(url, tokens["bob"])
+    yield k
+    k.close()
+
+
+def _events(svc, permit, action):
+    with svc.engine.connect() as conn:
+        return [e for e in audit.events(conn, subject=f"permit:{permit}") if e.action == action]
+
+
+def test_each_permit_has_its_own_server_and_port(env):
+    (pa, _, ua), (_, _, ub) = env["a"], env["b"]
+    assert ua != ub and ua.startswith("http://127.0.0.1:")
+    st = S.status(env["svc"], pa)
+    assert st.running and st.analysts == ("bob",) and st.quota_mb == QUOTA_MB
+
+
+def test_no_token_and_wrong_token_are_refused(env):
+    permit, tokens, url = env["a"]
+    assert request(url, "/api/contents").status == 403
+    assert request(url, "/api/contents", token="not-a-token").status == 403
+    assert request(url, "/api/contents", token=tokens["bob"]).status == 200
+    assert _events(env["svc"], permit, "workspace.login_refused")
+    assert _events(env["svc"], permit, "workspace.login")[-1].actor == "bob"
+
+
+def test_files_route_and_contents_api_cannot_reach_the_data(env):
+    permit, tokens, url = env["a"]
+    tok = tokens["bob"]
+    assert request(url, "/files/scratch", token=tok).status == 403
+    for path in ("/files/../data/persons/part-00000.parquet", "/api/contents/../data/persons/part-00000.parquet",
+                 "/api/contents/..%2Fdata%2Fpersons%2Fpart-00000.parquet", "/api/contents/data/persons"):
+        r = request(url, path + "?content=1", token=tok)
+        assert r.status in (400, 403, 404), (path, r.status)
+        assert b"PAR1" not in r.body
+    names = {c["name"] for c in request(url, "/api/contents", token=tok).json()["content"]}
+    assert "data" not in names
+
+
+def test_nbconvert_terminals_and_extension_manager_are_refused(env):
+    _, tokens, url = env["a"]
+    tok = tokens["bob"]
+    assert request(url, "/nbconvert/html/scratch/x.ipynb?download=true", token=tok).status in (403, 404)
+    assert request(url, "/api/nbconvert", token=tok).status in (403, 404)
+    assert request(url, "/api/terminals", token=tok).status == 404
+    assert request(url, "/api/terminals", token=tok, method="POST", body={}).status == 404
+    for route, body in (("/lab/api/extensions", {"cmd": "install", "extension_name": "jupyterlab-git"}),
+                        ("/lab/api/plugins", {"cmd": "enable",
+                                              "plugin_name": "@jupyterlab/docmanager-extension:download"}),
+                        ("/lab/api/build", {})):
+        assert request(url, route, token=tok, method="POST", body=body).status == 403, route
+    page = request(url, "/lab", token=tok)
+    assert page.status == 200
+    marker = 'id="jupyter-config-data" type="application/json">'
+    config = json.loads(page.body.decode().split(marker, 1)[1].split("</script>", 1)[0])
+    for plugin in ("@jupyterlab/docmanager-extension:download", "@jupyterlab/notebook-extension:export",
+                   "@jupyterlab/filebrowser-extension:share-file", "@jupyterlab/terminal-extension"):
+        assert plugin in config["disabledExtensions"]
+    assert config.get("extensionManager", {}).get("can_install") is False
+
+
+def test_hidden_files_are_not_served(env, kernel):
+    _, tokens, url = env["a"]
+    assert kernel.run("open('.stash', 'w').write('x')").status == "ok"
+    assert request(url, "/api/contents/.stash?content=1", token=tokens["bob"]).status == 404
+
+
+def test_kernel_reads_the_data_but_cannot_write_it(env, kernel):
+    r = kernel.run("import os, pandas as pd; print(len(pd.read_parquet(os.environ['TOISIO_DATA'] + '/persons')))")
+    assert r.status == "ok" and r.stdout.strip() == "3"
+    r = kernel.run("open(os.environ['TOISIO_DATA'] + '/persons/new.txt', 'w')")
+    assert r.status == "error" and "Read-only file system" in r.error
+
+
+def test_kernel_cannot_open_a_socket_to_the_hosts_loopback(env, kernel):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(5)
+    port = server.getsockname()[1]
+    accepted = []
+    t = threading.Thread(target=lambda: accepted.append(_accept(server)))
+    t.start()
+    r = kernel.run(f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)")
+    t.join()
+    server.close()
+    assert r.status == "error" and "Network is unreachable" in r.error
+    assert accepted == [None]
+    r = kernel.run("socket.create_connection(('1.1.1.1', 443), timeout=3)")
+    assert r.status == "error"
+
+
+def _accept(server):
+    try:
+        return server.accept()
+    except TimeoutError:
+        return None
+
+
+def test_kernel_sees_no_service_state_secrets_or_other_permits(env, kernel):
+    svc = env["svc"]
+    home, other = svc.settings.home, W.paths(svc, env["b"][0])
+    r = kernel.run(
+        "import os\n"
+        f"print(sorted(os.listdir({str(home)!r})))\n"
+        f"print(os.path.exists({str(svc.settings.keys / 'audit.key')!r}) and os.path.getsize("
+        f"{str(svc.settings.keys / 'audit.key')!r}))\n"
+        f"print(os.path.exists({str(other.base)!r}) and os.listdir({str(other.base)!r}))\n"
+        "print(sorted(k for k in os.environ if 'TOISIO' in k or 'KEY' in k or 'JUPYTER' in k))\n"
+        "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        "print(len(pids) < 10, any(b'jupyterlab' in open(f'/proc/{p}/cmdline', 'rb').read() for p in pids))")
+    assert r.status == "ok", r.error
+    listing, key, others, env_keys, procs = r.stdout.strip().splitlines()
+    assert listing == "['workspaces']"  # no database, no key store, no attachments
+    assert key in ("False", "0")
+    assert others in ("False", "[]")
+    assert env_keys == "['TOISIO_DATA']"
+    assert procs == "True False"  # its own PID namespace: the server (and its environment) is out of sight
+
+
+def test_a_copy_of_the_data_larger_than_the_quota_is_refused(env, kernel):
+    permit, tokens, url = env["a"]
+    r = kernel.run("import shutil; shutil.copy(os.environ['TOISIO_DATA'] + '/extra/blob.bin', 'scratch/blob.bin')")
+    assert r.status == "error" and "File too large" in r.error
+    cell = _events(env["svc"], permit, "workspace.cell_executed")[-1]
+    assert cell.payload["files_removed_over_quota"] == ["scratch/blob.bin"]  # the cut-off copy is gone
+    import base64
+
+    big = base64.b64encode(b"\x01" * BLOB).decode()
+    r = request(url, "/api/contents/scratch/upload.bin", token=tokens["bob"], method="PUT",
+                body={"type": "file", "format": "base64", "content": big})
+    assert r.status == 507 and b"quota" in r.body
+    assert _events(env["svc"], permit, "workspace.quota_refused")
+    small = request(url, "/api/contents/scratch/notes.txt", token=tokens["bob"], method="PUT",
+                    body={"type": "file", "format": "text", "content": "fine"})
+    assert small.status in (200, 201)
+    written = _events(env["svc"], permit, "workspace.file_written")
+    assert any(e.payload["path"] == "scratch/notes.txt" and e.actor == "bob" for e in written)
+
+
+def test_cells_are_audited_with_code_output_size_and_files(env, kernel):
+    permit = env["a"][0]
+    r = kernel.run("open('scratch/result.txt', 'w').write('42'); print('x' * 1000)")
+    assert r.status == "ok"
+    cell = _events(env["svc"], permit, "workspace.cell_executed")[-1]
+    assert cell.actor == "bob" and "result.txt" in cell.payload["code"]
+    assert cell.payload["output_bytes"] >= 1000
+    assert {"path": "scratch/result.txt", "bytes": 2} in cell.payload["files_written"]
+    assert _events(env["svc"], permit, "workspace.kernel_started")[0].actor == "bob"
+
+
+def test_one_permits_analyst_cannot_open_another_permits_workspace(env):
+    (_, tokens_a, url_a), (_, tokens_b, url_b) = env["a"], env["b"]
+    assert request(url_b, "/api/contents", token=tokens_a["bob"]).status == 403
+    assert request(url_a, "/api/contents", token=tokens_b["carl"]).status == 403
+    assert request(url_b, "/api/contents", token=tokens_b["carl"]).status == 200
+
+
+def test_a_removed_analyst_is_refused_token_and_cookie(tmp_path):
+    svc = make_service(tmp_path / "home")
+    staff = make_staff(svc)
+    permit, tokens, url = _workspace(svc, staff, tmp_path, "d")
+    try:
+        ok = request(url, "/api/contents", token=tokens["bob"])
+        cookie = "; ".join(v.split(";", 1)[0] for k, v in ok.headers.items() if k.lower() == "set-cookie")
+        assert ok.status == 200 and cookie
+        assert request(url, "/api/contents", cookie=cookie).status == 200
+        amendment = make_form(kind="amendment", purpose=None, research_plan=None, extraction=None,
+                              requested_validity=None, permit_id=permit, processors=[],
+                              change={"remove_users": ["bob"]})
+        case = submit_form(svc, staff["alice"], amendment).case_id
+        act(svc, staff["hanna"], case, "confirm_complete")
+        act(svc, staff["hanna"], case, "present")
+        act(svc, staff["dora"], case, "approve", valid_until=date(2030, 1, 1))
+        import time
+
+        time.sleep(6)  # past the identity provider's re-check interval
+        assert request(url, "/api/contents", token=tokens["bob"]).status == 403
+        assert request(url, "/api/contents", cookie=cookie).status == 403
+    finally:
+        S.stop(svc, permit, actor="hanna")
+
+
+def test_revocation_stops_the_workspace_and_it_will_not_start_again(tmp_path):
+    svc = make_service(tmp_path / "home")
+    staff = make_staff(svc)
+    permit, tokens, url = _workspace(svc, staff, tmp_path, "r")
+    handler = S.enforce_permit_events(lambda: svc)
+    try:
+        act(svc, staff["dora"], permit, "revoke", reason="conditions broken")
+        assert not S.status(svc, permit).running
+        assert request(url, "/api/contents", token=tokens["bob"]).status in (0, 403) if _listening(url) else True
+        with pytest.raises(W.WorkspaceError, match="not in force"):
+            S.start(svc, permit, actor="hanna")
+        assert _events(svc, permit, "workspace.stopped")[-1].payload["reason"] == "permit.revoked"
+    finally:
+        S.withdraw_permit_events(handler)
+        S.stop(svc, permit, actor="hanna")
+
+
+def test_a_running_workspace_stops_itself_when_its_permit_ends(tmp_path):
+    """No event reaches it (another process revoked the permit): the server's own check stops it."""
+    import time
+
+    svc = make_service(tmp_path / "home", workspace_check_seconds=1)
+    staff = make_staff(svc)
+    permit, tokens, url = _workspace(svc, staff, tmp_path, "e")
+    try:
+        act(svc, staff["dora"], permit, "revoke", reason="conditions broken")
+        deadline = time.monotonic() + 30
+        while S.status(svc, permit).running and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not S.status(svc, permit).running
+        assert not _listening(url)
+        stopped = _events(svc, permit, "workspace.stopped")[-1]
+        assert stopped.payload["by"] == "server permit check" and "revoked" in stopped.payload["reason"]
+    finally:
+        S.stop(svc, permit, actor="hanna")
+
+
+def _listening(url: str) -> bool:
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_destroy_stops_the_server_first(tmp_path):
+    svc = make_service(tmp_path / "home")
+    staff = make_staff(svc)
+    permit, _, url = _workspace(svc, staff, tmp_path, "x")
+    deleted = W.destroy(svc, permit, actor="hanna")
+    assert deleted["bytes"] >= BLOB and not _listening(url)
+    actions = [e.action for e in _events(svc, permit, "workspace.stopped")]
+    assert actions == ["workspace.stopped"]
