@@ -9,7 +9,6 @@ check runs on every request (cached for a few seconds).
 from __future__ import annotations
 
 import contextvars
-import secrets
 import time
 from functools import cache
 
@@ -54,9 +53,10 @@ class WorkspaceIdentityProvider(IdentityProvider):
 
     @default("token")
     def _token_default(self) -> str:
-        # Never accepted (see _get_user); random so that no configuration can make it a shared key.
+        # No shared server token: each analyst has their own (see _get_user).  Empty, so that the page
+        # does not hand the browser a token to echo back; the browser then uses the login cookie.
         self.token_generated = False
-        return secrets.token_hex(32)
+        return ""
 
     def _authorised(self, permit: str, analyst: str) -> bool:
         from secure_env.workspace import still_authorised

@@ -28,7 +28,10 @@ DISABLED_EXTENSIONS = {
     "@jupyterlab/extensionmanager-extension": True,
     "@jupyterlab/pluginmanager-extension": True,
     "@jupyterlab/terminal-extension": True,
+    "@jupyterlab/apputils-extension:announcements": True,
 }
+#: Also merged into the page config: no rebuild check (the build route is refused anyway).
+PAGE_SETTINGS = {"buildAvailable": False, "buildCheck": False}
 KERNEL_NAME = "toisio-offline"
 NAMESPACES = ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child",
               "--mount-proc"]
@@ -153,7 +156,7 @@ def write_config(config_dir: Path, lock: Lockdown) -> None:
     (config_dir / "labconfig").mkdir(parents=True, exist_ok=True)
     (config_dir / "jupyter_server_config.py").write_text(server_config(lock))
     (config_dir / "labconfig" / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": DISABLED_EXTENSIONS}, indent=2, sort_keys=True))
+        json.dumps({"disabledExtensions": DISABLED_EXTENSIONS, **PAGE_SETTINGS}, indent=2, sort_keys=True))
     (config_dir / "kernel-launch.sh").write_text(LAUNCH_SCRIPT)
     kdir = config_dir / "kernels" / KERNEL_NAME
     kdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,107 @@
+"""Browser end-to-end: Debian's Chromium, driven by Playwright, logs in to a workspace with an analyst token,
+runs a cell that reads the permit's data, and finds no download, export, share or copy-output command.
+
+The browser is /usr/bin/chromium from Debian's packages (Playwright downloads no browser).  A screenshot is
+saved under test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from secure_env import workspace as W
+from secure_env import workspace_server as S
+from tests.factories import make_delivery, make_service, make_staff
+from tests.test_permit_service import _to_active
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+FORBIDDEN_MENU_LABELS = ("Download", "Copy Download Link", "Open in New Browser Tab", "Copy Shareable Link",
+                         "Save and Export Notebook As", "Export Notebook", "Copy Output to Clipboard",
+                         "New Terminal", "Terminal")
+
+
+def _notebook(code: str) -> dict:
+    return {"cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {}, "outputs": [],
+                       "source": code}],
+            "metadata": {"kernelspec": {"name": "toisio-offline", "display_name": "Python (no network)",
+                                        "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("TOISIO_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing (Debian package 'chromium'; .ci/run installs it)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    svc = make_service(tmp_path / "home")
+    staff = make_staff(svc)
+    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    tokens = W.create(svc, permit, make_delivery(tmp_path / "delivery", permit), actor="hanna")
+    code = ("import os, pandas as pd\n"
+            "persons = pd.read_parquet(os.path.join(os.environ['TOISIO_DATA'], 'persons'))\n"
+            "print(f'persons in the cohort: {len(persons)}')")
+    (W.paths(svc, permit).root / "analysis.ipynb").write_text(json.dumps(_notebook(code)))
+    status = S.start(svc, permit, actor="hanna")
+    yield svc, permit, tokens["bob"], status.url
+    S.stop(svc, permit, actor="hanna")
+
+
+def _menu_labels(page) -> list[str]:
+    return [t.strip() for t in page.locator(".lm-Menu-itemLabel").all_inner_texts()]
+
+
+def test_analyst_runs_a_cell_in_chromium_and_finds_no_way_out(workspace):
+    from playwright.sync_api import expect, sync_playwright
+
+    svc, permit, token, url = workspace
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions"])
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}lab/tree/analysis.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell")
+            expect(page.locator(".jp-Notebook-ExecutionIndicator, .jp-Toolbar-kernelStatus").first).to_be_visible()
+            page.wait_for_function("document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute("
+                                   "'data-status') === 'idle'", timeout=60_000)
+            page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+            page.keyboard.press("Shift+Enter")
+            output = page.locator(".jp-OutputArea-output").first
+            expect(output).to_contain_text("persons in the cohort: 3", timeout=60_000)
+
+            page.get_by_role("menuitem", name="File", exact=True).click()
+            file_menu = _menu_labels(page)
+            page.keyboard.press("Escape")
+            page.locator(".jp-DirListing-item", has_text="analysis.ipynb").click(button="right")
+            context_menu = _menu_labels(page)
+            page.keyboard.press("Escape")
+            page.locator(".jp-OutputArea-output").first.click(button="right")
+            output_menu = _menu_labels(page)
+            page.keyboard.press("Escape")
+            page.screenshot(path=str(ARTIFACTS / "workspace-browser.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "Save Notebook" in " ".join(file_menu) or "Save" in " ".join(file_menu)  # the menus were read
+    assert "Rename" in " ".join(context_menu)
+    for menu in (file_menu, context_menu, output_menu):
+        for label in FORBIDDEN_MENU_LABELS:
+            assert not any(item.startswith(label) for item in menu), (label, menu)
+    assert (ARTIFACTS / "workspace-browser.png").stat().st_size > 10_000
+    from toisio import audit
+
+    with svc.engine.connect() as conn:
+        actions = [(e.actor, e.action) for e in audit.events(conn, subject=f"permit:{permit}")]
+    assert ("bob", "workspace.login") in actions and ("bob", "workspace.cell_executed") in actions
+    shutil.rmtree(ARTIFACTS / "unused", ignore_errors=True)
