@@ -4,7 +4,8 @@ Cases are persons with a code starting with one of the scope's prefixes (in any
 part of a combination code) in the cohort registry's code columns, with the
 event date inside the cohort period; a case's index date is its first such
 event.  Controls come from the population: persons who are not cases, in the
-same stratum (birth year and/or sex).  Assignment is deterministic and
+same stratum (birth year and/or sex), alive at their case's index date (a candidate who
+died before the cohort period never enters the draw).  Assignment is deterministic and
 unpredictable without the key: within a stratum, cases and candidates are each
 ordered by pseudonym, and candidate *j* becomes a control of case
 ``ceil(j / controls_per_case)``.  A control gets its case's index date.
@@ -61,20 +62,24 @@ def match_controls(cases: DataFrame, population: DataFrame | None, cohort: Cohor
     n = cohort.controls_per_case
     if n == 0 or population is None:
         return case_only
+    death = F.col("death_date") if "death_date" in population.columns else F.lit(None).cast("date")
     pop = population.select(
-        "pseudonym", F.year("birth_date").alias("_birth_year"), F.col("sex").alias("_sex")
+        "pseudonym", F.year("birth_date").alias("_birth_year"), F.col("sex").alias("_sex"), death.alias("_death")
     ).dropDuplicates(["pseudonym"])
     strata = _strata_cols(cohort)
     case_rows = cases.join(pop, "pseudonym", "left")
     ranked_cases = case_rows.where(F.col(strata[0]).isNotNull()).withColumn(
         "_rank", F.row_number().over(Window.partitionBy(*strata).orderBy("pseudonym"))
     )
-    candidates = pop.join(cases.select("pseudonym"), "pseudonym", "left_anti").withColumn(
+    candidates = pop.join(cases.select("pseudonym"), "pseudonym", "left_anti").where(
+        F.col("_death").isNull() | (F.col("_death") >= F.lit(cohort.period.start))
+    ).withColumn(
         "_crank", F.row_number().over(Window.partitionBy(*strata).orderBy("pseudonym"))
     ).withColumn("_rank", F.ceil(F.col("_crank") / F.lit(n)))
     controls = candidates.join(
         ranked_cases.select(*strata, "_rank", F.col("pseudonym").alias("match_set"), "index_date"),
         [*strata, "_rank"],
         "inner",
-    ).select("pseudonym", F.lit("control").alias("cohort_role"), "match_set", "index_date")
+    ).where(F.col("_death").isNull() | (F.col("_death") > F.col("index_date"))
+            ).select("pseudonym", F.lit("control").alias("cohort_role"), "match_set", "index_date")
     return case_only.unionByName(controls)

@@ -99,6 +99,9 @@ def test_cohort_controls_match_their_case(delivered):
     birth_years = joined["birth_date"].map(lambda d: d.year)
     assert (birth_years == joined["birth_date_case"].map(lambda d: d.year)).all()
     assert result.manifest["cohort"]["controls"] == len(controls)
+    # a control is alive at its case's index date (dates are coarsened to months in this scope)
+    dead = controls[controls["death_date"].notna()]
+    assert len(dead) > 0 and (dead["death_date"] >= dead["index_date"]).all()
 
 
 def test_rerun_is_byte_identical_and_audited(delivered, spark, extracts, tmp_path):
