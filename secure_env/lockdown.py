@@ -75,6 +75,7 @@ for f in tokens.json server.json server.log workspace.json; do [ -e "$WS/$f" ] &
 # The generated config is replaced by the kernel's own small home (IPython history, caches), gone at exit.
 mount -t tmpfs -o size=64m,mode=700 tmpfs "$WS/config"
 exec env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$WS/config" LANG=C.UTF-8 TOISIO_DATA="$WS/data" \
+  TOISIO_SCRATCH="$WS/root/scratch" \
   MPLBACKEND=module://matplotlib_inline.backend_inline \
   prlimit --fsize="$FSIZE" "$PY" -m ipykernel_launcher -f "$CONN"
 """

@@ -3,7 +3,7 @@
 A workspace belongs to exactly one permit:
 
 ``$TOISIO_HOME/workspaces/<permit>/``
-  ``root/``      the Jupyter root: notebooks and scratch space only (size quota)
+  ``root/``      the Jupyter root: notebooks (``examples/`` to start from) and scratch space (size quota)
   ``data/``      the permit's delivered dataset, read-only, *outside* the Jupyter root
   ``config/``    generated Jupyter configuration (lockdown) and the kernelspec
   ``tokens.json`` one login token per named analyst, stored as SHA-256 hashes
@@ -33,6 +33,9 @@ from secure_env.lockdown import Lockdown, write_config
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.service import Service
+
+
+EXAMPLE_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 class WorkspaceError(CodedError):
@@ -121,6 +124,8 @@ def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb
         raise WorkspaceError(f"permit {permit_id} already has a workspace", "exists")
     p.root.mkdir(parents=True)
     (p.root / "scratch").mkdir()
+    if EXAMPLE_NOTEBOOKS.is_dir():  # the example analyses an analyst starts from
+        shutil.copytree(EXAMPLE_NOTEBOOKS, p.root / "examples", ignore=shutil.ignore_patterns(".*"))
     shutil.copytree(delivery, p.data)
     _make_read_only(p.data)
     (p.base / "workspace.json").write_text(json.dumps({"permit_id": permit_id, "quota_mb": quota_mb}))

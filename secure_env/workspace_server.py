@@ -23,7 +23,7 @@ from pathlib import Path
 
 from permits.service import permit_access
 from secure_env.jupyter_audit import used_bytes
-from secure_env.lockdown import NAMESPACES, write_config
+from secure_env.lockdown import KERNEL_NAME, NAMESPACES, write_config
 from secure_env.workspace import WorkspaceError, lockdown_for, paths
 from toisio import events
 from toisio.service import Service
@@ -101,6 +101,8 @@ def probe_isolation(python: str = sys.executable) -> None:
 
 def _link_runtime(link: Path, target: Path) -> None:
     """Point the short runtime path at the workspace's runtime directory, refusing a link made by someone else."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
     if link.is_symlink():
         if link.lstat().st_uid != os.getuid():
             raise WorkspaceError(f"{link} belongs to another user; refusing to use it", "runtime_link")
@@ -108,6 +110,63 @@ def _link_runtime(link: Path, target: Path) -> None:
     elif link.exists():
         raise WorkspaceError(f"{link} exists and is not a link; refusing to use it", "runtime_link")
     link.symlink_to(target)
+
+
+def kernel_manager(svc: Service, permit_id: str):
+    """A jupyter_client AsyncKernelManager (what nbclient drives) for the workspace's one kernelspec (for nbclient runs and benchmarks).
+
+    The kernel gets the same isolation as one started by the server; no server is needed.
+    """
+    import uuid
+
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    p = paths(svc, permit_id)
+    if not p.tokens.exists():
+        raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
+    probe_isolation()
+    lock = lockdown_for(svc, permit_id)
+    write_config(p.config, lock)
+    p.runtime.mkdir(exist_ok=True)
+    _link_runtime(lock.runtime_link, p.runtime)
+    specs = KernelSpecManager(kernel_dirs=[str(p.config / "kernels")], ensure_native_kernel=False)
+    return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs, transport="ipc",
+                         connection_file=str(lock.runtime_link / f"kernel-{uuid.uuid4()}.json"))
+
+
+def run_notebook(svc: Service, permit_id: str, nb, *, cwd: Path, timeout: int = 600):
+    """Execute a notebook (nbformat object, in place) in a workspace kernel with nbclient; the kernel is shut down."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, km=kernel_manager(svc, permit_id), timeout=timeout,
+                            resources={"metadata": {"path": str(cwd)}})
+    client.execute(cleanup_kc=True)
+    return nb
+
+
+def _kill_stray_kernels(svc: Service, permit_id: str) -> int:
+    """SIGKILL kernel launchers of this workspace still running (their kernel, PID 1 of its namespace, goes too).
+
+    A kernel ignores SIGTERM from outside its PID namespace and ``unshare --fork`` ignores it too, so a server
+    that died without shutting its kernels down would otherwise leave them running.
+    """
+    marker = str(paths(svc, permit_id).config / "kernel-launch.sh").encode()
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"unshare\0") and marker in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
 
 
 def _free_port() -> int:
@@ -197,10 +256,12 @@ def stop(svc: Service, permit_id: str, *, actor: str, reason: str = "stopped by 
     info = _server_info(svc, permit_id)
     p.server.unlink(missing_ok=True)
     if info is None:
+        _kill_stray_kernels(svc, permit_id)
         return False
     _terminate(info["pid"])
+    strays = _kill_stray_kernels(svc, permit_id)
     svc.record(actor=actor, action="workspace.stopped", subject=f"permit:{permit_id}",
-               payload={"reason": reason, "pid": info["pid"]})
+               payload={"reason": reason, "pid": info["pid"], "stray_kernels_killed": strays})
     return True
 
 

@@ -16,7 +16,7 @@ from permits.service import act, submit_form
 from secure_env import workspace as W
 from secure_env import workspace_server as S
 from tests.factories import make_delivery, make_form, make_service, make_staff
-from tests.jupyter_client_helpers import KernelSession, request
+from secure_env.workspace_client import KernelSession, request
 from tests.test_permit_service import _to_active
 from toisio import audit
 
@@ -171,7 +171,7 @@ def test_kernel_sees_no_service_state_secrets_or_other_permits(env, kernel):
     assert listing == "['workspaces']"  # no database, no key store, no attachments
     assert key in ("False", "0")
     assert others in ("False", "[]")
-    assert env_keys == "['TOISIO_DATA']"
+    assert env_keys == "['TOISIO_DATA', 'TOISIO_SCRATCH']"
     assert procs == "True False"  # its own PID namespace: the server (and its environment) is out of sight
 
 

@@ -1,4 +1,7 @@
-"""A minimal HTTP and kernel-websocket client for tests against a running workspace server."""
+"""A small client for a running workspace server: HTTP with an analyst token, and kernels over the websocket.
+
+Used by the demo (to run an example notebook as the analyst, audited like a browser session) and the tests.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ def request(url: str, path: str, *, token: str | None = None, method: str = "GET
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 - the workspace server on loopback
             return Reply(r.status, r.read(), dict(r.headers))
     except urllib.error.HTTPError as e:
         return Reply(e.code, e.read(), dict(e.headers))
@@ -45,6 +48,7 @@ class CellResult:
     stderr: str
     error: str | None
     outputs: list[dict]
+    cell_outputs: list[dict] = field(default_factory=list)  # nbformat-shaped outputs
 
 
 class KernelSession:
@@ -69,13 +73,15 @@ class KernelSession:
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
             "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                         "allow_stdin": False, "stop_on_error": True}}))
-        out, err, outputs, error, status = [], [], [], None, None
+        out, err, outputs, error, status, cell_outputs = [], [], [], None, None, []
         self.ws.settimeout(timeout)
         while status is None:
             msg = json.loads(self.ws.recv())
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = msg["header"]["msg_type"]
+            if kind in ("stream", "execute_result", "display_data", "error"):
+                cell_outputs.append({"output_type": kind, **msg["content"]})
             if kind == "stream":
                 (out if msg["content"]["name"] == "stdout" else err).append(msg["content"]["text"])
             elif kind in ("execute_result", "display_data"):
@@ -84,8 +90,44 @@ class KernelSession:
                 error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
             elif kind == "execute_reply":
                 status = msg["content"]["status"]
-        return CellResult(status, "".join(out), "".join(err), error, outputs)
+        return CellResult(status, "".join(out), "".join(err), error, outputs, cell_outputs)
 
     def close(self) -> None:
         self.ws.close()
         request(self.url, f"/api/kernels/{self.kernel_id}", token=self.token, method="DELETE")
+
+
+def run_notebook(url: str, token: str, path: str) -> list[CellResult]:
+    """Run a notebook in the workspace as the token's analyst, cell by cell, and save it with its outputs.
+
+    Stops at the first failing cell (its error is in the returned results and the saved notebook).
+    """
+    import nbformat
+
+    r = request(url, f"/api/contents/{path}?content=1", token=token)
+    if r.status != 200:
+        raise RuntimeError(f"cannot open {path}: {r.status} {r.body[:300]!r}")
+    nb = nbformat.from_dict(r.json()["content"])
+    kernel = KernelSession(url, token)
+    results = []
+    try:
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            result = kernel.run(cell.source)
+            results.append(result)
+            cell.outputs = [nbformat.from_dict({k: v for k, v in o.items()
+                                                if k not in ("transient", "execution_state")})
+                            for o in result.cell_outputs]
+            for o in cell.outputs:
+                if o.output_type == "stream":
+                    o.pop("execution_count", None)
+            if result.status != "ok":
+                break
+    finally:
+        kernel.close()
+    saved = request(url, f"/api/contents/{path}", token=token, method="PUT",
+                    body={"type": "notebook", "format": "json", "content": nb})
+    if saved.status not in (200, 201):
+        raise RuntimeError(f"cannot save {path}: {saved.status} {saved.body[:300]!r}")
+    return results
