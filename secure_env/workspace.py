@@ -34,7 +34,6 @@ from toisio import audit
 from toisio.documents import CodedError
 from toisio.service import Service
 
-
 EXAMPLE_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 

@@ -113,7 +113,7 @@ def _link_runtime(link: Path, target: Path) -> None:
 
 
 def kernel_manager(svc: Service, permit_id: str):
-    """A jupyter_client AsyncKernelManager (what nbclient drives) for the workspace's one kernelspec (for nbclient runs and benchmarks).
+    """A jupyter_client AsyncKernelManager for the workspace's one kernelspec (nbclient runs, benchmarks).
 
     The kernel gets the same isolation as one started by the server; no server is needed.
     """

@@ -15,8 +15,8 @@ import pytest
 from permits.service import act, submit_form
 from secure_env import workspace as W
 from secure_env import workspace_server as S
-from tests.factories import make_delivery, make_form, make_service, make_staff
 from secure_env.workspace_client import KernelSession, request
+from tests.factories import make_delivery, make_form, make_service, make_staff
 from tests.test_permit_service import _to_active
 from toisio import audit
 
