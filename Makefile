@@ -45,3 +45,4 @@ clean:
 docs: install
 	$(BIN)/python -m permits.docs
 	$(BIN)/python -m secure_env.docs
+	$(BIN)/python -m secure_env.workspace_docs

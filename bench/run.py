@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks and write one JSON file per benchmark under bench/results/.
 
-Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline; default all), BENCH_SIZES
+Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline, workspace; default all), BENCH_SIZES
 (comma-separated persons for the pipeline, default "200000,1000000"), BENCH_PANDAS_MAX (largest
 size the pandas reference runs at, default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
 """
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import acro_compare, airlock_bench, permits_bench, pipeline_bench
+from bench import acro_compare, airlock_bench, permits_bench, pipeline_bench, workspace_bench
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -26,7 +26,8 @@ def environment() -> dict:
         "memory_gb": round(__import__("psutil").virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": {p: version(p) for p in ("toisio", "pyspark", "pandas", "pyarrow", "prefect", "diffprivlib")},
+        "versions": {p: version(p) for p in ("toisio", "pyspark", "pandas", "pyarrow", "prefect", "diffprivlib",
+                                             "jupyterlab", "jupyter_server")},
     }
 
 
@@ -39,7 +40,8 @@ def _airlock(tmp: Path) -> dict:
     return {**airlock_bench.run(tmp), "acro_comparison": acro_compare.compare()}
 
 
-BENCHMARKS = {"airlock": _airlock, "permits": permits_bench.run, "pipeline": _pipeline}
+BENCHMARKS = {"airlock": _airlock, "permits": permits_bench.run, "pipeline": _pipeline,
+              "workspace": workspace_bench.run}
 
 
 def main() -> None:

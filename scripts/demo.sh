@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end story on synthetic data: an application submitted and decided, data extracted
-# with the frozen scope, the permit activated, and the audit chain verified.
+# with the frozen scope, the permit activated, a workspace started and an analysis run in it, an output
+# checked and released, and the audit chain verified.
 set -euo pipefail
 T=.venv/bin/toisio
 PERSONS=${DEMO_PERSONS:-20000}
@@ -47,16 +48,26 @@ say "6. Extraction with the frozen scope, as a Prefect flow"
 $T extract --flow --permit "$CASE" --as hanna --in "$DEMO_DIR/extracts" --out "$DEMO_DIR/delivery/$CASE"
 $T permits activate "$CASE" --as hanna
 
-say "7. Bob, the analyst named on the permit, makes a table; it comes back checked and suppressed"
-.venv/bin/python scripts/demo_analysis.py "$DEMO_DIR/delivery/$CASE" "$DEMO_DIR/scratch/persons_by_age.csv"
+say "7. The permit's workspace: its own JupyterLab on 127.0.0.1, one token per named analyst"
+$T workspace create --permit "$CASE" --as hanna --tokens-out "$DEMO_DIR/tokens.json"
+$T workspace start --permit "$CASE" --as hanna
+trap '$T workspace stop --permit "$CASE" --as hanna --reason "demo finished" >/dev/null 2>&1 || true' EXIT
+URL=$($T workspace status --permit "$CASE" --as hanna --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+echo "bob would now open ${URL}lab in his browser and log in with his token"
 
-say "8. The output airlock: two independent checkers approve, then the table is released"
+say "8. Bob runs the cohort notebook in the workspace (no network, read-only data); every cell is audited"
+.venv/bin/python scripts/demo_workspace.py "$URL" "$DEMO_DIR/tokens.json" bob examples/01_cohort_description.ipynb
+.venv/bin/python scripts/demo_workspace.py "$URL" "$DEMO_DIR/tokens.json" bob examples/02_survival_after_diagnosis.ipynb
+$T workspace audit --permit "$CASE" --as hanna
+
+say "9. The output airlock: Bob asks for the table; two independent checkers approve, then it is released"
+SCRATCH="$TOISIO_HOME/workspaces/$CASE/root/scratch"
 REQ=$($T outputs create --permit "$CASE" --as bob)
-$T outputs add "$REQ" "$DEMO_DIR/scratch/persons_by_age.csv" --index age_band --as bob \
+$T outputs add "$REQ" "$SCRATCH/cohort_by_age_band.csv" --index age_band --as bob \
   --description "cohort members by age band and role" --method "distinct pseudonyms, safe_crosstab"
 $T outputs submit "$REQ" --as bob
 for checker in oscar olga; do
-  $T outputs vote "$REQ" persons_by_age.csv approve --as $checker
+  $T outputs vote "$REQ" cohort_by_age_band.csv approve --as $checker
   $T outputs submit-review "$REQ" --as $checker
 done
 $T outputs decide "$REQ" approve --as oscar
@@ -64,6 +75,7 @@ $T outputs show "$REQ" --as olga
 $T outputs release "$REQ" --as olga
 echo "released to $TOISIO_HOME/releases/$CASE/$REQ/"
 
-say "9. The case, its history and the audit chain"
+say "10. The workspace stops; the case, its history and the audit chain"
+$T workspace stop --permit "$CASE" --as hanna --reason "analysis done"
 $T permits show "$CASE" --as hanna
 $T audit verify

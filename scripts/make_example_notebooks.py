@@ -37,7 +37,7 @@ cohort = nb([
     new_code_cell(setup),
     new_markdown_cell("## What was delivered\n\nThe manifest lists each dataset, its rows and its schema, the "
                       "permit and the key *version* used for the pseudonyms (never the key)."),
-    new_code_cell('''print(f"permit {manifest['permit_id']}, key {manifest.get('key_id', '?')}")
+    new_code_cell('''print(f"permit {manifest['permit_id']}, pseudonym key {manifest['key']['key_id']}")
 pd.DataFrame([{"dataset": name, "rows": d["rows"], "columns": len(d["schema"])}
               for name, d in manifest["datasets"].items()]).set_index("dataset")'''),
     new_markdown_cell("## Cases and matched controls\n\nCases have the cohort's diagnosis in the cohort period; "

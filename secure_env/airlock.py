@@ -216,6 +216,16 @@ def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
     return report["status"], report
 
 
+def _check_source(svc: Service, permit_id: str, path: Path) -> None:
+    """Where the permit has a workspace, an output must come from the workspace's Jupyter root."""
+    from secure_env.workspace import paths
+
+    root = paths(svc, permit_id).root
+    if root.exists() and not path.resolve().is_relative_to(root.resolve()):
+        raise AirlockError(f"{path}: outputs of permit {permit_id} must come from its workspace ({root})",
+                           "outside_workspace")
+
+
 def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, context: dict[str, Any], *,
              profile_name: str | None = None) -> int:
     """Add a file with its context (what it shows, the counts behind it, how it was produced)."""
@@ -231,6 +241,7 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
         if RequestState(row.state) not in (RequestState.PENDING, RequestState.RETURNED):
             raise AirlockError(f"files can be added only while the request is pending or returned "
                                f"(it is {row.state})", "illegal_state")
+        _check_source(svc, row.permit_id, path)
         prof = profile(profile_name) if profile_name else profile_for_permit(
             svc.settings.home, row.permit_id, svc.settings.disclosure_profile)
         status, report = _auto_check(path, context, prof, _released_tables(conn, svc, row.permit_id))

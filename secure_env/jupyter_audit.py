@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tornado import web
 from tornado.ioloop import PeriodicCallback
 
 from secure_env.jupyter_auth import current_analyst, server_service
+from secure_env.workspace import tree_usage, used_bytes
 
 OUTPUT_MSG_TYPES = frozenset({"stream", "execute_result", "display_data", "update_display_data", "error"})
 MAX_AUDITED_CODE = 65536
@@ -33,24 +33,6 @@ MAX_AUDITED_CODE = 65536
 def _record(permit: str, action: str, payload: dict[str, Any], actor: str | None = None) -> None:
     server_service().record(actor=actor or current_analyst.get(), action=action, subject=f"permit:{permit}",
                             payload=payload)
-
-
-def tree_usage(root: Path) -> dict[str, tuple[int, int]]:
-    """``{relative path: (size, mtime_ns)}`` for every file under ``root`` (hidden ones included)."""
-    out: dict[str, tuple[int, int]] = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = Path(dirpath) / name
-            try:
-                st = p.stat()
-            except FileNotFoundError:
-                continue
-            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
-def used_bytes(root: Path) -> int:
-    return sum(size for size, _ in tree_usage(root).values())
 
 
 def _model_size(model: dict[str, Any]) -> int:

@@ -80,6 +80,24 @@ def paths(svc: Service, permit_id: str) -> WorkspacePaths:
     return WorkspacePaths(svc.settings.home / "workspaces" / permit_id)
 
 
+def tree_usage(root: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime_ns)}`` for every file under ``root`` (hidden ones included)."""
+    out: dict[str, tuple[int, int]] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def used_bytes(root: Path) -> int:
+    return sum(size for size, _ in tree_usage(root).values())
+
+
 def _check_in_force(svc: Service, permit_id: str):
     access = permit_access(svc, permit_id)
     if not access.in_force:
@@ -153,6 +171,28 @@ def analyst_for_token(svc: Service, permit_id: str, token: str) -> str:
                 raise PermissionDenied(f"{user} is no longer named on permit {permit_id}", action="login")
             return user
     raise PermissionDenied("unknown token for this workspace", action="login")
+
+
+def issue_token(svc: Service, permit_id: str, analyst: str, *, actor: str) -> str:
+    """A new login token for an analyst named on the permit (one added by amendment, or a lost token).
+
+    Replaces any token the analyst had; returns the token, which is shown once.
+    """
+    access = _check_in_force(svc, permit_id)
+    p = paths(svc, permit_id)
+    if not p.tokens.exists():
+        raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
+    if analyst not in access.users:
+        raise WorkspaceError(f"{analyst} is not named on permit {permit_id}", "not_named")
+    token = secrets.token_urlsafe(24)
+    hashes = json.loads(p.tokens.read_text())
+    replaced = analyst in hashes
+    hashes[analyst] = hashlib.sha256(token.encode()).hexdigest()
+    p.tokens.write_text(json.dumps(hashes, indent=2, sort_keys=True))
+    with svc.engine.begin() as conn:
+        audit.append(conn, svc.audit_key, actor=actor, action="workspace.token_issued", subject=f"permit:{permit_id}",
+                     payload={"analyst": analyst, "replaced": replaced})
+    return token
 
 
 def still_authorised(svc: Service, permit_id: str, analyst: str) -> bool:

@@ -133,6 +133,19 @@ def status_cmd(permit: str = PERMIT, as_user: str = AS_USER,
     _run(go)
 
 
+@workspace_app.command("token")
+def token_cmd(permit: str = PERMIT, analyst: str = typer.Option(..., "--analyst"), as_user: str = AS_USER) -> None:
+    """Issue a new login token to an analyst named on the permit (replaces their old one)."""
+
+    def go():
+        from secure_env.workspace import issue_token
+
+        token = issue_token(_authorised(permit, as_user, "token"), permit, analyst, actor=as_user)
+        console.print(f"{analyst}: {token}\n(shown once; the previous token, if any, no longer works)")
+
+    _run(go)
+
+
 @workspace_app.command("destroy")
 def destroy_cmd(permit: str = PERMIT, as_user: str = AS_USER) -> None:
     """Delete the workspace's data copy and scratch space (the pseudonymisation key is kept)."""

@@ -16,6 +16,7 @@ WORKSPACE_ACTIONS: dict[str, frozenset[str]] = {
     "start": frozenset({Role.HANDLER, Role.SYSTEM, NAMED}),
     "stop": frozenset({Role.HANDLER, Role.SYSTEM, NAMED}),
     "status": frozenset({Role.HANDLER, Role.SYSTEM, Role.AUDITOR, NAMED}),
+    "token": frozenset({Role.HANDLER, Role.SYSTEM}),
     "destroy": frozenset({Role.HANDLER, Role.SYSTEM}),
     "audit": frozenset({Role.HANDLER, Role.AUDITOR, Role.SYSTEM}),
 }

@@ -22,9 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from permits.service import permit_access
-from secure_env.jupyter_audit import used_bytes
 from secure_env.lockdown import KERNEL_NAME, NAMESPACES, write_config
-from secure_env.workspace import WorkspaceError, lockdown_for, paths
+from secure_env.workspace import WorkspaceError, lockdown_for, paths, used_bytes
 from toisio import events
 from toisio.service import Service
 

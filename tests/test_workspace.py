@@ -86,7 +86,7 @@ def test_workspace_rules_table_is_complete_and_says_who_may():
     from permits.permissions import Role
     from secure_env.workspace_rules import NAMED, WORKSPACE_ACTIONS, can_workspace, check_can_workspace
 
-    assert set(WORKSPACE_ACTIONS) == {"create", "start", "stop", "status", "destroy", "audit"}
+    assert set(WORKSPACE_ACTIONS) == {"create", "start", "stop", "status", "token", "destroy", "audit"}
     for action, roles in WORKSPACE_ACTIONS.items():
         assert roles, action
         for role in Role:
@@ -106,3 +106,35 @@ def test_isolation_probe_fails_closed(monkeypatch):
     monkeypatch.setattr(S, "NAMESPACES", ["env"])  # no namespaces at all: the probe reaches the network stack
     with pytest.raises(W.WorkspaceError, match="kernel isolation is not available"):
         S.probe_isolation()
+
+
+def test_outputs_of_a_permit_with_a_workspace_must_come_from_it(svc, active, tmp_path):
+    from permits.service import actor_for
+    from secure_env import airlock
+
+    staff, permit = active
+    W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    outside = tmp_path / "table.csv"
+    outside.write_text("age_band,n\n0-39,120\n40-59,210\n")
+    inside = W.paths(svc, permit).root / "scratch" / "table.csv"
+    inside.write_text(outside.read_text())
+    with svc.engine.connect() as conn:
+        bob = actor_for(conn, "bob")
+    request_id = airlock.create_request(svc, bob, permit)
+    context = {"description": "persons by age band", "method": "distinct pseudonyms", "index": ["age_band"]}
+    with pytest.raises(airlock.AirlockError, match="must come from its workspace") as exc:
+        airlock.add_file(svc, bob, request_id, outside, context)
+    assert exc.value.code == "outside_workspace"
+    airlock.add_file(svc, bob, request_id, inside, context)
+
+
+def test_a_new_token_for_a_named_analyst_replaces_the_old_one(svc, active, tmp_path):
+    staff, permit = active
+    old = W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")["bob"]
+    new = W.issue_token(svc, permit, "bob", actor="hanna")
+    assert W.analyst_for_token(svc, permit, new) == "bob"
+    with pytest.raises(PermissionDenied, match="unknown token"):
+        W.analyst_for_token(svc, permit, old)
+    with pytest.raises(W.WorkspaceError, match="not named") as exc:
+        W.issue_token(svc, permit, "mallory", actor="hanna")
+    assert exc.value.code == "not_named"
