@@ -29,7 +29,7 @@ from pathlib import Path
 from permits.application import Kind
 from permits.permissions import PermissionDenied
 from permits.service import form_of, permit_access
-from secure_env.lockdown import Lockdown, write_config
+from secure_env.lockdown import Lockdown, kernel_needs, write_config
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.service import Service
@@ -120,7 +120,7 @@ def lockdown_for(svc: Service, permit_id: str, quota_mb: int | None = None) -> L
         meta = p.base / "workspace.json"
         quota_mb = json.loads(meta.read_text())["quota_mb"] if meta.exists() else svc.settings.workspace_quota_mb
     return Lockdown(permit_id=permit_id, workspace=p.base, home=svc.settings.home, key_dir=svc.settings.keys,
-                    quota_mb=quota_mb, check_seconds=svc.settings.workspace_check_seconds)
+                    quota_mb=quota_mb, check_seconds=svc.settings.workspace_check_seconds, carry=kernel_needs())
 
 
 def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb: int | None = None
