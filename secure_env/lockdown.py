@@ -48,11 +48,12 @@ HOME_DIR=$1; WS=$2; KEYS=$3; FSIZE=$4; PY=$5; CONN=$6; RT=$7; CARRY=$8
 # kernel needs from under /tmp (this workspace; the Python environment and the code, in tests and CI) is
 # carried over into the private /tmp.
 NEED_CARRY=""
-IFS=:; for p in $WS:$CARRY; do case "$p" in /tmp/*) NEED_CARRY=1 ;; esac; done; unset IFS
+ALL="$WS:$CARRY"
+IFS=:; for p in $ALL; do case "$p" in /tmp/*) NEED_CARRY=1 ;; esac; done; unset IFS
 if [ -n "$NEED_CARRY" ]; then
   mount --rbind /tmp /mnt
   mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp
-  IFS=:; for p in $WS:$CARRY; do
+  IFS=:; for p in $ALL; do
     case "$p" in /tmp/*) mkdir -p "$p"; mount --rbind "/mnt${p#/tmp}" "$p" ;; esac
   done; unset IFS
   umount -l /mnt
