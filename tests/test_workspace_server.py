@@ -238,18 +238,23 @@ def test_a_removed_analyst_is_refused_token_and_cookie(tmp_path):
         S.stop(svc, permit, actor="hanna")
 
 
-def test_revocation_stops_the_workspace_and_it_will_not_start_again(tmp_path):
+@pytest.mark.parametrize("ending", ["revoked", "expired"])
+def test_the_end_of_a_permit_stops_its_workspace_and_it_will_not_start_again(tmp_path, ending):
+    from permits.service import expire_due
+
     svc = make_service(tmp_path / "home")
     staff = make_staff(svc)
     permit, tokens, url = _workspace(svc, staff, tmp_path, "r")
     handler = S.enforce_permit_events(lambda: svc)
     try:
-        act(svc, staff["dora"], permit, "revoke", reason="conditions broken")
-        assert not S.status(svc, permit).running
-        assert request(url, "/api/contents", token=tokens["bob"]).status in (0, 403) if _listening(url) else True
+        if ending == "revoked":
+            act(svc, staff["dora"], permit, "revoke", reason="conditions broken")
+        else:
+            assert expire_due(svc, today=date(2029, 1, 1)) == [permit]  # the permit ended on 2028-12-31
+        assert not S.status(svc, permit).running and not _listening(url)
         with pytest.raises(W.WorkspaceError, match="not in force"):
             S.start(svc, permit, actor="hanna")
-        assert _events(svc, permit, "workspace.stopped")[-1].payload["reason"] == "permit.revoked"
+        assert _events(svc, permit, "workspace.stopped")[-1].payload["reason"] == f"permit.{ending}"
     finally:
         S.withdraw_permit_events(handler)
         S.stop(svc, permit, actor="hanna")
