@@ -8,6 +8,7 @@ hashes are stored); roles come from the user table.  Errors are JSON
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
 
@@ -41,10 +42,23 @@ def _case_json(v: S.CaseView) -> dict[str, Any]:
     return out
 
 
+@asynccontextmanager
+async def _stage_reactions(svc: Service):
+    """While the API runs, a permit that ends through it stops its running workspace at once."""
+    from secure_env.workspace_server import enforce_permit_events, withdraw_permit_events
+
+    handler = enforce_permit_events(lambda: svc)
+    try:
+        yield
+    finally:
+        withdraw_permit_events(handler)
+
+
 def create_app(svc: Service) -> FastAPI:
     """The API bound to one service instance."""
     app = FastAPI(title="Toisio permit service", version="1",
-                  description="Applications, decisions and permits for secondary use of health and social data.")
+                  description="Applications, decisions and permits for secondary use of health and social data.",
+                  lifespan=lambda _app: _stage_reactions(svc))
     bearer = HTTPBearer(auto_error=False)
 
     def actor(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> S.Actor:

@@ -10,7 +10,7 @@ import uvicorn
 
 from permits.api import create_app
 from permits.service import create_user
-from tests.factories import make_form, store_plan
+from tests.factories import make_form, make_service, store_plan
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +126,20 @@ def test_invalid_document_names_the_field(api):
 def test_openapi_schema_published(api):
     r = httpx.get(api.root + "/openapi.json")
     assert r.status_code == 200 and "/api/v1/cases/{case_id}/actions/{action}" in r.json()["paths"]
+
+
+def test_the_running_api_wires_the_workspace_stop_on_permit_end(tmp_path):
+    import asyncio
+
+    from toisio import events
+
+    svc = make_service(tmp_path / "home")
+    app = create_app(svc)
+    before = len(events._subscribers["permit.revoked"])
+
+    async def serve_briefly() -> int:
+        async with app.router.lifespan_context(app):
+            return len(events._subscribers["permit.revoked"])
+
+    assert asyncio.run(serve_briefly()) == before + 1
+    assert len(events._subscribers["permit.revoked"]) == before
