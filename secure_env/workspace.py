@@ -28,7 +28,7 @@ from pathlib import Path
 
 from permits.application import Kind
 from permits.permissions import PermissionDenied
-from permits.service import form_of, permit_access
+from permits.service import form_of, permit_access, token_hash
 from secure_env.lockdown import Lockdown, kernel_needs, write_config
 from toisio import audit
 from toisio.documents import CodedError
@@ -98,12 +98,26 @@ def used_bytes(root: Path) -> int:
     return sum(size for size, _ in tree_usage(root).values())
 
 
-def _check_in_force(svc: Service, permit_id: str):
+def check_in_force(svc: Service, permit_id: str):
+    """The permit's access, or :class:`WorkspaceError` (``permit_not_in_force``) if it is not in force."""
     access = permit_access(svc, permit_id)
     if not access.in_force:
         raise WorkspaceError(f"permit {permit_id} is not in force ({access.reason}); its workspace cannot be used",
                              "permit_not_in_force")
     return access
+
+
+def existing(svc: Service, permit_id: str) -> WorkspacePaths:
+    """The permit's workspace paths, or :class:`WorkspaceError` (``no_workspace``) if it has none."""
+    p = paths(svc, permit_id)
+    if not p.tokens.exists():
+        raise WorkspaceError(f"permit {permit_id} has no workspace (create it first)", "no_workspace")
+    return p
+
+
+def _write_token_hashes(p: WorkspacePaths, hashes: dict[str, str]) -> None:
+    p.tokens.write_text(json.dumps(hashes, indent=2, sort_keys=True))
+    os.chmod(p.tokens, 0o600)
 
 
 def _make_read_only(tree: Path) -> None:
@@ -127,7 +141,7 @@ def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb
            ) -> dict[str, str]:
     """Create the permit's workspace with a read-only copy of its delivery; returns a token per analyst."""
     quota_mb = quota_mb or svc.settings.workspace_quota_mb
-    access = _check_in_force(svc, permit_id)
+    access = check_in_force(svc, permit_id)
     if form_of(svc, permit_id).kind is not Kind.DATA_PERMIT:
         raise WorkspaceError(f"{permit_id} is not a data permit: data requests get statistics, never a workspace",
                              "not_a_data_permit")
@@ -148,9 +162,7 @@ def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb
     (p.base / "workspace.json").write_text(json.dumps({"permit_id": permit_id, "quota_mb": quota_mb}))
     write_config(p.config, lockdown_for(svc, permit_id, quota_mb))
     tokens = {user: secrets.token_urlsafe(24) for user in access.users}
-    p.tokens.write_text(json.dumps({u: hashlib.sha256(t.encode()).hexdigest() for u, t in tokens.items()},
-                                   indent=2, sort_keys=True))
-    os.chmod(p.tokens, 0o600)
+    _write_token_hashes(p, {u: token_hash(t) for u, t in tokens.items()})
     with svc.engine.begin() as conn:
         audit.append(conn, svc.audit_key, actor=actor, action="workspace.created", subject=f"permit:{permit_id}",
                      payload={"analysts": sorted(tokens), "data_manifest_sha256":
@@ -160,11 +172,9 @@ def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb
 
 def analyst_for_token(svc: Service, permit_id: str, token: str) -> str:
     """The analyst a token belongs to, if the permit is in force and they are still named on it."""
-    access = _check_in_force(svc, permit_id)
-    p = paths(svc, permit_id)
-    if not p.tokens.exists():
-        raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
-    digest = hashlib.sha256(token.encode()).hexdigest()
+    access = check_in_force(svc, permit_id)
+    p = existing(svc, permit_id)
+    digest = token_hash(token)
     for user, stored in json.loads(p.tokens.read_text()).items():
         if secrets.compare_digest(stored, digest):
             if user not in access.users:
@@ -178,17 +188,15 @@ def issue_token(svc: Service, permit_id: str, analyst: str, *, actor: str) -> st
 
     Replaces any token the analyst had; returns the token, which is shown once.
     """
-    access = _check_in_force(svc, permit_id)
-    p = paths(svc, permit_id)
-    if not p.tokens.exists():
-        raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
+    access = check_in_force(svc, permit_id)
+    p = existing(svc, permit_id)
     if analyst not in access.users:
         raise WorkspaceError(f"{analyst} is not named on permit {permit_id}", "not_named")
     token = secrets.token_urlsafe(24)
     hashes = json.loads(p.tokens.read_text())
     replaced = analyst in hashes
-    hashes[analyst] = hashlib.sha256(token.encode()).hexdigest()
-    p.tokens.write_text(json.dumps(hashes, indent=2, sort_keys=True))
+    hashes[analyst] = token_hash(token)
+    _write_token_hashes(p, hashes)
     with svc.engine.begin() as conn:
         audit.append(conn, svc.audit_key, actor=actor, action="workspace.token_issued", subject=f"permit:{permit_id}",
                      payload={"analyst": analyst, "replaced": replaced})

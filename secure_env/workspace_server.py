@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from permits.service import permit_access
-from secure_env.lockdown import KERNEL_NAME, NAMESPACES, write_config
-from secure_env.workspace import WorkspaceError, lockdown_for, paths, used_bytes
+from secure_env.lockdown import KERNEL_NAME, NAMESPACES, Lockdown, write_config
+from secure_env.workspace import WorkspaceError, check_in_force, existing, lockdown_for, paths, used_bytes
 from toisio import events
 from toisio.service import Service
 
@@ -122,16 +122,10 @@ def kernel_manager(svc: Service, permit_id: str):
     from jupyter_client.kernelspec import KernelSpecManager
 
     p = paths(svc, permit_id)
-    if not p.tokens.exists():
-        raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
-    probe_isolation()
-    lock = lockdown_for(svc, permit_id)
-    write_config(p.config, lock)
-    p.runtime.mkdir(exist_ok=True)
-    _link_runtime(lock.runtime_link, p.runtime)
+    lock = prepare_kernels(svc, permit_id)
     specs = KernelSpecManager(kernel_dirs=[str(p.config / "kernels")], ensure_native_kernel=False)
     return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs, transport="ipc",
-                         connection_file=str(lock.runtime_link / f"kernel-{uuid.uuid4()}.json"))
+                              connection_file=str(lock.runtime_link / f"kernel-{uuid.uuid4()}.json"))
 
 
 def run_notebook(svc: Service, permit_id: str, nb, *, cwd: Path, timeout: int = 600):
@@ -174,41 +168,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server_env(svc: Service, permit_id: str) -> dict[str, str]:
-    p = paths(svc, permit_id)
-    keep = {k: v for k, v in os.environ.items()
-            if k in ("PATH", "LANG", "LC_ALL", "HOME", "TZ", "PYTHONPATH", "VIRTUAL_ENV") or
-            k in ("TOISIO_AUDIT_KEY", "TOISIO_MASTER_KEY")}
-    return {**keep, "TOISIO_HOME": str(svc.settings.home), "TOISIO_DATABASE_URL": svc.settings.db_url,
-            "TOISIO_KEY_DIR": str(svc.settings.keys), "JUPYTER_CONFIG_DIR": str(p.config),
-            "JUPYTER_PATH": str(p.config), "JUPYTER_DATA_DIR": str(p.config / "data"),
-            "JUPYTER_RUNTIME_DIR": str(lockdown_for(svc, permit_id).runtime_link), "JUPYTER_PLATFORM_DIRS": "1",
-            "PYTHONUNBUFFERED": "1"}
-
-
-def start(svc: Service, permit_id: str, *, actor: str) -> WorkspaceStatus:
-    """Start the permit's JupyterLab server and wait until it answers (refused unless the permit is in force)."""
-    access = permit_access(svc, permit_id)
-    if not access.in_force:
-        raise WorkspaceError(f"permit {permit_id} is not in force ({access.reason}); its workspace cannot start",
-                             "permit_not_in_force")
-    p = paths(svc, permit_id)
-    if not p.tokens.exists():
-        raise WorkspaceError(f"permit {permit_id} has no workspace (create it first)", "no_workspace")
-    if (info := _server_info(svc, permit_id)) is not None:
-        raise WorkspaceError(f"the workspace of {permit_id} is already running at {info['url']}", "running")
+def prepare_kernels(svc: Service, permit_id: str) -> Lockdown:
+    """Check the isolation (fail closed), regenerate the lockdown config and link the short runtime path."""
+    p = existing(svc, permit_id)
     probe_isolation()
     lock = lockdown_for(svc, permit_id)
     write_config(p.config, lock)
     p.runtime.mkdir(exist_ok=True)
     os.chmod(p.runtime, 0o700)
     _link_runtime(lock.runtime_link, p.runtime)
+    return lock
+
+
+def _server_env(svc: Service, lock: Lockdown) -> dict[str, str]:
+    p = paths(svc, lock.permit_id)
+    keep = {k: v for k, v in os.environ.items()
+            if k in ("PATH", "LANG", "LC_ALL", "HOME", "TZ", "PYTHONPATH", "VIRTUAL_ENV") or
+            k in ("TOISIO_AUDIT_KEY", "TOISIO_MASTER_KEY")}
+    return {**keep, "TOISIO_HOME": str(svc.settings.home), "TOISIO_DATABASE_URL": svc.settings.db_url,
+            "TOISIO_KEY_DIR": str(svc.settings.keys), "JUPYTER_CONFIG_DIR": str(p.config),
+            "JUPYTER_PATH": str(p.config), "JUPYTER_DATA_DIR": str(p.config / "data"),
+            "JUPYTER_RUNTIME_DIR": str(lock.runtime_link), "JUPYTER_PLATFORM_DIRS": "1",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def start(svc: Service, permit_id: str, *, actor: str) -> WorkspaceStatus:
+    """Start the permit's JupyterLab server and wait until it answers (refused unless the permit is in force)."""
+    access = check_in_force(svc, permit_id)
+    p = existing(svc, permit_id)
+    if (info := _server_info(svc, permit_id)) is not None:
+        raise WorkspaceError(f"the workspace of {permit_id} is already running at {info['url']}", "running")
+    lock = prepare_kernels(svc, permit_id)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     with open(p.log, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", f"--ServerApp.port={port}", "--ServerApp.port_retries=0"],
-            env=_server_env(svc, permit_id), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=_server_env(svc, lock), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=p.root, start_new_session=True)
     _children[proc.pid] = proc
     deadline = time.monotonic() + READY_TIMEOUT
