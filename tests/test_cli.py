@@ -39,3 +39,30 @@ def test_synth_command(tmp_path):
     r = runner.invoke(app, ["synth", "--persons", "50", "--out", str(tmp_path / "x"), "--seed", "2"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "x" / "population.csv").exists()
+
+
+def test_workspace_commands_check_who_may_and_show_the_session_audit(tmp_path, monkeypatch):
+    from datetime import date, timedelta
+
+    from tests.factories import make_delivery, make_staff
+    from tests.test_permit_service import _to_active
+    from toisio.service import service
+
+    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
+    svc = service()
+    staff = make_staff(svc)
+    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    delivery = make_delivery(tmp_path / "delivery", permit)
+    tokens = tmp_path / "tokens.json"
+    r = runner.invoke(app, ["workspace", "create", "--permit", permit, "--as", "alice", "--delivery", str(delivery)])
+    assert r.exit_code == 1 and "only handler, system may" in " ".join(r.output.split())
+    r = runner.invoke(app, ["workspace", "create", "--permit", permit, "--as", "hanna", "--delivery", str(delivery),
+                            "--tokens-out", str(tokens)])
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(tokens.read_text())) == {"bob"} and (tokens.stat().st_mode & 0o777) == 0o600
+    r = runner.invoke(app, ["workspace", "status", "--permit", permit, "--as", "bob", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["running"] is False
+    r = runner.invoke(app, ["workspace", "audit", "--permit", permit, "--as", "bob"])
+    assert r.exit_code == 1 and "refused" in r.output
+    r = runner.invoke(app, ["workspace", "audit", "--permit", permit, "--as", "hanna", "--json"])
+    assert r.exit_code == 0 and [e["action"] for e in json.loads(r.output)] == ["workspace.created"]

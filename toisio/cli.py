@@ -43,7 +43,13 @@ def _main() -> None:
     from secure_env.workspace_server import enforce_permit_events
     from toisio.service import service
 
-    enforce_permit_events(service)
+    global _wired
+    if not _wired:  # once per process, however many commands it runs
+        enforce_permit_events(service)
+        _wired = True
+
+
+_wired = False
 
 
 _register_stage_commands()
