@@ -167,11 +167,17 @@ class AuditedKernelConnection(ZMQChannelsWebsocketConnection):
         if entry is None:
             return
         header = self.session.unpack(frames[1])
-        if header["msg_type"] in OUTPUT_MSG_TYPES:
+        kind = header["msg_type"]
+        if kind in OUTPUT_MSG_TYPES:
             entry["output_bytes"] += sum(len(f) for f in frames[4:])
-        elif header["msg_type"] == "execute_reply":
+        elif kind == "execute_reply":
+            entry["reply"] = self.session.unpack(frames[4])
+        elif kind == "status" and self.session.unpack(frames[4]).get("execution_state") == "idle":
+            entry["idle"] = True  # the kernel has published every output of this request
+        # The reply (shell) and the outputs (iopub) travel on different channels: record once both are in.
+        if "reply" in entry and entry.get("idle"):
             del pending[parent["msg_id"]]
-            self._record_cell(entry, self.session.unpack(frames[4]))
+            self._record_cell(entry, entry["reply"])
 
     def _record_cell(self, entry: dict[str, Any], reply: dict[str, Any]) -> None:
         settings = self._settings()

@@ -74,8 +74,11 @@ class KernelSession:
             "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                         "allow_stdin": False, "stop_on_error": True}}))
         out, err, outputs, error, status, cell_outputs = [], [], [], None, None, []
+        idle = False
         self.ws.settimeout(timeout)
-        while status is None:
+        # Done, as in JupyterLab, when the reply (shell) is in and the kernel is idle again (iopub): outputs
+        # and the reply travel on different channels.
+        while status is None or not idle:
             msg = json.loads(self.ws.recv())
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -90,6 +93,8 @@ class KernelSession:
                 error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
             elif kind == "execute_reply":
                 status = msg["content"]["status"]
+            elif kind == "status" and msg["content"].get("execution_state") == "idle":
+                idle = True
         return CellResult(status, "".join(out), "".join(err), error, outputs, cell_outputs)
 
     def close(self) -> None:
