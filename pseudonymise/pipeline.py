@@ -30,7 +30,7 @@ from pseudonymise.keys import derive_permit_key
 from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudonym
 from pseudonymise.registry_schema import load_schema
 from pseudonymise.runs import finish_run, start_run
-from pseudonymise.spark_session import get_spark
+from pseudonymise.spark_session import apply_pipeline_conf, get_spark
 from pseudonymise.validate import REASONS, line_key, mark_duplicates, parse_and_validate, read_lines, repeated_lines
 from toisio.keystore import master_key
 from toisio.service import Service
@@ -261,6 +261,7 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
         start_run(conn, svc.audit_key, run_id=run_id, permit_id=scope.permit_id, scope_sha256=scope.sha256,
                   key_id=key.key_id, output_dir=str(out_dir), actor=actor)
     spark = spark or get_spark(svc.settings)
+    apply_pipeline_conf(spark)
     work = svc.settings.home / "work" / run_id
     quarantine = Path(quarantine_dir) if quarantine_dir else svc.settings.quarantine_dir / scope.permit_id / run_id
     staging = deliver.new_staging(out_dir)

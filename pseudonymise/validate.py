@@ -144,7 +144,7 @@ def _date(value: Column, fmt: str) -> Column:
 def _number(value: Column, kind: str, decimal_mark: str) -> Column:
     if kind == "int":
         return value.try_cast("long")
-    v = F.regexp_replace(value, re.escape(decimal_mark), ".") if decimal_mark != "." else value
+    v = F.replace(value, F.lit(decimal_mark), F.lit(".")) if decimal_mark != "." else value
     return v.try_cast("decimal(18,4)")
 
 
