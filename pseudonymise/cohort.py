@@ -10,6 +10,10 @@ unpredictable without the key: within a stratum, cases and candidates are each
 ordered by pseudonym, and candidate *j* becomes a control of case
 ``ceil(j / controls_per_case)``.  A control gets its case's index date.
 Cases for whom the stratum has too few candidates are counted in the manifest.
+
+Inside the pipeline a person is keyed by the normalised identity code (``hetu``); the pseudonym
+is computed only for the persons who can enter the cohort (cases and population), since it
+orders the draw and names the match sets.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pseudonymise.registry_schema import load_schema
 
 @dataclass(frozen=True)
 class CohortResult:
-    """Cohort members: ``pseudonym, cohort_role, match_set, index_date``."""
+    """Cohort members: ``hetu, pseudonym, cohort_role, match_set, index_date``."""
 
     members: DataFrame
 
@@ -35,7 +39,7 @@ def _prefix_regex(prefixes: tuple[str, ...]) -> str:
 
 
 def select_cases(events: DataFrame, cohort: Cohort) -> DataFrame:
-    """Cases with their index date, from the cohort registry's valid rows (with pseudonyms)."""
+    """Cases (``hetu``) with their index date, from the cohort registry's valid rows."""
     schema = load_schema(cohort.registry)
     date_col = F.col(schema.event_date)
     hit = None
@@ -45,7 +49,7 @@ def select_cases(events: DataFrame, cohort: Cohort) -> DataFrame:
     in_period = (date_col >= F.lit(cohort.period.start)) & (date_col <= F.lit(cohort.period.end))
     return (
         events.where(hit & in_period)
-        .groupBy("pseudonym")
+        .groupBy("hetu")
         .agg(F.min(date_col).alias("index_date"))
     )
 
@@ -55,23 +59,29 @@ def _strata_cols(cohort: Cohort) -> list[str]:
 
 
 def match_controls(cases: DataFrame, population: DataFrame | None, cohort: Cohort) -> DataFrame:
-    """Cases plus matched controls: ``pseudonym, cohort_role, match_set, index_date``."""
+    """Cases plus matched controls: ``hetu, pseudonym, cohort_role, match_set, index_date``.
+
+    ``cases`` has ``hetu, pseudonym, index_date``; ``population`` has ``hetu, pseudonym`` and the
+    population variables.
+    """
     case_only = cases.select(
-        "pseudonym", F.lit("case").alias("cohort_role"), F.col("pseudonym").alias("match_set"), "index_date"
+        "hetu", "pseudonym", F.lit("case").alias("cohort_role"), F.col("pseudonym").alias("match_set"),
+        "index_date",
     )
     n = cohort.controls_per_case
     if n == 0 or population is None:
         return case_only
     death = F.col("death_date") if "death_date" in population.columns else F.lit(None).cast("date")
     pop = population.select(
-        "pseudonym", F.year("birth_date").alias("_birth_year"), F.col("sex").alias("_sex"), death.alias("_death")
-    ).dropDuplicates(["pseudonym"])
+        "hetu", "pseudonym", F.year("birth_date").alias("_birth_year"), F.col("sex").alias("_sex"),
+        death.alias("_death"),
+    ).dropDuplicates(["hetu"])
     strata = _strata_cols(cohort)
-    case_rows = cases.join(pop, "pseudonym", "left")
+    case_rows = cases.join(pop.drop("pseudonym"), "hetu", "left")
     ranked_cases = case_rows.where(F.col(strata[0]).isNotNull()).withColumn(
         "_rank", F.row_number().over(Window.partitionBy(*strata).orderBy("pseudonym"))
     )
-    candidates = pop.join(cases.select("pseudonym"), "pseudonym", "left_anti").where(
+    candidates = pop.join(cases.select("hetu"), "hetu", "left_anti").where(
         F.col("_death").isNull() | (F.col("_death") >= F.lit(cohort.period.start))
     ).withColumn(
         "_crank", F.row_number().over(Window.partitionBy(*strata).orderBy("pseudonym"))
@@ -81,5 +91,5 @@ def match_controls(cases: DataFrame, population: DataFrame | None, cohort: Cohor
         [*strata, "_rank"],
         "inner",
     ).where(F.col("_death").isNull() | (F.col("_death") > F.col("index_date"))
-            ).select("pseudonym", F.lit("control").alias("cohort_role"), "match_set", "index_date")
+            ).select("hetu", "pseudonym", F.lit("control").alias("cohort_role"), "match_set", "index_date")
     return case_only.unionByName(controls)

@@ -2,7 +2,12 @@
 
 Each dataset is hash-partitioned on the pseudonym into a fixed number of files
 and sorted within each file on every column, then the part files get stable
-names, so the same input, scope and key version give byte-identical files.
+names, so the same input, scope and key version give the same rows in the same
+order.  Spark's Parquet writer lists each column chunk's encodings in hash-set
+order, which changes from one JVM to the next, so every file is then rewritten
+with pyarrow (row group by row group, bounded memory): the bytes depend only on
+the rows and the library versions, and a re-extraction in another process is
+byte-identical.
 Everything is written into a staging directory beside the target and moved
 into place with one ``rename``; a failed or interrupted run leaves the previous
 delivery (or nothing) in place, never a partial one.
@@ -18,9 +23,12 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
 ROWS_PER_FILE = 4_000_000
+ROWS_PER_GROUP = 1_000_000
+COMPRESSION = "zstd"
 
 
 def sha256_file(path: Path) -> str:
@@ -36,16 +44,28 @@ def write_dataset(df: DataFrame, target: Path, rows: int) -> list[Path]:
     """Write ``df`` as deterministic Parquet files under ``target``; returns the files."""
     n_files = max(1, math.ceil(rows / ROWS_PER_FILE))
     ordered = df.repartition(n_files, "pseudonym").sortWithinPartitions(*df.columns)
-    ordered.write.mode("overwrite").parquet(str(target))
+    # Spark writes uncompressed; the pyarrow rewrite compresses.
+    ordered.write.mode("overwrite").option("compression", "none").parquet(str(target))
     files = []
     for i, part in enumerate(sorted(target.glob("part-*.parquet"))):
         stable = target / f"part-{i:05d}.parquet"
-        part.rename(stable)
+        rewrite_deterministic(part, stable)
+        part.unlink()
         files.append(stable)
     for leftover in list(target.iterdir()):
         if leftover not in files:
             leftover.unlink()
     return files
+
+
+def rewrite_deterministic(source: Path, target: Path) -> None:
+    """Copy Parquet ``source`` to ``target`` with pyarrow: same rows, schema and Spark metadata,
+    fixed row groups and compression, and a footer that does not depend on the writing JVM."""
+    reader = pq.ParquetFile(source)
+    schema = reader.schema_arrow
+    with pq.ParquetWriter(target, schema, compression=COMPRESSION, write_statistics=True) as writer:
+        for batch in reader.iter_batches(batch_size=ROWS_PER_GROUP):
+            writer.write_batch(batch, row_group_size=ROWS_PER_GROUP)
 
 
 def new_staging(target: Path) -> Path:

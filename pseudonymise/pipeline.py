@@ -1,10 +1,12 @@
 """The extraction pipeline: registry extracts in, a pseudonymised linked dataset out.
 
 ``run_extraction`` validates every row of every registry the scope needs
-(quarantining rejected rows with their reason), pseudonymises the identity codes
-with the permit's key, selects the cohort, minimises each registry to the
-scope's variables and periods, generalises, and delivers Parquet datasets plus a
-manifest atomically.  Every row read is accounted for in the manifest:
+(quarantining rejected rows with their reason), selects the cohort, minimises
+each registry to the scope's variables and periods, pseudonymises the identity
+codes of what leaves with the permit's key, generalises, and delivers Parquet
+datasets plus a manifest atomically.  Inside the run a person is keyed by the
+normalised identity code; only the delivered rows (and the persons who can enter
+the cohort, whose pseudonyms order the control draw) are hashed.  Every row read is accounted for in the manifest:
 ``rows_in = quarantined + excluded_outside_period + excluded_not_in_cohort + delivered``.
 """
 
@@ -77,9 +79,8 @@ def _internal_columns(registry: str, scope: PermitScope) -> list[str]:
     return [c for c in schema.names if c in keep]
 
 
-def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in_dir: Path, work: Path,
-                      keydf: DataFrame) -> Path:
-    """Parse, validate and pseudonymise in one pass; write valid, rejected and repeated rows apart.
+def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in_dir: Path, work: Path) -> Path:
+    """Parse and validate in one pass; write valid, rejected and repeated rows apart.
 
     Exact duplicate lines are found by a narrow hash aggregation over the raw lines first; only the
     rows of repeated lines are then grouped (:func:`_resolve_duplicates`), never the whole extract.
@@ -97,10 +98,9 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
     part = F.when(~valid, F.lit("rejected")).when(repeated, F.lit("repeated")).otherwise(F.lit("valid"))
     keep = _internal_columns(registry, scope)
     raw_kept = ~valid | repeated
-    out = with_pseudonym(checked, keydf).select(
-        F.when(valid, F.col("pseudonym")).alias("pseudonym"),
+    out = checked.select(
+        "hetu",
         *[F.col(c) for c in keep],
-        F.when(~valid, F.col("hetu")).alias("hetu"),
         "_reason", "_detail",
         F.when(raw_kept, F.col("_line")).alias("_line"),
         F.when(raw_kept, F.col("_file")).alias("_file"),
@@ -141,7 +141,7 @@ def _read_part(spark: SparkSession, dataset: Path, kind: str) -> DataFrame:
 
 def _read_valid(spark: SparkSession, work_dataset: Path) -> DataFrame:
     valid = _read_part(spark, work_dataset, "valid")
-    return valid.drop("hetu", "_reason", "_detail", "_line", "_file")
+    return valid.drop("_reason", "_detail", "_line", "_file")
 
 
 EXCLUSIONS = ("excluded_outside_period", "excluded_not_in_cohort", "excluded_duplicate_person",
@@ -158,11 +158,11 @@ def _check_accounting(registry: str, c: dict[str, Any]) -> None:
 
 
 def _account_population(c: dict[str, Any], scope: PermitScope, valid_pop: DataFrame, persons: DataFrame) -> None:
-    distinct = valid_pop.select("pseudonym").distinct()
+    distinct = valid_pop.select("hetu").distinct()
     n_distinct = distinct.count()
     c["excluded_duplicate_person"] = c["valid"] - n_distinct
     if "population" in scope.registries:
-        delivered = persons.select("pseudonym").join(distinct, "pseudonym", "inner").count()
+        delivered = persons.select("hetu").join(distinct, "hetu", "inner").count()
         c.update(delivered=delivered, excluded_not_in_cohort=n_distinct - delivered)
 
 
@@ -194,7 +194,7 @@ def _schema_of(df: DataFrame) -> list[dict[str, str]]:
 
 
 def _deliver_registry(registry: str, scope: PermitScope, valid: DataFrame, members: DataFrame | None,
-                      staging: Path, counts: dict[str, Any]) -> dict[str, Any]:
+                      keydf: DataFrame, staging: Path, counts: dict[str, Any]) -> dict[str, Any]:
     schema = load_schema(registry)
     reg_scope = scope.registries[registry]
     df = valid
@@ -204,8 +204,8 @@ def _deliver_registry(registry: str, scope: PermitScope, valid: DataFrame, membe
         in_period = (d >= F.lit(reg_scope.period.start)) & (d <= F.lit(reg_scope.period.end))
     df = df.withColumn("_in_period", in_period)
     if members is not None:
-        flags = members.select("pseudonym").distinct().withColumn("_in_cohort", F.lit(True))
-        df = df.join(F.broadcast(flags), "pseudonym", "left").withColumn(
+        flags = members.select("hetu", "pseudonym").distinct().withColumn("_in_cohort", F.lit(True))
+        df = df.join(F.broadcast(flags), "hetu", "left").withColumn(
             "_in_cohort", F.coalesce(F.col("_in_cohort"), F.lit(False)))
     else:
         df = df.withColumn("_in_cohort", F.lit(True))
@@ -215,30 +215,37 @@ def _deliver_registry(registry: str, scope: PermitScope, valid: DataFrame, membe
     counts["excluded_not_in_cohort"] = sum(v for (p, c), v in buckets.items() if p and not c)
     delivered = buckets.get((True, True), 0)
     counts["delivered"] = delivered
-    out = df.where(F.col("_in_period") & F.col("_in_cohort")).select("pseudonym", *reg_scope.variables)
+    out = df.where(F.col("_in_period") & F.col("_in_cohort"))
+    if members is None:
+        out = with_pseudonym(out, keydf)
+    out = out.select("pseudonym", *reg_scope.variables)
     out = coarsen_dates(out, scope.generalise)
     files = deliver.write_dataset(out, staging / registry, delivered)
     return {"rows": delivered, "schema": _schema_of(out), "files": _file_entries(files, staging)}
 
 
-def _person_table(scope: PermitScope, valid: dict[str, DataFrame], members: DataFrame | None) -> DataFrame:
-    """One row per delivered person: pseudonym, cohort role and the population variables in scope."""
+def _person_table(scope: PermitScope, valid: dict[str, DataFrame], members: DataFrame | None,
+                  keydf: DataFrame) -> DataFrame:
+    """One row per delivered person: ``hetu`` (dropped before delivery), pseudonym, cohort role and
+    the population variables in scope."""
     if members is not None:
         persons = members
-    elif "population" in scope.registries:
-        persons = valid["population"].select("pseudonym").distinct()
     else:
-        frames = [valid[r].select("pseudonym") for r in scope.registries]
-        persons = frames[0]
-        for f in frames[1:]:
-            persons = persons.unionByName(f)
-        persons = persons.distinct()
+        if "population" in scope.registries:
+            persons = valid["population"].select("hetu").distinct()
+        else:
+            frames = [valid[r].select("hetu") for r in scope.registries]
+            persons = frames[0]
+            for f in frames[1:]:
+                persons = persons.unionByName(f)
+            persons = persons.distinct()
+        persons = with_pseudonym(persons, keydf)
     if "population" not in scope.registries:
         return coarsen_dates(persons, scope.generalise)
     variables = list(scope.registries["population"].variables)
-    pop = valid["population"].dropDuplicates(["pseudonym"])
+    pop = valid["population"].dropDuplicates(["hetu"])
     extra = ["birth_date"] if scope.generalise.age_bands and "birth_date" not in variables else []
-    df = persons.join(pop.select("pseudonym", *variables, *extra), "pseudonym", "left")
+    df = persons.join(pop.select("hetu", *variables, *extra), "hetu", "left")
     if scope.generalise.age_bands:
         at = F.col("index_date") if members is not None else F.lit(scope.generalise.age_reference_date)
         df = df.withColumn("age_band", age_band(F.col("birth_date"), at, scope.generalise.age_bands))
@@ -271,14 +278,17 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
         valid: dict[str, DataFrame] = {}
         for registry in registries_needed(scope):
             log.info("validating %s", registry)
-            dataset = _validate_to_work(spark, scope, registry, in_dir, work, keydf)
+            dataset = _validate_to_work(spark, scope, registry, in_dir, work)
             counts[registry] = _validation_counts(spark, dataset)
             valid[registry] = _read_valid(spark, dataset)
         members = None
         cohort_summary: dict[str, Any] | None = None
         if scope.cohort is not None:
-            cases = select_cases(valid[scope.cohort.registry], scope.cohort)
-            members = match_controls(cases, valid.get("population"), scope.cohort).cache()
+            cases = with_pseudonym(select_cases(valid[scope.cohort.registry], scope.cohort), keydf)
+            population = valid.get("population")
+            if population is not None:
+                population = with_pseudonym(population, keydf)
+            members = match_controls(cases, population, scope.cohort).cache()
             roles = {r["cohort_role"]: r["count"] for r in members.groupBy("cohort_role").count().collect()}
             short = 0
             if scope.cohort.controls_per_case:
@@ -291,12 +301,13 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
         for registry in sorted(scope.registries):
             if registry == "population":
                 continue
-            datasets[registry] = _deliver_registry(registry, scope, valid[registry], members, staging,
+            datasets[registry] = _deliver_registry(registry, scope, valid[registry], members, keydf, staging,
                                                    counts[registry])
-        persons = _person_table(scope, valid, members)
+        persons = _person_table(scope, valid, members, keydf)
         n_persons = persons.count()
-        files = deliver.write_dataset(persons, staging / PERSONS, n_persons)
-        datasets[PERSONS] = {"rows": n_persons, "schema": _schema_of(persons),
+        person_rows = persons.drop("hetu")
+        files = deliver.write_dataset(person_rows, staging / PERSONS, n_persons)
+        datasets[PERSONS] = {"rows": n_persons, "schema": _schema_of(person_rows),
                              "files": _file_entries(files, staging)}
         if "population" in counts:
             _account_population(counts["population"], scope, valid["population"], persons)
@@ -324,7 +335,7 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             shutil.rmtree(quarantine)
         quarantine.mkdir(parents=True, exist_ok=True)
         for registry in counts:
-            rejected = _read_part(spark, work / registry, "rejected").drop("pseudonym")
+            rejected = _read_part(spark, work / registry, "rejected")
             rejected.coalesce(1).write.mode("overwrite").parquet(str(quarantine / registry))
         deliver.write_json(quarantine / "summary.json",
                            {r: c["quarantined"] for r, c in sorted(counts.items())})

@@ -3,7 +3,11 @@
 import collections
 import csv
 import hashlib
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -112,6 +116,24 @@ def test_rerun_is_byte_identical_and_audited(delivered, spark, extracts, tmp_pat
         assert audit.verify(conn, svc.audit_key).ok
         actions = [e.action for e in audit.events(conn, subject="permit:TOISIO-2026-1")]
     assert actions.count("extraction.started") == 2 and actions.count("extraction.delivered") == 2
+
+
+def test_rerun_in_another_process_is_byte_identical(delivered, extracts, service_home, tmp_path):
+    """A re-extraction later, in a new process and JVM, gives the same bytes (keys kept, data not)."""
+    _, first = delivered
+    out = tmp_path / "later"
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
+        "from tests.factories import make_scope, make_service;"
+        "from pseudonymise.pipeline import run_extraction;"
+        f"run_extraction(make_scope(), Path({str(extracts)!r}), Path({str(out)!r}),"
+        f" make_service(Path({str(service_home)!r})))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOISIO_")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _files(first.output_dir) == _files(out)
 
 
 def test_other_permit_gets_unlinkable_pseudonyms(delivered, spark, extracts, tmp_path):
