@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -56,7 +57,26 @@ def workspace(tmp_path):
 
 
 def _menu_labels(page) -> list[str]:
+    """The labels of the open menu, once it is drawn (a loaded machine may take a while)."""
+    page.locator(".lm-Menu-itemLabel:visible").first.wait_for(state="visible")
     return [t.strip() for t in page.locator(".lm-Menu-itemLabel").all_inner_texts()]
+
+
+def _session_actions(svc, permit, wanted, timeout=60.0):
+    """The permit's audited (actor, action) pairs, waiting until ``wanted`` are all in.
+
+    The server records a cell once both its reply and the kernel's idle status are in, which can
+    be a moment after the browser shows the output.
+    """
+    from toisio import audit
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with svc.engine.connect() as conn:
+            actions = {(e.actor, e.action) for e in audit.events(conn, subject=f"permit:{permit}")}
+        if wanted <= actions or time.monotonic() > deadline:
+            return actions
+        time.sleep(0.5)
 
 
 def test_analyst_runs_a_cell_in_chromium_and_finds_no_way_out(workspace):
@@ -99,9 +119,6 @@ def test_analyst_runs_a_cell_in_chromium_and_finds_no_way_out(workspace):
         for label in FORBIDDEN_MENU_LABELS:
             assert not any(item.startswith(label) for item in menu), (label, menu)
     assert (ARTIFACTS / "workspace-browser.png").stat().st_size > 10_000
-    from toisio import audit
-
-    with svc.engine.connect() as conn:
-        actions = [(e.actor, e.action) for e in audit.events(conn, subject=f"permit:{permit}")]
-    assert ("bob", "workspace.login") in actions and ("bob", "workspace.cell_executed") in actions
+    wanted = {("bob", "workspace.login"), ("bob", "workspace.cell_executed")}
+    assert wanted <= _session_actions(svc, permit, wanted)
     shutil.rmtree(ARTIFACTS / "unused", ignore_errors=True)
