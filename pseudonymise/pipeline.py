@@ -82,8 +82,9 @@ def _internal_columns(registry: str, scope: PermitScope) -> list[str]:
 def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in_dir: Path, work: Path) -> Path:
     """Parse and validate in one pass; write valid, rejected and repeated rows apart.
 
-    Exact duplicate lines are found by a narrow hash aggregation over the raw lines first; only the
-    rows of repeated lines are then grouped (:func:`_resolve_duplicates`), never the whole extract.
+    Candidate duplicate lines are found first from a 64-bit hash of each raw line (a narrow sort of
+    the keys); only the rows of repeated keys are then grouped by the line itself
+    (:func:`_resolve_duplicates`), never the whole extract.
     """
     schema = load_schema(registry)
     source = in_dir / schema.file
@@ -91,8 +92,8 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
         raise ExtractionError(f"registry {registry!r}: extract file {source} is missing")
     lines = read_lines(spark, str(source), schema)
     checked = parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids)
-    checked = checked.select("*", *line_key(F.col("_line"))).join(
-        F.broadcast(repeated_lines(lines)), ["_h1", "_h2"], "left")
+    checked = checked.select("*", line_key(F.col("_line"))).join(
+        F.broadcast(repeated_lines(lines)), "_h", "left")
     valid = F.col("_reason").isNull()
     repeated = valid & F.coalesce(F.col("_repeated"), F.lit(False))
     part = F.when(~valid, F.lit("rejected")).when(repeated, F.lit("repeated")).otherwise(F.lit("valid"))

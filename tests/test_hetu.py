@@ -83,9 +83,7 @@ def test_reason_agrees_with_stdnum_on_random_strings(code):
 def test_spark_expression_matches_python(spark):
     import random
 
-    from pyspark.sql import functions as F
-
-    from pseudonymise.validate import hetu_reason
+    from pseudonymise.validate import with_hetu_reason
 
     rnd = random.Random(5)
     codes = [c for c, _ in CASES]
@@ -95,6 +93,13 @@ def test_spark_expression_matches_python(spark):
         d, m, y, n = rnd.randint(1, 31), rnd.randint(1, 12), rnd.randint(0, 99), rnd.randint(0, 999)
         stem = f"{d:02d}{m:02d}{y:02d}"
         codes.append(f"{stem}{rnd.choice('-+AYF')}{n:03d}{H.control_character(stem, f'{n:03d}')}")
-    df = spark.createDataFrame([(c,) for c in codes], "code string")
-    got = [r["r"] for r in df.select(hetu_reason(F.col("code"), allow_temporary=False).alias("r")).collect()]
-    assert got == [H.rejection_reason(c) for c in codes]
+    # leap years in every century: 2000 and 2004 are leap years, 1900 and 1800 are not
+    for stem in ("290200", "290204", "290100", "290196", "290197", "300200", "310400", "311200", "000100"):
+        for sign in "+-YA":
+            codes.append(f"{stem}{sign}123{H.control_character(stem, '123')}")
+    codes += [None, "", "  ", " 010190-123L ", "010190-123l", "010190-9001", "010190-1230"]
+    df = spark.createDataFrame([(i, c) for i, c in enumerate(codes)], "i int, code string")
+    for allow in (False, True):
+        rows = with_hetu_reason(df, "code", allow_temporary=allow, out="r").orderBy("i").collect()
+        assert [r["r"] for r in rows] == [H.rejection_reason(c, allow_temporary=allow) for c in codes]
+        assert [r["code"] for r in rows] == codes  # the input is left as it was

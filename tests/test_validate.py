@@ -84,6 +84,14 @@ def test_details_name_the_column(checked):
         ("131052-308U,2019-01-01,2019-01-02,E119,,,10102", "hetu_checksum", "hetu"),
         (",2019-01-01,2019-01-02,E119,,,10102", "hetu_missing", "hetu"),
         ("131052-308T,,2019-01-02,E119,,,10102", "missing_required", "admission_date"),
+        # quoted lines go through the CSV parser, unquoted ones are split: both trim and read "" as empty
+        ('"131052-308T","2019-01-01","2019-01-02","E119","","","10102"', None, None),
+        ("131052-308T, 2019-01-01 ,2019-01-02, e119 ,,,10102", None, None),
+        ('131052-308T,2019-01-01,2019-01-02,E119,"E11,9",,10102', "unknown_code", "secondary_dg"),
+        ('131052-308T,2019-01-01,2019-01-02,E119,"",,10102,"x"', "malformed_line", "expected 7 fields"),
+        ("131052-308T,2019-01-01,2019-01-02,E119,,,10102,", "malformed_line", "expected 7 fields"),
+        ("131052-308T,2019-01-01", "malformed_line", "expected 7 fields"),
+        ("   ,2019-01-01,2019-01-02,E119,,,10102", "hetu_missing", "hetu"),
     ],
 )
 def test_single_lines(spark, line, reason, detail):
@@ -91,3 +99,26 @@ def test_single_lines(spark, line, reason, detail):
     df = spark.createDataFrame([(line, "f")], "_line string, _file string")
     row = parse_and_validate(df, schema).collect()[0]
     assert (row["_reason"], row["_detail"]) == (reason, detail)
+
+
+@pytest.mark.parametrize("registry", ["hilmo", "kela_purchases"])
+def test_quoted_and_unquoted_lines_parse_alike(spark, extracts, registry):
+    """Every line of an extract, with each field quoted, gives the same row as the line itself."""
+    import io
+
+    schema = load_schema(registry)
+    with open(extracts / schema.file, encoding="utf-8", errors="replace") as fh:
+        lines = [line.rstrip("\n") for line in fh][1:800]
+    quoted = []
+    for line in lines:
+        buf = io.StringIO()
+        csv.writer(buf, delimiter=schema.delimiter, quoting=csv.QUOTE_ALL, lineterminator="").writerow(
+            line.split(schema.delimiter))
+        quoted.append(buf.getvalue())
+    assert all('"' not in line for line in lines) and all(q.startswith('"') for q in quoted)
+
+    def parse(rows):  # _file carries the line number, so rows can be put back in order
+        df = spark.createDataFrame([(r, f"{i:06d}") for i, r in enumerate(rows)], "_line string, _file string")
+        return [tuple(r) for r in parse_and_validate(df, schema).drop("_line").orderBy("_file").collect()]
+
+    assert parse(lines) == parse(quoted)
