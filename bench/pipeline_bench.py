@@ -111,6 +111,7 @@ def bench_size(persons: int, work: Path, pandas_max: int) -> dict:
         "peak_rss_python_mb": round(mem.python / 2**20),
         "delivered_rows": {k: v["rows"] for k, v in extraction.manifest["datasets"].items()},
         "quarantined_rows": sum(c["quarantined_total"] for c in extraction.manifest["counts"].values()),
+        "pipeline_phase_seconds": extraction.seconds,
     })
     if persons <= pandas_max:
         from bench.pandas_reference import run as pandas_run

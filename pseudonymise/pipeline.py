@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -54,6 +55,7 @@ class ExtractionResult:
     manifest: dict[str, Any]
     manifest_sha256: str
     quarantine_dir: Path
+    seconds: dict[str, float]  # wall time per phase (not in the manifest, which must not vary)
 
 
 def registries_needed(scope: PermitScope) -> list[str]:
@@ -273,6 +275,15 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
     work = svc.settings.home / "work" / run_id
     quarantine = Path(quarantine_dir) if quarantine_dir else svc.settings.quarantine_dir / scope.permit_id / run_id
     staging = deliver.new_staging(out_dir)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[phase] = round(now - clock, 2)
+        clock = now
+
     try:
         keydf = key_frame(spark, key)
         counts: dict[str, dict[str, Any]] = {}
@@ -282,6 +293,7 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             dataset = _validate_to_work(spark, scope, registry, in_dir, work)
             counts[registry] = _validation_counts(spark, dataset)
             valid[registry] = _read_valid(spark, dataset)
+            lap(f"validate {registry}")
         members = None
         cohort_summary: dict[str, Any] | None = None
         if scope.cohort is not None:
@@ -298,12 +310,14 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
                     F.col("count") >= scope.cohort.controls_per_case).count()
             cohort_summary = {"cases": roles.get("case", 0), "controls": roles.get("control", 0),
                               "cases_short_of_controls": short}
+            lap("cohort")
         datasets: dict[str, Any] = {}
         for registry in sorted(scope.registries):
             if registry == "population":
                 continue
             datasets[registry] = _deliver_registry(registry, scope, valid[registry], members, keydf, staging,
                                                    counts[registry])
+            lap(f"deliver {registry}")
         persons = _person_table(scope, valid, members, keydf)
         n_persons = persons.count()
         person_rows = persons.drop("hetu")
@@ -312,6 +326,7 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
                              "files": _file_entries(files, staging)}
         if "population" in counts:
             _account_population(counts["population"], scope, valid["population"], persons)
+        lap("deliver persons")
         for registry, c in counts.items():
             if registry not in scope.registries:
                 c.update(excluded_not_in_scope=c["valid"], delivered=0)
@@ -341,6 +356,7 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
         deliver.write_json(quarantine / "summary.json",
                            {r: c["quarantined"] for r, c in sorted(counts.items())})
         deliver.publish(staging, out_dir)
+        lap("quarantine and publish")
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
@@ -355,4 +371,4 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
     with svc.engine.begin() as conn:
         finish_run(conn, svc.audit_key, run_id=run_id, actor=actor, manifest_sha256=manifest_sha,
                    error=None, summary=summary)
-    return ExtractionResult(run_id, out_dir, manifest, manifest_sha, quarantine)
+    return ExtractionResult(run_id, out_dir, manifest, manifest_sha, quarantine, seconds)
