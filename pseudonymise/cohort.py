@@ -54,6 +54,19 @@ def select_cases(events: DataFrame, cohort: Cohort) -> DataFrame:
     )
 
 
+def one_row_per_person(df: DataFrame, key: str = "hetu") -> DataFrame:
+    """One row per ``key``: the smallest row by its other columns when a person has several.
+
+    A population extract may hold two different rows for one person (counted as
+    ``excluded_duplicate_person``); taking the smallest, not whichever Spark meets first, keeps a
+    re-run byte-identical.
+    """
+    others = [c for c in df.columns if c != key]
+    if not others:
+        return df.select(key).distinct()
+    return df.groupBy(key).agg(F.min(F.struct(*others)).alias("_row")).select(key, "_row.*")
+
+
 def _strata_cols(cohort: Cohort) -> list[str]:
     return ["_birth_year" if m == "birth_year" else "_sex" for m in cohort.match_on]
 
@@ -72,10 +85,10 @@ def match_controls(cases: DataFrame, population: DataFrame | None, cohort: Cohor
     if n == 0 or population is None:
         return case_only
     death = F.col("death_date") if "death_date" in population.columns else F.lit(None).cast("date")
-    pop = population.select(
+    pop = one_row_per_person(population.select(
         "hetu", "pseudonym", F.year("birth_date").alias("_birth_year"), F.col("sex").alias("_sex"),
         death.alias("_death"),
-    ).dropDuplicates(["hetu"])
+    ))
     strata = _strata_cols(cohort)
     case_rows = cases.join(pop.drop("pseudonym"), "hetu", "left")
     ranked_cases = case_rows.where(F.col(strata[0]).isNotNull()).withColumn(

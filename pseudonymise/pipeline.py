@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from permits.scope import PermitScope
 from pseudonymise import deliver
-from pseudonymise.cohort import match_controls, select_cases
+from pseudonymise.cohort import match_controls, one_row_per_person, select_cases
 from pseudonymise.generalise import age_band, coarsen_dates, municipality_to_wellbeing_county
 from pseudonymise.keys import derive_permit_key
 from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudonym
@@ -246,7 +246,7 @@ def _person_table(scope: PermitScope, valid: dict[str, DataFrame], members: Data
     if "population" not in scope.registries:
         return coarsen_dates(persons, scope.generalise)
     variables = list(scope.registries["population"].variables)
-    pop = valid["population"].dropDuplicates(["hetu"])
+    pop = one_row_per_person(valid["population"])
     extra = ["birth_date"] if scope.generalise.age_bands and "birth_date" not in variables else []
     df = persons.join(pop.select("hetu", *variables, *extra), "hetu", "left")
     if scope.generalise.age_bands:
