@@ -6,7 +6,8 @@ each registry to the scope's variables and periods, pseudonymises the identity
 codes of what leaves with the permit's key, generalises, and delivers Parquet
 datasets plus a manifest atomically.  Inside the run a person is keyed by the
 normalised identity code; only the delivered rows (and the persons who can enter
-the cohort, whose pseudonyms order the control draw) are hashed.  Every row read is accounted for in the manifest:
+the cohort, whose pseudonyms order the control draw) are hashed.  Every row read
+is accounted for in the manifest:
 ``rows_in = quarantined + excluded_outside_period + excluded_not_in_cohort + delivered``.
 """
 
@@ -34,7 +35,7 @@ from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudony
 from pseudonymise.registry_schema import load_schema
 from pseudonymise.runs import finish_run, start_run
 from pseudonymise.spark_session import apply_pipeline_conf, get_spark
-from pseudonymise.validate import REASONS, line_key, mark_duplicates, parse_and_validate, read_lines, repeated_lines
+from pseudonymise.validate import REASONS, mark_duplicates, parse_and_validate, read_lines, with_repeated_flag
 from toisio.keystore import master_key
 from toisio.service import Service
 
@@ -93,9 +94,7 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
     if not source.exists():
         raise ExtractionError(f"registry {registry!r}: extract file {source} is missing")
     lines = read_lines(spark, str(source), schema)
-    checked = parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids)
-    checked = checked.select("*", line_key(F.col("_line"))).join(
-        F.broadcast(repeated_lines(lines)), "_h", "left")
+    checked = with_repeated_flag(parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids), lines)
     valid = F.col("_reason").isNull()
     repeated = valid & F.coalesce(F.col("_repeated"), F.lit(False))
     part = F.when(~valid, F.lit("rejected")).when(repeated, F.lit("repeated")).otherwise(F.lit("valid"))

@@ -51,8 +51,11 @@ _SIMPLE_FORMAT = r"^[0-9]{6}[-+A-FU-Y][0-9]{3}[0-9A-Y]$"  # H.FORMAT without its
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def with_hetu_reason(df: DataFrame, col: str, *, allow_temporary: bool, out: str = "_hetu_reason") -> DataFrame:
+def with_hetu_reason(df: DataFrame, col: str, *, allow_temporary: bool, out: str = "_hetu_reason",
+                     normalised: str | None = None) -> DataFrame:
     """Add ``out``: the HETU rejection reason for column ``col`` (names and order as :func:`hetu.rejection_reason`).
+
+    With ``normalised``, the normalised code computed on the way is kept under that name.
 
     The code is cut into its parts in one projection and the rules read the parts in the next, so
     each part is computed once per row; written as one expression, Spark re-evaluated the
@@ -90,8 +93,9 @@ def with_hetu_reason(df: DataFrame, col: str, *, allow_temporary: bool, out: str
     )
     if not allow_temporary:
         reason = reason.when(nnn >= 900, F.lit(H.HETU_TEMPORARY))
-    helpers = ["_hn", "_h_format", "_h_century", "_h_dd", "_h_mm", "_h_yy", "_h_nnn", "_h_check"]
-    return parts.select("*", reason.alias(out)).drop(*helpers)
+    helpers = ["_h_format", "_h_century", "_h_dd", "_h_mm", "_h_yy", "_h_nnn", "_h_check"]
+    done = parts.select("*", reason.alias(out)).drop(*helpers)
+    return done.withColumnRenamed("_hn", normalised) if normalised else done.drop("_hn")
 
 
 
@@ -241,7 +245,7 @@ def parse_and_validate(lines: DataFrame, schema: RegistrySchema, *, allow_tempor
         codes = lines.sparkSession.createDataFrame([(c,) for c in sorted(icd10_codes())], "code string")
         parsed = _with_icd10_membership(parsed, icd_columns, codes)
     # Stage 1: the identity-code verdict once per row.
-    stage1 = with_hetu_reason(parsed, "_raw_hetu", allow_temporary=allow_temporary)
+    stage1 = with_hetu_reason(parsed, "_raw_hetu", allow_temporary=allow_temporary, normalised="_hetu")
     raw = {n: F.col(f"_raw_{n}") for n in names}
     blank = {n: raw[n].isNull() for n in names}  # fields are trimmed and empty ones null
     typed: dict[str, Column] = {}
@@ -284,7 +288,7 @@ def parse_and_validate(lines: DataFrame, schema: RegistrySchema, *, allow_tempor
     stage2 = stage2.select("*", *[cond.alias(f"_chk{i}") for i, (_, _, cond) in enumerate(checks)])
     reason, detail = _first([(F.col(f"_chk{i}"), r, d) for i, (r, d, _) in enumerate(checks)])
     out = stage2.select(
-        hetu_normalised(raw["hetu"]).alias("hetu"),
+        F.col("_hetu").alias("hetu"),
         *[F.col(f"_typed_{c.name}").alias(c.name) for c in schema.columns[1:]],
         reason.alias("_reason"),
         detail.alias("_detail"),
@@ -318,6 +322,11 @@ def repeated_lines(lines: DataFrame) -> DataFrame:
     )
 
 
+def with_repeated_flag(checked: DataFrame, lines: DataFrame) -> DataFrame:
+    """Add ``_h`` (the line key) and ``_repeated`` (true where the key occurs more than once, else null)."""
+    return checked.select("*", line_key(F.col("_line"))).join(F.broadcast(repeated_lines(lines)), "_h", "left")
+
+
 def mark_duplicates(rows: DataFrame) -> DataFrame:
     """Among otherwise valid rows of one duplicate group, keep the first and mark the others ``duplicate``.
 
@@ -337,9 +346,7 @@ def validate_lines(lines: DataFrame, schema: RegistrySchema, *, allow_temporary:
     The pipeline does the same in two steps through its work files, so that only the rows of
     repeated lines are ever shuffled.
     """
-    checked = parse_and_validate(lines, schema, allow_temporary=allow_temporary)
-    keyed = checked.select("*", line_key(F.col("_line"))).join(
-        F.broadcast(repeated_lines(lines)), "_h", "left")
+    keyed = with_repeated_flag(parse_and_validate(lines, schema, allow_temporary=allow_temporary), lines)
     repeated = F.coalesce(F.col("_repeated"), F.lit(False))
     single = keyed.where(~repeated)
     groups = mark_duplicates(keyed.where(repeated))
