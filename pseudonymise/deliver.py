@@ -21,14 +21,16 @@ import math
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
-ROWS_PER_FILE = 4_000_000
+ROWS_PER_FILE = 1_000_000  # one writing task per file: several files keep several cores busy
 ROWS_PER_GROUP = 1_000_000
 COMPRESSION = "zstd"
+INTERMEDIATE_OPTIONS = {"compression": "none", "parquet.enable.dictionary": "false"}
 
 
 def sha256_file(path: Path) -> str:
@@ -44,14 +46,14 @@ def write_dataset(df: DataFrame, target: Path, rows: int) -> list[Path]:
     """Write ``df`` as deterministic Parquet files under ``target``; returns the files."""
     n_files = max(1, math.ceil(rows / ROWS_PER_FILE))
     ordered = df.repartition(n_files, "pseudonym").sortWithinPartitions(*df.columns)
-    # Spark writes uncompressed; the pyarrow rewrite compresses.
-    ordered.write.mode("overwrite").option("compression", "none").parquet(str(target))
-    files = []
-    for i, part in enumerate(sorted(target.glob("part-*.parquet"))):
-        stable = target / f"part-{i:05d}.parquet"
-        rewrite_deterministic(part, stable)
+    # Spark writes plain and uncompressed; the pyarrow rewrite encodes and compresses.
+    ordered.write.mode("overwrite").options(**INTERMEDIATE_OPTIONS).parquet(str(target))
+    parts = sorted(target.glob("part-*.parquet"))
+    files = [target / f"part-{i:05d}.parquet" for i in range(len(parts))]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(parts), os.cpu_count() or 1))) as pool:
+        list(pool.map(rewrite_deterministic, parts, files))  # pyarrow releases the GIL
+    for part in parts:
         part.unlink()
-        files.append(stable)
     for leftover in list(target.iterdir()):
         if leftover not in files:
             leftover.unlink()

@@ -41,4 +41,5 @@ def with_pseudonym(df: DataFrame, keydf: DataFrame, hetu_col: str = "hetu", out_
     """Add ``out_col`` = pseudonym of ``hetu_col``; rows with a null code get a null pseudonym."""
     joined = df.crossJoin(F.broadcast(keydf))
     mac: Column = F.hmac(F.col(_KEY_COL), F.col(hetu_col).cast("binary"), F.lit("SHA-256"))
-    return joined.withColumn(out_col, F.substring(F.lower(F.hex(mac)), 1, PSEUDONYM_HEX_CHARS)).drop(_KEY_COL)
+    first = F.substring(mac, 1, PSEUDONYM_HEX_CHARS // 2)  # bytes: only what the pseudonym keeps is hex-encoded
+    return joined.withColumn(out_col, F.lower(F.hex(first))).drop(_KEY_COL)

@@ -164,7 +164,18 @@ def _column_code_ok(c: SchemaColumn, value: Column, fields: dict[str, Column]) -
     return expr
 
 
+ISO_DATE = "yyyy-MM-dd"
+
+
 def _date(value: Column, fmt: str) -> Column:
+    """``value`` as a date in format ``fmt``, null if it is not one.
+
+    ISO dates (exactly ``yyyy-MM-dd``: ten characters, dashes in place) are cast, which Spark parses
+    itself several times faster than through a ``java.time`` formatter; other formats use the formatter.
+    """
+    if fmt == ISO_DATE:
+        shape = (F.length(value) == 10) & (F.substring(value, 5, 1) == "-") & (F.substring(value, 8, 1) == "-")
+        return F.when(shape, value.try_cast("date"))
     return F.try_to_date(value, fmt)
 
 
@@ -210,7 +221,7 @@ def _parse_fields(lines: DataFrame, schema: RegistrySchema) -> DataFrame:
     ).select(
         "_utf8", "_file",
         F.when(F.col("_utf8"), F.col("_bytes")).otherwise(F.make_valid_utf8(F.col("_bytes"))).alias("_line"),
-    ).select("*", (F.instr(line, '"') > 0).alias("_quoted"))
+    ).select("*", line.contains('"').alias("_quoted"))
     quoted = F.col("_quoted")
     split = base.select(
         "*",

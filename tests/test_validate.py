@@ -122,3 +122,31 @@ def test_quoted_and_unquoted_lines_parse_alike(spark, extracts, registry):
         return [tuple(r) for r in parse_and_validate(df, schema).drop("_line").orderBy("_file").collect()]
 
     assert parse(lines) == parse(quoted)
+
+
+ISO_DATE_CASES = ["2020-01-01", "2020-02-29", "2021-02-29", "2000-02-29", "1900-02-29", "2020-1-01", "2020-01-1",
+                  "2020-1-1", "20200-1-01", "2020-13-01", "2020-00-10", "2020-01-32", "2020-01-00", "0999-01-01",
+                  "+020-01-01", "2020/01/01", "2020-01-01T00", "2020-01", "2020", "abcd-ef-gh", "2020-01-0a",
+                  "\uff12020-01-01", "1899-12-31", "9999-12-31", ""]
+
+
+def test_iso_dates_are_read_as_the_formatter_reads_them(spark):
+    """The fast ISO path (a cast after a shape check) accepts exactly the dates ``try_to_date`` accepts."""
+    from pyspark.sql import functions as F
+
+    from pseudonymise.validate import ISO_DATE, _date
+
+    df = spark.createDataFrame([(v,) for v in ISO_DATE_CASES], "v string")
+    rows = df.select("v", _date(F.col("v"), ISO_DATE).alias("fast"),
+                     F.try_to_date("v", ISO_DATE).alias("formatter")).collect()
+    assert [r["fast"] for r in rows] == [r["formatter"] for r in rows]
+    assert sum(r["fast"] is not None for r in rows) == 6  # the cases do include valid dates
+
+
+def test_a_signed_year_is_not_an_iso_date(spark):
+    from pyspark.sql import functions as F
+
+    from pseudonymise.validate import ISO_DATE, _date
+
+    df = spark.createDataFrame([("-2020-01-01",)], "v string")
+    assert df.select(_date(F.col("v"), ISO_DATE).alias("d")).collect()[0]["d"] is None
