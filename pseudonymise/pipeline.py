@@ -4,7 +4,9 @@
 (quarantining rejected rows with their reason), selects the cohort, minimises
 each registry to the scope's variables and periods, pseudonymises the identity
 codes of what leaves with the permit's key, generalises, and delivers Parquet
-datasets plus a manifest atomically.  Inside the run a person is keyed by the
+datasets plus a manifest atomically.  The cohort's sources are validated first;
+every other delivered registry is validated after the cohort is drawn, and the
+same pass splits its valid rows into delivered and excluded ones.  Inside the run a person is keyed by the
 normalised identity code; only the delivered rows (and the persons who can enter
 the cohort, whose pseudonyms order the control draw) are hashed.  Every row read
 is accounted for in the manifest:
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from permits.scope import PermitScope
@@ -44,6 +46,10 @@ PERSONS = "persons"
 # Work files live for one run: dictionary encoding (tried per column, then mostly abandoned for
 # identity codes and amounts) cost about a tenth of the validation pass and saved only disk space.
 WORK_FILE_OPTIONS = {"parquet.enable.dictionary": "false"}
+# Work parts: rejected rows, rows of repeated lines (resolved after the pass), and valid rows -
+# ``valid`` or, for a registry flagged at validation, deliver / outside_period / not_in_cohort.
+REJECTED, REPEATED, VALID = "rejected", "repeated", "valid"
+DELIVER, OUTSIDE_PERIOD, NOT_IN_COHORT = "deliver", "outside_period", "not_in_cohort"
 
 
 class ExtractionError(RuntimeError):
@@ -85,12 +91,46 @@ def _internal_columns(registry: str, scope: PermitScope) -> list[str]:
     return [c for c in schema.names if c in keep]
 
 
-def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in_dir: Path, work: Path) -> Path:
+def flagged_at_validation(registry: str, scope: PermitScope) -> bool:
+    """True if ``registry``'s delivery flags (period, cohort) can be set while it is validated.
+
+    That is every delivered registry except the population (delivered as the person table) and the
+    registry the cohort is drawn from, which must be validated before the cohort exists.
+    """
+    return (registry in scope.registries and registry != "population"
+            and (scope.cohort is None or registry != scope.cohort.registry))
+
+
+def _in_period(registry: str, scope: PermitScope) -> Column:
+    """True where a row's event date is inside the scope's period for ``registry`` (false if null)."""
+    period = scope.registries[registry].period
+    if period is None:
+        return F.lit(True)
+    d = F.col(load_schema(registry).event_date)
+    return F.coalesce((d >= F.lit(period.start)) & (d <= F.lit(period.end)), F.lit(False))
+
+
+def _valid_part(registry: str, scope: PermitScope, flagged: bool, members: DataFrame | None) -> Column:
+    """Which work part a valid row goes to: ``valid``, or for a flagged registry ``deliver``,
+    ``outside_period`` or ``not_in_cohort`` (reads ``_in_cohort`` when there is a cohort)."""
+    if not flagged:
+        return F.lit(VALID)
+    in_cohort = F.coalesce(F.col("_in_cohort"), F.lit(False)) if members is not None else F.lit(True)
+    return (F.when(~_in_period(registry, scope), F.lit(OUTSIDE_PERIOD))
+            .when(~in_cohort, F.lit(NOT_IN_COHORT)).otherwise(F.lit(DELIVER)))
+
+
+def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in_dir: Path, work: Path, *,
+                      flagged: bool = False, members: DataFrame | None = None) -> Path:
     """Parse and validate in one pass; write valid, rejected and repeated rows apart.
 
     Candidate duplicate lines are found first from a 64-bit hash of each raw line (a narrow sort of
     the keys); only the rows of repeated keys are then grouped by the line itself
     (:func:`_resolve_duplicates`), never the whole extract.
+
+    With ``flagged`` (see :func:`flagged_at_validation`) valid rows are split at once into those to
+    deliver and those outside the period or the cohort (``members``); of the excluded rows only the
+    identity code is written, so most of a large registry is counted but never written in full.
     """
     schema = load_schema(registry)
     source = in_dir / schema.file
@@ -98,17 +138,23 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
         raise ExtractionError(f"registry {registry!r}: extract file {source} is missing")
     lines = read_lines(spark, str(source), schema)
     checked = with_repeated_flag(parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids), lines)
+    if flagged and members is not None:
+        in_cohort = members.select("hetu").distinct().withColumn("_in_cohort", F.lit(True))
+        checked = checked.join(F.broadcast(in_cohort), "hetu", "left")
+    checked = checked.withColumn("_vpart", _valid_part(registry, scope, flagged, members))
     valid = F.col("_reason").isNull()
     repeated = valid & F.coalesce(F.col("_repeated"), F.lit(False))
-    part = F.when(~valid, F.lit("rejected")).when(repeated, F.lit("repeated")).otherwise(F.lit("valid"))
+    part = F.when(~valid, F.lit(REJECTED)).when(repeated, F.lit(REPEATED)).otherwise(F.col("_vpart"))
     keep = _internal_columns(registry, scope)
     raw_kept = ~valid | repeated
+    full_row = raw_kept | F.col("_vpart").isin(VALID, DELIVER)
     out = checked.select(
         "hetu",
-        *[F.col(c) for c in keep],
+        *[F.when(full_row, F.col(c)).alias(c) for c in keep],
         "_reason", "_detail",
         F.when(raw_kept, F.col("_line")).alias("_line"),
         F.when(raw_kept, F.col("_file")).alias("_file"),
+        F.when(repeated, F.col("_vpart")).alias("_vpart"),
         part.alias("_part"),
     )
     target = work / registry
@@ -118,24 +164,33 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
 
 
 def _resolve_duplicates(spark: SparkSession, dataset: Path) -> None:
-    """Keep one row of each repeated line as valid and mark the other copies ``duplicate``."""
-    src = dataset / "_part=repeated"
+    """Keep one row of each repeated line (in the part it would have gone to) and mark the other
+    copies ``duplicate`` (rejected)."""
+    src = dataset / f"_part={REPEATED}"
     if not src.exists():
         return
     marked = mark_duplicates(spark.read.parquet(str(src)))
-    keep = marked.where(F.col("_reason").isNull()).drop("_line", "_file")
-    keep.write.mode("overwrite").parquet(str(dataset.with_name(dataset.name + ".dedup") / "valid"))
-    marked.where(F.col("_reason").isNotNull()).write.mode("overwrite").parquet(
-        str(dataset.with_name(dataset.name + ".dedup") / "rejected"))
+    rejected = F.col("_reason").isNotNull()
+    marked.select(
+        *[c for c in marked.columns if c not in ("_line", "_file")],
+        F.when(rejected, F.col("_line")).alias("_line"),
+        F.when(rejected, F.col("_file")).alias("_file"),
+        F.when(rejected, F.lit(REJECTED)).otherwise(F.col("_vpart")).alias("_part"),
+    ).write.mode("overwrite").partitionBy("_part").parquet(str(_dedup_dir(dataset)))
+
+
+def _dedup_dir(dataset: Path) -> Path:
+    return dataset.with_name(dataset.name + ".dedup")
 
 
 def _parts(dataset: Path, kind: str) -> list[str]:
-    paths = [dataset / f"_part={kind}", dataset.with_name(dataset.name + ".dedup") / kind]
+    paths = [dataset / f"_part={kind}", _dedup_dir(dataset) / f"_part={kind}"]
     return [str(p) for p in paths if p.exists()]
 
 
-def _read_part(spark: SparkSession, dataset: Path, kind: str) -> DataFrame:
-    frames = [spark.read.parquet(p) for p in _parts(dataset, kind)]
+def _read_part(spark: SparkSession, dataset: Path, *kinds: str) -> DataFrame:
+    """The rows of the given work parts (main pass and resolved duplicates), without ``_part``."""
+    frames = [spark.read.parquet(p) for kind in kinds for p in _parts(dataset, kind)]
     if not frames:
         return spark.read.parquet(str(dataset)).drop("_part").limit(0)
     out = frames[0]
@@ -144,9 +199,12 @@ def _read_part(spark: SparkSession, dataset: Path, kind: str) -> DataFrame:
     return out
 
 
-def _read_valid(spark: SparkSession, work_dataset: Path) -> DataFrame:
-    valid = _read_part(spark, work_dataset, "valid")
-    return valid.drop("_reason", "_detail", "_line", "_file")
+def _valid_kinds(flagged: bool) -> tuple[str, ...]:
+    return (DELIVER, OUTSIDE_PERIOD, NOT_IN_COHORT) if flagged else (VALID,)
+
+
+def _read_valid(spark: SparkSession, work_dataset: Path, *kinds: str) -> DataFrame:
+    return _read_part(spark, work_dataset, *kinds).drop("_reason", "_detail", "_line", "_file", "_vpart")
 
 
 EXCLUSIONS = ("excluded_outside_period", "excluded_not_in_cohort", "excluded_duplicate_person",
@@ -171,19 +229,24 @@ def _account_population(c: dict[str, Any], scope: PermitScope, valid_pop: DataFr
         c.update(delivered=delivered, excluded_not_in_cohort=n_distinct - delivered)
 
 
-def _validation_counts(spark: SparkSession, work_dataset: Path) -> dict[str, Any]:
-    valid = _read_part(spark, work_dataset, "valid").count()
-    rows = _read_part(spark, work_dataset, "rejected").groupBy("_reason").count().collect()
+def _validation_counts(spark: SparkSession, work_dataset: Path, flagged: bool) -> dict[str, Any]:
+    per_part = {k: _read_part(spark, work_dataset, k).count() for k in _valid_kinds(flagged)}
+    valid = sum(per_part.values())
+    rows = _read_part(spark, work_dataset, REJECTED).groupBy("_reason").count().collect()
     quarantined = {r["_reason"]: r["count"] for r in rows}
     unknown = set(quarantined) - set(REASONS)
     if unknown:  # pragma: no cover - guards the reason table
         raise ExtractionError(f"unlisted quarantine reasons {unknown}")
-    return {
+    counts = {
         "rows_in": valid + sum(quarantined.values()),
         "valid": valid,
         "quarantined": dict(sorted(quarantined.items())),
         "quarantined_total": sum(quarantined.values()),
     }
+    if flagged:
+        counts.update(excluded_outside_period=per_part[OUTSIDE_PERIOD],
+                      excluded_not_in_cohort=per_part[NOT_IN_COHORT], delivered=per_part[DELIVER])
+    return counts
 
 
 def _file_entries(files: list[Path], root: Path) -> list[dict[str, Any]]:
@@ -198,35 +261,38 @@ def _schema_of(df: DataFrame) -> list[dict[str, str]]:
     return [{"name": f.name, "type": f.dataType.simpleString()} for f in df.schema.fields]
 
 
-def _deliver_registry(registry: str, scope: PermitScope, valid: DataFrame, members: DataFrame | None,
-                      keydf: DataFrame, staging: Path, counts: dict[str, Any]) -> dict[str, Any]:
-    schema = load_schema(registry)
+def _deliver_registry(registry: str, scope: PermitScope, rows: DataFrame, members: DataFrame | None,
+                      keydf: DataFrame, staging: Path, counts: dict[str, Any], *, precounted: bool) -> dict[str, Any]:
+    """Minimise, pseudonymise, generalise and write one registry.
+
+    ``rows`` are the registry's valid rows; with ``precounted`` (flagged at validation) only those to
+    deliver, and ``counts`` already holds the exclusions and the delivered count.
+    """
     reg_scope = scope.registries[registry]
-    df = valid
-    in_period = F.lit(True)
-    if reg_scope.period is not None:
-        d = F.col(schema.event_date)
-        in_period = (d >= F.lit(reg_scope.period.start)) & (d <= F.lit(reg_scope.period.end))
-    df = df.withColumn("_in_period", in_period)
+    df = rows.withColumn("_in_period", _in_period(registry, scope))
     if members is not None:
         flags = members.select("hetu", "pseudonym").distinct().withColumn("_in_cohort", F.lit(True))
         df = df.join(F.broadcast(flags), "hetu", "left").withColumn(
             "_in_cohort", F.coalesce(F.col("_in_cohort"), F.lit(False)))
     else:
         df = df.withColumn("_in_cohort", F.lit(True))
-    buckets = {(r["_in_period"], r["_in_cohort"]): r["count"]
-               for r in df.groupBy("_in_period", "_in_cohort").count().collect()}
-    counts["excluded_outside_period"] = sum(v for (p, _), v in buckets.items() if not p)
-    counts["excluded_not_in_cohort"] = sum(v for (p, c), v in buckets.items() if p and not c)
-    delivered = buckets.get((True, True), 0)
-    counts["delivered"] = delivered
+    if not precounted:
+        buckets = {(r["_in_period"], r["_in_cohort"]): r["count"]
+                   for r in df.groupBy("_in_period", "_in_cohort").count().collect()}
+        counts["excluded_outside_period"] = sum(v for (p, _), v in buckets.items() if not p)
+        counts["excluded_not_in_cohort"] = sum(v for (p, c), v in buckets.items() if p and not c)
+        counts["delivered"] = buckets.get((True, True), 0)
+    delivered = counts["delivered"]
     out = df.where(F.col("_in_period") & F.col("_in_cohort"))
     if members is None:
         out = with_pseudonym(out, keydf)
     out = out.select("pseudonym", *reg_scope.variables)
     out = coarsen_dates(out, scope.generalise)
-    files = deliver.write_dataset(out, staging / registry, delivered)
-    return {"rows": delivered, "schema": _schema_of(out), "files": _file_entries(files, staging)}
+    files = _file_entries(deliver.write_dataset(out, staging / registry, delivered), staging)
+    written = sum(f["rows"] for f in files)
+    if written != delivered:
+        raise ExtractionError(f"registry {registry!r}: {delivered} rows to deliver but {written} written")
+    return {"rows": delivered, "schema": _schema_of(out), "files": files}
 
 
 def _person_table(scope: PermitScope, valid: dict[str, DataFrame], members: DataFrame | None,
@@ -290,12 +356,20 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
         keydf = key_frame(spark, key)
         counts: dict[str, dict[str, Any]] = {}
         valid: dict[str, DataFrame] = {}
-        for registry in registries_needed(scope):
+        needed = registries_needed(scope)
+        flagged = {r for r in needed if flagged_at_validation(r, scope)}
+
+        def validate(registry: str, members: DataFrame | None) -> None:
             log.info("validating %s", registry)
-            dataset = _validate_to_work(spark, scope, registry, in_dir, work)
-            counts[registry] = _validation_counts(spark, dataset)
-            valid[registry] = _read_valid(spark, dataset)
+            dataset = _validate_to_work(spark, scope, registry, in_dir, work, flagged=registry in flagged,
+                                        members=members)
+            counts[registry] = _validation_counts(spark, dataset, registry in flagged)
+            valid[registry] = _read_valid(spark, dataset, *_valid_kinds(registry in flagged))
             lap(f"validate {registry}")
+
+        for registry in needed:  # the cohort's sources first
+            if registry not in flagged:
+                validate(registry, None)
         members = None
         cohort_summary: dict[str, Any] | None = None
         if scope.cohort is not None:
@@ -313,12 +387,17 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             cohort_summary = {"cases": roles.get("case", 0), "controls": roles.get("control", 0),
                               "cases_short_of_controls": short}
             lap("cohort")
+        for registry in needed:  # then the registries whose rows are flagged while validated
+            if registry in flagged:
+                validate(registry, members)
         datasets: dict[str, Any] = {}
         for registry in sorted(scope.registries):
             if registry == "population":
                 continue
-            datasets[registry] = _deliver_registry(registry, scope, valid[registry], members, keydf, staging,
-                                                   counts[registry])
+            precounted = registry in flagged
+            rows = _read_valid(spark, work / registry, DELIVER) if precounted else valid[registry]
+            datasets[registry] = _deliver_registry(registry, scope, rows, members, keydf, staging,
+                                                   counts[registry], precounted=precounted)
             lap(f"deliver {registry}")
         persons = _person_table(scope, valid, members, keydf)
         n_persons = persons.count()
@@ -353,7 +432,7 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             shutil.rmtree(quarantine)
         quarantine.mkdir(parents=True, exist_ok=True)
         for registry in counts:
-            rejected = _read_part(spark, work / registry, "rejected")
+            rejected = _read_part(spark, work / registry, REJECTED).drop("_vpart")
             rejected.coalesce(1).write.mode("overwrite").parquet(str(quarantine / registry))
         deliver.write_json(quarantine / "summary.json",
                            {r: c["quarantined"] for r, c in sorted(counts.items())})
