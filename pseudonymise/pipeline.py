@@ -326,6 +326,11 @@ def _person_table(scope: PermitScope, valid: dict[str, DataFrame], members: Data
     return coarsen_dates(df, scope.generalise)
 
 
+def _release(cached: list[DataFrame]) -> None:
+    for df in cached:
+        df.unpersist()
+
+
 def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, svc: Service, *,
                    actor: str = "pipeline", spark: SparkSession | None = None,
                    quarantine_dir: str | Path | None = None) -> ExtractionResult:
@@ -352,6 +357,12 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
         seconds[phase] = round(now - clock, 2)
         clock = now
 
+    cached: list[DataFrame] = []  # released when the run ends, however it ends
+
+    def keep(df: DataFrame) -> DataFrame:
+        cached.append(df.cache())
+        return cached[-1]
+
     try:
         keydf = key_frame(spark, key)
         counts: dict[str, dict[str, Any]] = {}
@@ -377,7 +388,7 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             population = valid.get("population")
             if population is not None:
                 population = with_pseudonym(population, keydf)
-            members = match_controls(cases, population, scope.cohort).cache()
+            members = keep(match_controls(cases, population, scope.cohort))
             roles = {r["cohort_role"]: r["count"] for r in members.groupBy("cohort_role").count().collect()}
             short = 0
             if scope.cohort.controls_per_case:
@@ -399,7 +410,9 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             datasets[registry] = _deliver_registry(registry, scope, rows, members, keydf, staging,
                                                    counts[registry], precounted=precounted)
             lap(f"deliver {registry}")
-        persons = _person_table(scope, valid, members, keydf)
+        # cached: counted, written and joined for the accounting, but built (a join and an
+        # aggregation over the whole population) once
+        persons = keep(_person_table(scope, valid, members, keydf))
         n_persons = persons.count()
         person_rows = persons.drop("hetu")
         files = deliver.write_dataset(person_rows, staging / PERSONS, n_persons)
@@ -439,12 +452,14 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
         deliver.publish(staging, out_dir)
         lap("quarantine and publish")
     except BaseException as exc:
+        _release(cached)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         with svc.engine.begin() as conn:
             finish_run(conn, svc.audit_key, run_id=run_id, actor=actor, manifest_sha256=None,
                        error=f"{type(exc).__name__}: {exc}"[:2000], summary={})
         raise
+    _release(cached)
     shutil.rmtree(work, ignore_errors=True)
     summary = {"rows_in": sum(c["rows_in"] for c in counts.values()),
                "quarantined": sum(c["quarantined_total"] for c in counts.values()),

@@ -215,3 +215,9 @@ def test_flagging_at_validation_changes_nothing_delivered(spark, extracts, tmp_p
     assert _files(fast.output_dir) == _files(slow.output_dir)
     assert _quarantine_rows(fast) == _quarantine_rows(slow)
     assert sum(c["quarantined"].get("duplicate", 0) for c in fast.manifest["counts"].values()) > 0
+
+
+def test_a_run_leaves_nothing_cached(delivered, spark):
+    """The cohort and the person table are cached during a run and released at its end, so a
+    long-lived service process does not accumulate them."""
+    assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
