@@ -6,6 +6,9 @@ same run:
 * **baseline**: Spark reads the same CSV files and writes them as Parquet, with no validation,
   minimisation or hashing;
 * **pipeline**: :func:`run_extraction` with ``bench/scope-bench.yaml``;
+* **checks only**: every line parsed and checked as the pipeline does, into a sink that writes
+  nothing (no duplicates search, cohort, minimisation, hashing or delivery): the floor under the
+  pipeline's validation;
 * **pandas**: the plain pandas + hashlib reference (``bench/pandas_reference.py``), skipped above
   ``BENCH_PANDAS_MAX`` persons because it needs the whole extract in memory.
 
@@ -29,6 +32,7 @@ from pseudonymise.pipeline import run_extraction
 from pseudonymise.registry_schema import REGISTRIES, load_schema
 from pseudonymise.spark_session import get_spark
 from pseudonymise.synthetic import generate
+from pseudonymise.validate import parse_and_validate, read_lines
 from toisio.config import load_settings
 from toisio.keystore import master_key
 from toisio.service import Service
@@ -89,6 +93,17 @@ def _baseline(spark, in_dir: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def _checks_only(spark, in_dir: Path, scope) -> float:
+    """Parse and check every line of every extract, writing nothing: the floor under validation."""
+    start = time.perf_counter()
+    for registry in REGISTRIES:
+        schema = load_schema(registry)
+        lines = read_lines(spark, str(in_dir / schema.file), schema)
+        checked = parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids)
+        checked.write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - start
+
+
 def bench_size(persons: int, work: Path, pandas_max: int) -> dict:
     in_dir, synth = _extracts(persons)
     rows_in = sum(synth["rows"].values())
@@ -98,6 +113,7 @@ def bench_size(persons: int, work: Path, pandas_max: int) -> dict:
     scope = load_scope(ROOT / "scope-bench.yaml")
     result: dict = {"persons": persons, "rows_in": rows_in, "synth": synth}
     baseline = _baseline(spark, in_dir, work / "baseline")
+    checks_only = _checks_only(spark, in_dir, scope)
     with PeakMemory() as mem:
         start = time.perf_counter()
         extraction = run_extraction(scope, in_dir, work / "delivery", svc, spark=spark, actor="bench")
@@ -107,6 +123,8 @@ def bench_size(persons: int, work: Path, pandas_max: int) -> dict:
         "pipeline_seconds": round(pipeline, 2),
         "pipeline_rows_per_second": round(rows_in / pipeline),
         "ratio_to_baseline": round(baseline / pipeline, 3),
+        "checks_only_seconds": round(checks_only, 2),
+        "checks_only_ratio_to_baseline": round(baseline / checks_only, 3),
         "peak_rss_driver_jvm_mb": round(mem.jvm / 2**20),
         "peak_rss_python_mb": round(mem.python / 2**20),
         "delivered_rows": {k: v["rows"] for k, v in extraction.manifest["datasets"].items()},
