@@ -110,6 +110,11 @@ def _in_period(registry: str, scope: PermitScope) -> Column:
     return F.coalesce((d >= F.lit(period.start)) & (d <= F.lit(period.end)), F.lit(False))
 
 
+def _cohort_flags(members: DataFrame, *extra: str) -> DataFrame:
+    """One row per cohort member: ``hetu``, the ``extra`` columns and ``_in_cohort`` (true), to left-join on."""
+    return members.select("hetu", *extra).distinct().withColumn("_in_cohort", F.lit(True))
+
+
 def _valid_part(registry: str, scope: PermitScope, flagged: bool, members: DataFrame | None) -> Column:
     """Which work part a valid row goes to: ``valid``, or for a flagged registry ``deliver``,
     ``outside_period`` or ``not_in_cohort`` (reads ``_in_cohort`` when there is a cohort)."""
@@ -139,8 +144,7 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
     lines = read_lines(spark, str(source), schema)
     checked = with_repeated_flag(parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids), lines)
     if flagged and members is not None:
-        in_cohort = members.select("hetu").distinct().withColumn("_in_cohort", F.lit(True))
-        checked = checked.join(F.broadcast(in_cohort), "hetu", "left")
+        checked = checked.join(F.broadcast(_cohort_flags(members)), "hetu", "left")
     checked = checked.withColumn("_vpart", _valid_part(registry, scope, flagged, members))
     valid = F.col("_reason").isNull()
     repeated = valid & F.coalesce(F.col("_repeated"), F.lit(False))
@@ -271,8 +275,7 @@ def _deliver_registry(registry: str, scope: PermitScope, rows: DataFrame, member
     reg_scope = scope.registries[registry]
     df = rows.withColumn("_in_period", _in_period(registry, scope))
     if members is not None:
-        flags = members.select("hetu", "pseudonym").distinct().withColumn("_in_cohort", F.lit(True))
-        df = df.join(F.broadcast(flags), "hetu", "left").withColumn(
+        df = df.join(F.broadcast(_cohort_flags(members, "pseudonym")), "hetu", "left").withColumn(
             "_in_cohort", F.coalesce(F.col("_in_cohort"), F.lit(False)))
     else:
         df = df.withColumn("_in_cohort", F.lit(True))
