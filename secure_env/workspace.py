@@ -29,7 +29,8 @@ from pathlib import Path
 from permits.application import Kind
 from permits.permissions import PermissionDenied
 from permits.service import form_of, permit_access, token_hash
-from secure_env.lockdown import Lockdown, kernel_needs, write_config
+from secure_env.lockdown import Lockdown, write_config
+from secure_env.sandbox import KernelLimits, code_dirs, find_cgroups, python_dirs
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.service import Service
@@ -133,8 +134,12 @@ def lockdown_for(svc: Service, permit_id: str, quota_mb: int | None = None) -> L
     if quota_mb is None:
         meta = p.base / "workspace.json"
         quota_mb = json.loads(meta.read_text())["quota_mb"] if meta.exists() else svc.settings.workspace_quota_mb
-    return Lockdown(permit_id=permit_id, workspace=p.base, home=svc.settings.home, key_dir=svc.settings.keys,
-                    quota_mb=quota_mb, check_seconds=svc.settings.workspace_check_seconds, carry=kernel_needs())
+    st = svc.settings
+    limits = KernelLimits(memory_mb=st.workspace_kernel_memory_mb, processes=st.workspace_kernel_processes,
+                          cpu_seconds=st.workspace_kernel_cpu_seconds)
+    return Lockdown(permit_id=permit_id, workspace=p.base, home=st.home, key_dir=st.keys, quota_mb=quota_mb,
+                    check_seconds=st.workspace_check_seconds, limits=limits, cgroups=find_cgroups(),
+                    python=python_dirs(), code=code_dirs())
 
 
 def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb: int | None = None

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from permits.service import permit_access
-from secure_env.lockdown import KERNEL_NAME, NAMESPACES, Lockdown, write_config
+from secure_env import sandbox
+from secure_env.lockdown import KERNEL_NAME, Lockdown, write_config
 from secure_env.workspace import WorkspaceError, check_in_force, existing, lockdown_for, paths, used_bytes
 from toisio import events
 from toisio.service import Service
@@ -80,22 +81,16 @@ def _server_info(svc: Service, permit_id: str) -> dict | None:
     return info if _alive(info["pid"]) else None
 
 
-def probe_isolation(python: str = sys.executable) -> None:
-    """Fail closed unless a kernel can be given its own namespaces with no network."""
-    check = ("import socket,sys\ns=socket.socket(); s.settimeout(2)\n"
-             "try:\n s.connect(('127.0.0.1', 9)); sys.exit(3)\n"
-             "except OSError as e:\n sys.exit(0 if e.errno == 101 else 4)\n")
+def probe_isolation(lock: Lockdown) -> None:
+    """Fail closed unless the kernel sandbox can be built here and holds, and processes can be limited."""
     try:
-        proc = subprocess.run([*NAMESPACES, "--", "sh", "-c", 'mount -t tmpfs tmpfs /mnt && exec "$0" -c "$1"',
-                               python, check], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WorkspaceError(f"kernel isolation is not available ({exc}); refusing to start a workspace",
+        sandbox.probe(lock.sandbox)
+    except sandbox.SandboxUnavailable as exc:
+        raise WorkspaceError(f"kernel isolation is not available: {exc}; refusing to start a workspace",
                              "no_isolation") from None
-    if proc.returncode != 0:
-        why = proc.stderr.strip() or {3: "the kernel could reach the host's loopback",
-                                      4: "network access failed in an unexpected way"}.get(proc.returncode, "")
-        raise WorkspaceError(f"kernel isolation is not available ({why or 'exit ' + str(proc.returncode)}); "
-                             "refusing to start a workspace", "no_isolation")
+    if not sandbox.can_limit_processes(lock.cgroups):
+        raise WorkspaceError("no process limit can be enforced for kernels here (running as root without a "
+                             "writable pids cgroup); refusing to start a workspace", "no_isolation")
 
 
 def _link_runtime(link: Path, target: Path) -> None:
@@ -141,10 +136,10 @@ def run_notebook(svc: Service, permit_id: str, nb, *, cwd: Path, timeout: int = 
 def _kill_stray_kernels(svc: Service, permit_id: str) -> int:
     """SIGKILL kernel launchers of this workspace still running (their kernel, PID 1 of its namespace, goes too).
 
-    A kernel ignores SIGTERM from outside its PID namespace and ``unshare --fork`` ignores it too, so a server
-    that died without shutting its kernels down would otherwise leave them running.
+    The sandboxed kernel dies with its bwrap parent (``--die-with-parent``), so a server that died without
+    shutting its kernels down leaves nothing running after this.
     """
-    marker = str(paths(svc, permit_id).config / "kernel-launch.sh").encode()
+    marker = str(paths(svc, permit_id).data).encode() + b"\0"
     killed = 0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -153,7 +148,7 @@ def _kill_stray_kernels(svc: Service, permit_id: str) -> int:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if cmdline.startswith(b"unshare\0") and marker in cmdline:
+        if cmdline.startswith(b"bwrap\0") and marker in cmdline:
             try:
                 os.kill(int(proc.name), signal.SIGKILL)
                 killed += 1
@@ -171,9 +166,10 @@ def _free_port() -> int:
 def prepare_kernels(svc: Service, permit_id: str) -> Lockdown:
     """Check the isolation (fail closed), regenerate the lockdown config and link the short runtime path."""
     p = existing(svc, permit_id)
-    probe_isolation()
     lock = lockdown_for(svc, permit_id)
     write_config(p.config, lock)
+    p.runtime.mkdir(exist_ok=True)
+    probe_isolation(lock)
     p.runtime.mkdir(exist_ok=True)
     os.chmod(p.runtime, 0o700)
     _link_runtime(lock.runtime_link, p.runtime)
@@ -255,6 +251,7 @@ def stop(svc: Service, permit_id: str, *, actor: str, reason: str = "stopped by 
         return False
     _terminate(info["pid"])
     strays = _kill_stray_kernels(svc, permit_id)
+    sandbox.remove_empty_cgroups(lockdown_for(svc, permit_id).cgroups)
     svc.record(actor=actor, action="workspace.stopped", subject=f"permit:{permit_id}",
                payload={"reason": reason, "pid": info["pid"], "stray_kernels_killed": strays})
     return True

@@ -1,14 +1,16 @@
 """Workspaces: created only for a data permit in force, tokens per named analyst, lockdown config, destroy."""
 
 import json
+from dataclasses import replace
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
 from permits.permissions import PermissionDenied
 from permits.service import act, submit_form
 from secure_env import workspace as W
-from secure_env.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME, NAMESPACES
+from secure_env.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME
 from tests.factories import make_form, make_staff
 from tests.test_permit_service import DAY, _to_active
 
@@ -44,10 +46,18 @@ def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_pat
     page = json.loads((p.config / "labconfig" / "page_config.json").read_text())
     assert page["disabledExtensions"] == DISABLED_EXTENSIONS
     kernel = json.loads((p.config / "kernels" / KERNEL_NAME / "kernel.json").read_text())
-    assert kernel["argv"][:10] == [*NAMESPACES, "--"]
-    assert {"--net", "--mount", "--pid", "--user"} <= set(NAMESPACES)
+    argv = kernel["argv"]
+    bw = argv[argv.index("bwrap"):]
+    assert argv[:2] == ["sh", str(p.config / "kernel-launch.sh")] and "prlimit" in argv[:argv.index("bwrap")]
+    for flag in ("--unshare-all", "--cap-drop", "--die-with-parent", "--new-session", "--clearenv"):
+        assert flag in bw
+    assert bw[bw.index("--uid") + 1] != "0" and bw[bw.index("--cap-drop") + 1] == "ALL"
+    assert ["--ro-bind", str(p.data), str(p.data)] == bw[bw.index(str(p.data)) - 1:bw.index(str(p.data)) + 2]
+    bound = {bw[i + 2] for i, a in enumerate(bw) if a in ("--bind", "--ro-bind")}
+    assert str(svc.settings.home) not in bound and str(svc.settings.keys) not in bound
+    assert not any(str(svc.settings.keys) in b or b == str(Path(__file__).resolve().parent.parent) for b in bound)
     script = (p.config / "kernel-launch.sh").read_text()
-    assert 'mount -o remount,ro,bind "$WS/data"' in script and "set -eu" in script and "env -i" in script
+    assert "set -eu" in script and "cgroup.procs" in script
 
 
 def test_removed_analyst_token_stops_working(svc, active, tmp_path):
@@ -96,16 +106,41 @@ def test_workspace_rules_table_is_complete_and_says_who_may():
         check_can_workspace("destroy", user="bob", roles=set(), named=True)
 
 
-def test_isolation_probe_fails_closed(monkeypatch):
+def test_isolation_probe_fails_closed(svc, active, tmp_path, monkeypatch):
+    from secure_env import sandbox
     from secure_env import workspace_server as S
 
-    monkeypatch.setattr(S, "NAMESPACES", ["unshare", "--no-such-option"])
+    staff, permit = active
+    W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    lock = W.lockdown_for(svc, permit)
+    (W.paths(svc, permit).runtime).mkdir(exist_ok=True)
+    S.probe_isolation(lock)  # holds here
+    real = sandbox.bwrap_argv
+    monkeypatch.setattr(sandbox, "bwrap_argv", lambda spec, cmd: ["bwrap", "--no-such-option", "--", *cmd])
     with pytest.raises(W.WorkspaceError, match="kernel isolation is not available") as exc:
-        S.probe_isolation()
+        S.probe_isolation(lock)
     assert exc.value.code == "no_isolation"
-    monkeypatch.setattr(S, "NAMESPACES", ["env"])  # no namespaces at all: the probe reaches the network stack
-    with pytest.raises(W.WorkspaceError, match="kernel isolation is not available"):
-        S.probe_isolation()
+    # A sandbox that keeps the network, the uid and the capabilities (no bwrap at all) is refused by the probe.
+    monkeypatch.setattr(sandbox, "bwrap_argv", lambda spec, cmd: ["env", *cmd])
+    with pytest.raises(W.WorkspaceError, match="does not hold"):
+        S.probe_isolation(lock)
+    monkeypatch.setattr(sandbox, "bwrap_argv", real)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    with pytest.raises(W.WorkspaceError, match="bubblewrap"):
+        S.probe_isolation(lock)
+
+
+def test_no_process_limit_as_root_fails_closed(svc, active, tmp_path, monkeypatch):
+    from secure_env import sandbox
+    from secure_env import workspace_server as S
+
+    staff, permit = active
+    W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    lock = W.lockdown_for(svc, permit)
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sandbox, "probe", lambda spec: None)
+    with pytest.raises(W.WorkspaceError, match="no process limit"):
+        S.probe_isolation(replace(lock, cgroups=sandbox.Cgroups(None, None, 1)))
 
 
 def test_outputs_of_a_permit_with_a_workspace_must_come_from_it(svc, active, tmp_path):

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,8 @@ def _workspace(svc, staff, tmp, name, **form):
 def env(tmp_path_factory):
     """Two permits in one service, each with its own running workspace."""
     tmp = tmp_path_factory.mktemp("ws")
-    svc = make_service(tmp / "home", workspace_check_seconds=1)
+    svc = make_service(tmp / "home", workspace_check_seconds=1, workspace_kernel_processes=48,
+                       workspace_kernel_memory_mb=3072)
     staff = make_staff(svc)
     a = _workspace(svc, staff, tmp, "a")
     b = _workspace(svc, staff, tmp, "b", processors=[{
@@ -141,7 +143,8 @@ def test_kernel_cannot_open_a_socket_to_the_hosts_loopback(env, kernel):
     r = kernel.run(f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)")
     t.join()
     server.close()
-    assert r.status == "error" and "Network is unreachable" in r.error
+    # The kernel has a loopback of its own with nothing on it: the host's listener is never reached.
+    assert r.status == "error" and "Connection refused" in r.error
     assert accepted == [None]
     r = kernel.run("socket.create_connection(('1.1.1.1', 443), timeout=3)")
     assert r.status == "error"
@@ -171,7 +174,8 @@ def test_kernel_sees_no_service_state_secrets_or_other_permits(env, kernel):
     assert listing == "['workspaces']"  # no database, no key store, no attachments
     assert key in ("False", "0")
     assert others in ("False", "[]")
-    assert env_keys == "['TOISIO_DATA', 'TOISIO_SCRATCH']"
+    assert set(eval(env_keys)) <= {"TOISIO_DATA", "TOISIO_SCRATCH", "TOISIO_PERMIT", "TOISIO_LIMIT_MEMORY_MB",
+                                   "TOISIO_LIMIT_PROCESSES"}
     assert procs == "True False"  # its own PID namespace: the server (and its environment) is out of sight
 
 
@@ -294,3 +298,113 @@ def test_destroy_stops_the_server_first(tmp_path):
     assert deleted["bytes"] >= BLOB and not _listening(url)
     actions = [e.action for e in _events(svc, permit, "workspace.stopped")]
     assert actions == ["workspace.stopped"]
+
+
+# ------------------------------------------------------------------ a hostile kernel (issue 12, findings 1-2)
+
+def test_kernel_runs_unprivileged_with_no_capabilities_and_no_new_privs(kernel):
+    r = kernel.run(
+        "import os\n"
+        "st = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines() if ':' in l)\n"
+        "print(os.getuid(), os.geteuid(), os.getgid(), int(st['CapEff'], 16), int(st['CapBnd'], 16),"
+        " int(st['CapPrm'], 16), st['NoNewPrivs'].strip())")
+    assert r.status == "ok", r.error
+    uid, euid, gid, eff, bnd, prm, nnp = r.stdout.split()
+    assert uid != "0" and euid != "0" and gid != "0"
+    assert (eff, bnd, prm, nnp) == ("0", "0", "0", "1")
+
+
+def test_kernel_cannot_unmount_remount_or_mount(env, kernel):
+    """The wave-1 escape: umount the covering mounts, remount the data read-write.  Every call fails."""
+    svc = env["svc"]
+    data = W.paths(svc, env["a"][0]).data
+    r = kernel.run(
+        "import ctypes, os, subprocess\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"data = {str(data)!r}.encode()\n"
+        "MS_REMOUNT, MS_BIND = 32, 4096\n"
+        "print(libc.umount2(data, 2), ctypes.get_errno())\n"
+        "print(libc.mount(None, data, None, MS_REMOUNT | MS_BIND, None), ctypes.get_errno())\n"
+        "print(libc.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None), ctypes.get_errno())\n"
+        "print(libc.unshare(0x00020000 | 0x10000000), ctypes.get_errno())\n"  # CLONE_NEWNS|CLONE_NEWUSER
+        "p = subprocess.run(['mount', '-o', 'remount,rw', data.decode()], capture_output=True, text=True)\n"
+        "print(p.returncode != 0)")
+    assert r.status == "ok", r.error
+    umount, remount, mount, unshare, tool = r.stdout.strip().splitlines()
+    for line in (umount, remount, mount):
+        assert line.split()[0] == "-1" and line.split()[1] in ("1", "13"), line  # EPERM / EACCES
+    assert unshare.split()[0] == "-1"  # no new namespaces either (it could re-gain capabilities there)
+    assert tool == "True"
+    assert kernel.run(f"open({str(data / 'persons' / 'x')!r}, 'w')").status == "error"
+
+
+def test_kernel_cannot_reach_service_state_code_or_host_files(env, kernel):
+    svc = env["svc"]
+    code = Path(S.__file__).resolve()
+    probes = {
+        "db": str(svc.settings.home / "toisio.db"),
+        "keys": str(svc.settings.keys),
+        "shadow": "/etc/shadow",
+        "root_home": "/root/.ssh",
+        "host_via_proc": "/proc/1/root/etc/shadow",
+        "repository": str(code.parent.parent / ".git"),
+    }
+    r = kernel.run("import os\n" + "".join(f"print({k!r}, os.path.exists({v!r}))\n" for k, v in probes.items()))
+    assert r.status == "ok", r.error
+    assert all(line.endswith("False") for line in r.stdout.strip().splitlines()), r.stdout
+    for target in (str(code), "/etc/passwd", "/usr/lib/toisio-probe", str(code.parent.parent / "x.py")):
+        w = kernel.run(f"open({target!r}, 'a').write('pwned')")
+        assert w.status == "error" and ("Read-only" in w.error or "No such file" in w.error
+                                        or "Permission denied" in w.error), (target, w.error)
+    assert "pwned" not in code.read_text()
+
+
+def test_kernel_cannot_open_raw_sockets_or_trace_the_server(env, kernel):
+    pid = S.status(env["svc"], env["a"][0]).pid
+    r = kernel.run(
+        "import ctypes, socket\n"
+        "for fam, proto in ((socket.AF_INET, socket.IPPROTO_ICMP), (socket.AF_PACKET, 0x0300)):\n"
+        "    try:\n"
+        "        socket.socket(fam, socket.SOCK_RAW, proto); print('opened')\n"
+        "    except OSError as e:\n"
+        "        print(e.errno)\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"print(libc.ptrace(16, {pid}, None, None), ctypes.get_errno())")  # PTRACE_ATTACH
+    assert r.status == "ok", r.error
+    raw, packet, trace = r.stdout.strip().splitlines()
+    assert raw in ("1", "13") and packet in ("1", "13", "97")  # EPERM, EACCES, EAFNOSUPPORT
+    assert trace.split()[0] == "-1" and trace.split()[1] in ("1", "3")  # EPERM or ESRCH (not in its namespace)
+
+
+def test_a_fork_bomb_is_stopped_by_the_process_limit(env):
+    permit, tokens, url = env["a"]
+    k = KernelSession(url, tokens["bob"])
+    try:
+        r = k.run(
+            "import os, time\n"
+            "kids = []\n"
+            "try:\n"
+            "    for i in range(400):\n"
+            "        pid = os.fork()\n"
+            "        if pid == 0:\n"
+            "            time.sleep(5); os._exit(0)\n"
+            "        kids.append(pid)\n"
+            "finally:\n"
+            "    print('made', len(kids))\n")
+        assert r.status == "error" and "workspace limit" in r.stdout + r.error, (r.stdout, r.error)
+        made = int(r.stdout.split("made")[1].split()[0])
+        assert made < 48, made
+    finally:
+        k.close()
+
+
+def test_memory_over_the_limit_fails_with_a_clear_message(env):
+    permit, tokens, url = env["a"]
+    k = KernelSession(url, tokens["bob"])
+    try:
+        r = k.run("x = bytearray(4 * 1024 ** 3)")
+        assert r.status == "error" and "MemoryError" in r.error
+        assert "memory limit (3072 MB)" in r.stdout
+        assert k.run("print(1 + 1)").stdout.strip() == "2"  # the kernel survives
+    finally:
+        k.close()

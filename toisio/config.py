@@ -36,6 +36,10 @@ class Settings:
     dp_approvals_needed: int = 2  # 1 lets differentially private outputs release after one checker
     workspace_quota_mb: int = 512  # scratch space of a workspace's Jupyter root
     workspace_check_seconds: int = 15  # how often a running workspace re-checks that its permit is in force
+    workspace_kernel_memory_mb: int = 4096  # per kernel: address space (rlimit) and cgroup memory limit
+    workspace_kernel_processes: int = 128  # per kernel: processes and threads (cgroup pids.max / rlimit)
+    workspace_kernel_cpu_seconds: int = 4 * 3600  # per kernel: CPU time before the kernel is stopped
+    workspace_read_max_kb: int = 256  # largest text file the contents API serves to the browser
 
     @property
     def db_url(self) -> str:
@@ -62,8 +66,7 @@ def load_settings(**overrides: object) -> Settings:
             continue
         if f.name in ("home", "key_dir"):
             values[f.name] = Path(env).expanduser()
-        elif f.name in ("spark_shuffle_partitions", "dp_approvals_needed", "workspace_quota_mb",
-                        "workspace_check_seconds"):
+        elif f.type in ("int", int):
             values[f.name] = int(env)
         else:
             values[f.name] = env
