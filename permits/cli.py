@@ -14,15 +14,15 @@ from datetime import date
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from permits.permissions import ACTIONS
+from toisio.console import make_console, styled
 
 permits_app = typer.Typer(help="Permit applications, decisions and permits.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the service and their roles.", no_args_is_help=True)
-console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True)
+console = make_console(width=140)
+err = make_console(stderr=True)
 
 AS_USER = typer.Option(..., "--as", envvar="TOISIO_USER", help="the acting user id")
 
@@ -50,12 +50,12 @@ def _run(fn):
         return fn()
     except (PermissionDenied, RuleViolation, InvalidRequest, NotFound, IllegalTransition, ValueError) as exc:
         code = getattr(exc, "code", type(exc).__name__)
-        err.print(f"[bold red]refused[/] ({code}): {exc}")
+        err.print(styled(("refused", "bold red"), f" ({code}): {exc}"))
         raise typer.Exit(1) from None
 
 
 def _print_case(v) -> None:
-    console.print(f"[bold]{v.case_id}[/] {v.title} - [bold]{v.state.value}[/] ({v.kind})")
+    console.print(styled((v.case_id, "bold"), f" {v.title} - ", (v.state.value, "bold"), f" ({v.kind})"))
     facts = {"applicant": v.applicant_id, "handler": v.handler_id, "members": ", ".join(v.members),
              "decision due": v.decision_due, "valid": f"{v.valid_from} - {v.valid_until}" if v.valid_until else None,
              "scope sha256": v.scope_sha256, "fee": v.fee and f"{v.fee['total']} {v.fee['currency']}"}
@@ -168,7 +168,7 @@ def _print_queue(items, title: str) -> None:
     for i in items:
         style = {"overdue": "bold red", "near": "yellow"}.get(i.status, "")
         t.add_row(i.case_id, i.state, i.handler_id or "-", str(i.deadline or "-"), i.deadline_kind,
-                  f"[{style}]{i.status}[/]" if style else i.status)
+                  styled((i.status, style)) if style else i.status)
     console.print(t)
 
 
@@ -221,7 +221,7 @@ def _make_action_command(name: str):
         if name != "reject":
             payload.pop("reasons", None)
         v = _run(lambda: act(svc, _actor(svc, as_user), case_id, name, **payload))
-        console.print(f"{v.case_id}: {name.replace('_', ' ')} -> [bold]{v.state.value}[/]")
+        console.print(styled(f"{v.case_id}: {name.replace('_', ' ')} -> ", (v.state.value, "bold")))
 
     command.__doc__ = ACTIONS[name].description[:1].upper() + ACTIONS[name].description[1:] + "."
     return command

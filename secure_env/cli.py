@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from toisio.console import make_console, styled
 
 outputs_app = typer.Typer(help="Output requests: disclosure checks, two-person review, release.",
                           no_args_is_help=True)
-console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True)
+console = make_console(width=140)
+err = make_console(stderr=True)
 AS_USER = typer.Option(..., "--as", envvar="TOISIO_USER", help="the acting user id")
 
 
@@ -34,7 +35,7 @@ def _run(fn):
     try:
         return fn()
     except (AirlockError, PermissionDenied, IllegalRequestTransition, LookupError) as exc:
-        err.print(f"[bold red]refused[/] ({getattr(exc, 'code', type(exc).__name__)}): {exc}")
+        err.print(styled(("refused", "bold red"), f" ({getattr(exc, 'code', type(exc).__name__)}): {exc}"))
         raise typer.Exit(1) from None
 
 
@@ -119,8 +120,8 @@ def show_cmd(request_id: str, as_user: str = AS_USER, as_json: bool = typer.Opti
     if as_json:
         sys.stdout.write(json.dumps(v, indent=2, default=str) + "\n")
         return
-    console.print(f"[bold]{v['request_id']}[/] permit {v['permit_id']} by {v['requester']}: [bold]{v['state']}[/] "
-                  f"(round {v['round']}, {v['reviews_submitted']} reviews submitted)")
+    console.print(styled((v["request_id"], "bold"), f" permit {v['permit_id']} by {v['requester']}: ",
+                         (v["state"], "bold"), f" (round {v['round']}, {v['reviews_submitted']} reviews submitted)"))
     t = Table()
     for c in ("file", "kind", "automatic check", "status", "votes"):
         t.add_column(c)

@@ -12,6 +12,7 @@ kernels included, once the permit is no longer in force.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,11 +24,11 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from tornado import web
 from tornado.ioloop import PeriodicCallback
 
+from secure_env.browser_rules import BrowserLimits, read_refusal, write_refusal
 from secure_env.jupyter_auth import current_analyst, server_service
 from secure_env.workspace import tree_usage, used_bytes
 
 OUTPUT_MSG_TYPES = frozenset({"stream", "execute_result", "display_data", "update_display_data", "error"})
-MAX_AUDITED_CODE = 65536
 
 
 def _record(permit: str, action: str, payload: dict[str, Any], actor: str | None = None) -> None:
@@ -47,10 +48,36 @@ def _model_size(model: dict[str, Any]) -> int:
 
 
 class QuotaContentsManager(AsyncLargeFileManager):
-    """Contents API with a size quota on the Jupyter root and an audit event for each file written."""
+    """Contents API with a size quota on the Jupyter root, the browser rules of :mod:`secure_env.browser_rules`
+    (no data-like file served, no upload accepted), and an audit event for each file read or written."""
 
     def _settings(self) -> dict[str, Any]:
         return self.parent.web_app.settings
+
+    def _limits(self) -> BrowserLimits:
+        return BrowserLimits(text_bytes=self._settings().get("toisio_read_max_bytes", BrowserLimits.text_bytes))
+
+    async def get(self, path, content=True, type=None, format=None, require_hash=False):
+        if not content:
+            return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
+        os_path = Path(self._get_os_path(path.strip("/")))
+        if os_path.is_dir():  # directory listings carry names and sizes, never file content
+            return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
+        size = os_path.stat().st_size if os_path.is_file() else 0
+        # A notebook asked for as a plain file is still judged as a notebook (its cells are checked).
+        kind = "notebook" if (type == "notebook" or os_path.suffix == ".ipynb") else "file"
+        limits = self._limits()
+        head = None
+        if os_path.is_file() and (kind == "file" or size <= limits.notebook_bytes):
+            with open(os_path, "rb") as f:
+                head = f.read(limits.text_bytes + 1 if kind == "file" else size)
+        refusal = read_refusal(path.strip("/"), kind, size, head, limits)
+        _record(self._settings()["toisio_permit"], "workspace.file_read",
+                {"path": path.strip("/"), "bytes": size, "type": kind, "via": "contents API",
+                 "refused": refusal is not None, **({"reason": refusal} if refusal else {})})
+        if refusal:
+            raise web.HTTPError(403, refusal)
+        return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
 
     def _check_quota(self, path: str, adding: int, replacing: bool) -> None:
         quota = self._settings()["toisio_quota_bytes"]
@@ -67,6 +94,15 @@ class QuotaContentsManager(AsyncLargeFileManager):
 
     async def save(self, model, path=""):
         chunk = model.get("chunk")
+        if "content" in model:
+            refusal = write_refusal(path.strip("/"), model.get("type", "file"), model.get("format"),
+                                    chunk is not None, model.get("content") if model.get("format") == "text" else None,
+                                    self._limits())
+            if refusal:
+                _record(self._settings()["toisio_permit"], "workspace.upload_refused",
+                        {"path": path.strip("/"), "bytes": _model_size(model), "format": model.get("format"),
+                         "reason": refusal})
+                raise web.HTTPError(403, refusal)
         self._check_quota(path, _model_size(model), replacing=chunk in (None, 1))
         saved = await super().save(model, path)
         if chunk in (None, -1) and model.get("type") != "directory":
@@ -190,8 +226,9 @@ class AuditedKernelConnection(ZMQChannelsWebsocketConnection):
             (root / rel).unlink(missing_ok=True)
             after.pop(rel)
         code = entry["code"]
-        payload = {"kernel_id": self.kernel_id, "code": code[:MAX_AUDITED_CODE],
-                   "code_truncated": len(code) > MAX_AUDITED_CODE, "status": reply.get("status"),
+        # The whole code is recorded, never cut: padding cannot push a payload out of the record.
+        payload = {"kernel_id": self.kernel_id, "code": code, "code_bytes": len(code.encode()),
+                   "code_sha256": hashlib.sha256(code.encode()).hexdigest(), "status": reply.get("status"),
                    "execution_count": reply.get("execution_count"), "output_bytes": entry["output_bytes"],
                    "seconds": round(time.monotonic() - entry["started"], 3),
                    "files_written": [{"path": p, "bytes": after[p][0]} for p in written if p in after],

@@ -138,7 +138,8 @@ def lockdown_for(svc: Service, permit_id: str, quota_mb: int | None = None) -> L
     limits = KernelLimits(memory_mb=st.workspace_kernel_memory_mb, processes=st.workspace_kernel_processes,
                           cpu_seconds=st.workspace_kernel_cpu_seconds)
     return Lockdown(permit_id=permit_id, workspace=p.base, home=st.home, key_dir=st.keys, quota_mb=quota_mb,
-                    check_seconds=st.workspace_check_seconds, limits=limits, cgroups=find_cgroups(),
+                    check_seconds=st.workspace_check_seconds, read_max_bytes=st.workspace_read_max_kb * 1024,
+                    limits=limits, cgroups=find_cgroups(),
                     python=python_dirs(), code=code_dirs())
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from toisio.console import make_console, styled
 
 workspace_app = typer.Typer(help="Per-permit JupyterLab workspaces: create, start, stop, status, destroy, audit.",
                             no_args_is_help=True)
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+console = make_console(width=160)
+err = make_console(stderr=True)
 PERMIT = typer.Option(..., "--permit", help="the permit (case id)")
 AS_USER = typer.Option(..., "--as", envvar="TOISIO_USER", help="the acting user id")
 
@@ -38,7 +38,7 @@ def _run(fn):
     try:
         return fn()
     except (WorkspaceError, PermissionDenied, NotFound) as exc:
-        err.print(f"[bold red]refused[/] ({getattr(exc, 'code', type(exc).__name__)}): {exc}")
+        err.print(styled(("refused", "bold red"), f" ({getattr(exc, 'code', type(exc).__name__)}): {exc}"))
         raise typer.Exit(1) from None
 
 
@@ -62,7 +62,8 @@ def create_cmd(permit: str = PERMIT, as_user: str = AS_USER,
             with svc.engine.connect() as conn:
                 found = latest_delivery(conn, permit)
             if found is None:
-                err.print(f"[bold red]refused[/] (no_delivery): permit {permit} has no delivered extraction")
+                err.print(styled(("refused", "bold red"),
+                                 f" (no_delivery): permit {permit} has no delivered extraction"))
                 raise typer.Exit(1)
             source = Path(found)
         tokens = create(svc, permit, source, actor=as_user, quota_mb=quota_mb)
@@ -187,6 +188,8 @@ def _detail(payload: dict) -> str:
     if "code" in payload:
         files = ", ".join(f["path"] for f in payload.get("files_written", []))
         code = payload["code"].strip().replace("\n", " ⏎ ")
-        return (f"{code[:70]}{'…' if len(code) > 70 else ''} | {payload['status']}, "
+        whole = f" ({payload['code_bytes']:,} B, sha256 {payload['code_sha256'][:12]})" if "code_sha256" in payload \
+            else ""
+        return (f"{code[:70]}{'…' if len(code) > 70 else ''}{whole} | {payload['status']}, "
                 f"{payload['output_bytes']:,} B out" + (f" | wrote {files}" if files else ""))
     return ", ".join(f"{k}={v}" for k, v in payload.items() if k not in ("analysts",))[:120]

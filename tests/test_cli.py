@@ -66,3 +66,19 @@ def test_workspace_commands_check_who_may_and_show_the_session_audit(tmp_path, m
     assert r.exit_code == 1 and "refused" in r.output
     r = runner.invoke(app, ["workspace", "audit", "--permit", permit, "--as", "hanna", "--json"])
     assert r.exit_code == 0 and [e["action"] for e in json.loads(r.output)] == ["workspace.created"]
+
+
+def test_markup_in_user_text_is_printed_as_plain_text(tmp_path, monkeypatch):
+    """A title with Rich markup crashed `permits list` for every handler (issue 12, finding 5)."""
+    from permits.service import submit_form
+    from tests.factories import make_form, make_staff
+    from toisio.service import service
+
+    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
+    svc = service()
+    staff = make_staff(svc)
+    submit_form(svc, staff["alice"], make_form(title="Diabetes [/bold] and [red]kidneys[/red] :smile:"))
+    for args in (["permits", "list", "--as", "hanna"], ["permits", "show", "TOISIO-2026-1", "--as", "hanna"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+        assert "[/bold]" in r.output and "[red]kidneys[/red]" in r.output and ":smile:" in r.output

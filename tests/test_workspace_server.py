@@ -185,11 +185,10 @@ def test_a_copy_of_the_data_larger_than_the_quota_is_refused(env, kernel):
     assert r.status == "error" and "File too large" in r.error
     cell = _events(env["svc"], permit, "workspace.cell_executed")[-1]
     assert cell.payload["files_removed_over_quota"] == ["scratch/blob.bin"]  # the cut-off copy is gone
-    import base64
-
-    big = base64.b64encode(b"\x01" * BLOB).decode()
-    r = request(url, "/api/contents/scratch/upload.bin", token=tokens["bob"], method="PUT",
-                body={"type": "file", "format": "base64", "content": big})
+    big_notebook = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "x" * BLOB}], "metadata": {},
+                    "nbformat": 4, "nbformat_minor": 5}
+    r = request(url, "/api/contents/scratch/big.ipynb", token=tokens["bob"], method="PUT",
+                body={"type": "notebook", "format": "json", "content": big_notebook})
     assert r.status == 507 and b"quota" in r.body
     assert _events(env["svc"], permit, "workspace.quota_refused")
     small = request(url, "/api/contents/scratch/notes.txt", token=tokens["bob"], method="PUT",
@@ -408,3 +407,86 @@ def test_memory_over_the_limit_fails_with_a_clear_message(env):
         assert k.run("print(1 + 1)").stdout.strip() == "2"  # the kernel survives
     finally:
         k.close()
+
+
+# ------------------------------------------------------------------ nothing row-level over HTTP (findings 3-5)
+
+def test_row_level_files_in_scratch_are_not_served_to_the_browser_and_reads_are_audited(env, kernel):
+    permit, tokens, url = env["a"]
+    tok = tokens["bob"]
+    r = kernel.run(
+        "import os, json, pandas as pd\n"
+        "df = pd.concat([pd.read_parquet(os.environ['TOISIO_DATA'] + '/persons')] * 10)\n"
+        "df.to_csv('scratch/rows.csv', index=False)\n"
+        "df.to_csv('scratch/rows.txt', index=False, sep=';')\n"  # the same rows under an innocent name
+        "df.to_parquet('scratch/rows.parquet')\n"
+        "open('scratch/big.txt', 'w').write('word ' * 100000)\n"
+        "open('scratch/blob.data2', 'wb').write(bytes(range(256)) * 10)\n"
+        "nb = {'cells': [{'cell_type': 'markdown', 'metadata': {}, 'source': df.to_csv(index=False)}],\n"
+        "      'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}\n"
+        "json.dump(nb, open('scratch/rows.ipynb', 'w'))\n"
+        "open('scratch/notes.md', 'w').write('# Notes\\nThe model converged.\\n')\n"
+        "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2]); plt.savefig('scratch/fig.png')\n"
+        "print(list(df.columns)[0])")
+    assert r.status == "ok", r.error
+    column = r.stdout.strip()
+    for name in ("rows.csv", "rows.txt", "rows.parquet", "big.txt", "blob.data2", "rows.ipynb"):
+        for query in ("?content=1", "?content=1&format=text&type=file", "?content=1&format=base64&type=file"):
+            got = request(url, f"/api/contents/scratch/{name}{query}", token=tok)
+            assert got.status == 403, (name, query, got.status)
+            assert column.encode() not in got.body
+    for name in ("notes.md", "fig.png"):
+        assert request(url, f"/api/contents/scratch/{name}?content=1", token=tok).status == 200, name
+    reads = {(e.payload["path"], e.payload["refused"]) for e in _events(env["svc"], permit, "workspace.file_read")}
+    assert ("scratch/rows.csv", True) in reads and ("scratch/notes.md", False) in reads
+    read = next(e for e in _events(env["svc"], permit, "workspace.file_read") if e.payload["path"] == "scratch/rows.txt")
+    assert read.actor == "bob" and read.payload["bytes"] > 0 and "table" in read.payload["reason"]
+    # A copy through the contents API reads the file too: refused the same way.
+    got = request(url, "/api/contents/scratch", token=tok, method="POST", body={"copy_from": "scratch/rows.csv"})
+    assert got.status == 403
+
+
+def test_uploads_are_refused_while_notebooks_and_small_text_still_save(env):
+    import base64
+
+    permit, tokens, url = env["a"]
+    tok = tokens["bob"]
+    lookup = "code;label\n" + "".join(f"E{i:02d};thing {i}\n" for i in range(40))
+    attempts = [
+        ({"type": "file", "format": "base64", "content": base64.b64encode(b"print('hi')").decode()}, "tool.py"),
+        ({"type": "file", "format": "base64", "content": base64.b64encode(b"x").decode(), "chunk": 1}, "big.bin"),
+        ({"type": "file", "format": "text", "content": lookup}, "lookup.txt"),
+        ({"type": "file", "format": "text", "content": "a,b\n1,2\n"}, "lookup.csv"),
+    ]
+    for model, name in attempts:
+        got = request(url, f"/api/contents/scratch/{name}", token=tok, method="PUT", body=model)
+        assert got.status == 403 and b"import request" in got.body or b"output request" in got.body, (name, got.body)
+    refused = [e.payload["path"] for e in _events(env["svc"], permit, "workspace.upload_refused")]
+    assert {"scratch/tool.py", "scratch/big.bin", "scratch/lookup.txt", "scratch/lookup.csv"} <= set(refused)
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "1 + 1", "outputs": [],
+                     "execution_count": None}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    assert request(url, "/api/contents/scratch/analysis.ipynb", token=tok, method="PUT",
+                   body={"type": "notebook", "format": "json", "content": nb}).status in (200, 201)
+    assert request(url, "/api/contents/scratch/todo.txt", token=tok, method="PUT",
+                   body={"type": "file", "format": "text", "content": "check the model"}).status in (200, 201)
+    assert request(url, "/api/contents/scratch", token=tok, method="POST",
+                   body={"type": "file", "ext": ".py"}).status == 201  # a new empty file from the launcher
+
+
+def test_padding_and_markup_cannot_hide_code_from_the_session_audit(env, kernel, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from toisio.cli import app
+
+    permit = env["a"][0]
+    code = "x = 1  # [/bold] [red]\n" + "#" + " " * 70000 + "\nhidden = 'exfiltrate'\n"
+    assert kernel.run(code).status == "ok"
+    cell = _events(env["svc"], permit, "workspace.cell_executed")[-1]
+    assert cell.payload["code"] == code and "hidden = 'exfiltrate'" in cell.payload["code"]
+    assert cell.payload["code_bytes"] == len(code.encode()) and len(cell.payload["code_sha256"]) == 64
+    svc = env["svc"]
+    monkeypatch.setenv("TOISIO_HOME", str(svc.settings.home))
+    r = CliRunner().invoke(app, ["workspace", "audit", "--permit", permit, "--as", "hanna"])
+    assert r.exit_code == 0, r.output
+    assert "[/bold]" in r.output

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from toisio.console import make_console, styled
 
 app = typer.Typer(help="Toisio: secondary-use health and social data access service.", no_args_is_help=True)
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
@@ -53,12 +54,12 @@ _wired = False
 
 
 _register_stage_commands()
-console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True)
+console = make_console(width=140)
+err = make_console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(styled(("error:", "bold red"), f" {message}"))
     raise typer.Exit(code)
 
 
