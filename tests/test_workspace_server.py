@@ -438,9 +438,10 @@ def test_row_level_files_in_scratch_are_not_served_to_the_browser_and_reads_are_
             assert column.encode() not in got.body
     for name in ("notes.md", "fig.png"):
         assert request(url, f"/api/contents/scratch/{name}?content=1", token=tok).status == 200, name
-    reads = {(e.payload["path"], e.payload["refused"]) for e in _events(env["svc"], permit, "workspace.file_read")}
+    events = _events(env["svc"], permit, "workspace.file_read")
+    reads = {(e.payload["path"], e.payload["refused"]) for e in events}
     assert ("scratch/rows.csv", True) in reads and ("scratch/notes.md", False) in reads
-    read = next(e for e in _events(env["svc"], permit, "workspace.file_read") if e.payload["path"] == "scratch/rows.txt")
+    read = next(e for e in events if e.payload["path"] == "scratch/rows.txt")
     assert read.actor == "bob" and read.payload["bytes"] > 0 and "table" in read.payload["reason"]
     # A copy through the contents API reads the file too: refused the same way.
     got = request(url, "/api/contents/scratch", token=tok, method="POST", body={"copy_from": "scratch/rows.csv"})
