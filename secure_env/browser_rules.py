@@ -146,7 +146,7 @@ def write_refusal(path: str, kind: str, fmt: str | None, chunked: bool, content:
         return None
     if chunked or fmt == "base64":
         return (f"uploading {path} is not allowed: files come into a workspace only through an import request "
-                f"that a data steward approves (toisio airlock import)")
+                f"that a data steward approves (toisio imports request)")
     if _suffix(path) in DATA_EXTENSIONS:
         return f"{path} is a data file; data comes into a workspace only through an approved import request"
     text = content or ""

@@ -143,3 +143,61 @@ def queue_cmd(as_user: str = AS_USER) -> None:
     for r in checker_queue(svc, actor):
         t.add_row(r["request_id"], r["permit_id"], r["state"], r["waiting_since"][:19])
     console.print(t)
+
+
+imports_app = typer.Typer(help="Import requests: code or lookup tables into a workspace, approved by a data steward.",
+                          no_args_is_help=True)
+
+
+def _run_import(fn):
+    from secure_env.ingress import IngressError
+
+    try:
+        return _run(fn)
+    except IngressError as exc:
+        err.print(styled(("refused", "bold red"), f" ({exc.code}): {exc}"))
+        raise typer.Exit(1) from None
+
+
+def _print_import(r) -> None:
+    console.print(styled((r.import_id, "bold"), f" permit {r.permit_id} by {r.requester}: {r.name} "
+                         f"({r.size:,} B, sha256 {r.sha256[:12]}) ", (r.state, "bold"),
+                         f" - {r.purpose}" + (f" [{r.decided_by}: {r.reason}]" if r.reason else "")))
+
+
+@imports_app.command("request")
+def import_request(permit: str = typer.Option(..., "--permit"), file: Path = typer.Option(..., "--file"),
+                   purpose: str = typer.Option(..., "--purpose"), as_user: str = AS_USER) -> None:
+    """Ask for a file (code, a lookup table) to be imported into the permit's workspace."""
+    from secure_env.ingress import request_import
+
+    svc, actor = _ctx(as_user)
+    _print_import(_run_import(lambda: request_import(svc, actor, permit, file, purpose=purpose)))
+
+
+@imports_app.command("approve")
+def import_approve(import_id: str, as_user: str = AS_USER) -> None:
+    """Approve an import: the file is copied read-only into the workspace's imports/ folder."""
+    from secure_env.ingress import decide_import
+
+    svc, actor = _ctx(as_user)
+    _print_import(_run_import(lambda: decide_import(svc, actor, import_id, approve=True)))
+
+
+@imports_app.command("reject")
+def import_reject(import_id: str, reason: str = typer.Option(..., "--reason"), as_user: str = AS_USER) -> None:
+    """Reject an import, with a reason the analyst can act on."""
+    from secure_env.ingress import decide_import
+
+    svc, actor = _ctx(as_user)
+    _print_import(_run_import(lambda: decide_import(svc, actor, import_id, approve=False, reason=reason)))
+
+
+@imports_app.command("list")
+def import_list(permit: str | None = typer.Option(None, "--permit"), as_user: str = AS_USER) -> None:
+    """Import requests you may see."""
+    from secure_env.ingress import list_imports
+
+    svc, actor = _ctx(as_user)
+    for r in _run_import(lambda: list_imports(svc, actor, permit)):
+        _print_import(r)

@@ -25,6 +25,8 @@ def svc(request, tmp_path: Path) -> Service:
         yield make_service(tmp_path / "home")
         return
     if not PG_URL:
+        if os.environ.get("TOISIO_REQUIRE_POSTGRES") == "1":  # CI: a missing server is a failure, not a skip
+            pytest.fail("TOISIO_REQUIRE_POSTGRES=1 but TOISIO_TEST_POSTGRES_URL is not set")
         pytest.skip("no PostgreSQL server (set TOISIO_TEST_POSTGRES_URL; .ci/run starts one)")
     import uuid
 

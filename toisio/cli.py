@@ -29,13 +29,14 @@ app.add_typer(db_app, name="db")
 
 def _register_stage_commands() -> None:
     from permits.cli import permits_app, users_app
-    from secure_env.cli import outputs_app
+    from secure_env.cli import imports_app, outputs_app
     from secure_env.workspace_cli import workspace_app
 
     app.add_typer(permits_app, name="permits")
     app.add_typer(users_app, name="users")
     app.add_typer(outputs_app, name="outputs")
     app.add_typer(workspace_app, name="workspace")
+    app.add_typer(imports_app, name="imports")
 
 
 @app.callback()

@@ -1,0 +1,31 @@
+"""CI must fail, not skip, when PostgreSQL cannot be started (issue 12, finding 19)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "pg-test-server.sh"
+
+
+def _run(tmp_path, require: bool, bin_dir: Path):
+    env = {**os.environ, "TOISIO_PG_BIN": str(bin_dir), "TOISIO_REQUIRE_POSTGRES": "1" if require else "0"}
+    return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, cwd=tmp_path)
+
+
+def test_missing_postgres_fails_when_required_and_only_warns_otherwise(tmp_path):
+    missing = tmp_path / "nowhere"
+    required = _run(tmp_path, True, missing)
+    assert required.returncode == 1 and "not installed" in required.stderr and "export" not in required.stdout
+    optional = _run(tmp_path, False, missing)
+    assert optional.returncode == 0 and "SQLite only" in optional.stdout
+
+
+def test_a_server_that_does_not_start_fails_when_required(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("initdb", "pg_ctl"):
+        (fake / tool).write_text("#!/bin/sh\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    r = _run(tmp_path, True, fake)
+    assert r.returncode == 1 and "TOISIO_REQUIRE_POSTGRES" in r.stderr
+    assert "TOISIO_TEST_POSTGRES_URL" not in r.stdout
