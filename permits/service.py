@@ -43,6 +43,13 @@ class InvalidRequest(CodedError):
     """A request's payload is incomplete or inconsistent (with a stable ``code``)."""
 
 
+class CaseTampered(CodedError):
+    """A case's stored state differs from what the audit chain recorded: it was edited behind the service."""
+
+    default_code = "case_tampered"
+    http_status = 409
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who is acting: a user with service roles (and the registries they control)."""
@@ -172,6 +179,71 @@ def _history(conn: Connection, case_id: str) -> list[CaseEventRow]:
                              .order_by(CaseEventRow.seq)))
 
 
+#: The columns of a case whose every change is recorded in the audit chain (with its members and events):
+#: the state that decides permissions (state, people, validity, scope) and what the case says.
+DIGEST_FIELDS = ("kind", "title", "purpose", "applicant_id", "handler_id", "parent_permit_id", "form", "state",
+                 "submitted_on", "complete_on", "decision_due", "extension_months", "decided_on", "scope",
+                 "scope_sha256", "valid_from", "valid_until", "fee")
+
+
+def case_digest(conn: Connection, case_id: str) -> str:
+    """SHA-256 over the case row, its members and its events, as the service last wrote them.
+
+    Every write appends this digest to the audit chain in the same transaction; reading a case
+    for a decision recomputes it and compares (:func:`_verified_row`).
+    """
+    row = _case_row(conn, case_id)
+    members = [[m.user_id, m.name, str(m.undertaking_signed), bool(m.active)] for m in conn.execute(
+        select(MemberRow).where(MemberRow.case_id == case_id).order_by(MemberRow.user_id, MemberRow.id))]
+    events = [[e.seq, e.event, e.actor, e.role, e.ts, str(e.on_date), e.payload, bool(e.all_estimates_in)]
+              for e in _history(conn, case_id)]
+    body = {"case_id": case_id, "members": members, "events": events,
+            **{f: (v.isoformat() if isinstance(v := getattr(row, f), date) else v) for f in DIGEST_FIELDS}}
+    return hashlib.sha256(audit.canonical_json(body).encode()).hexdigest()
+
+
+def _chained_digest(conn: Connection, svc: Service, case_id: str) -> str | None:
+    """The digest the newest authentic audit entry of the case recorded (None if there is none)."""
+    for e in reversed(audit.events(conn, subject=f"case:{case_id}")):
+        if "case_digest" in e.payload:
+            if not audit.authentic(svc.audit_key, e):
+                raise CaseTampered(f"the audit entry {e.seq} of {case_id} was altered")
+            return e.payload["case_digest"]
+    return None
+
+
+def _verified_row(conn: Connection, svc: Service, case_id: str) -> CaseRow:
+    """The case row, refused (:class:`CaseTampered`) unless it, its members and its events are exactly what the
+    audit chain recorded, and the chain still ends at its recorded head."""
+    row = _case_row(conn, case_id)
+    try:
+        audit.check_head(conn, svc.audit_key)
+    except audit.AuditError as exc:
+        raise CaseTampered(str(exc), code="audit_truncated") from None
+    chained = _chained_digest(conn, svc, case_id)
+    if chained is None or chained != case_digest(conn, case_id):
+        raise CaseTampered(f"case {case_id} differs from what the audit log recorded (its state, people, validity "
+                           f"or scope were edited outside the service); refusing to use it")
+    return row
+
+
+def verify_cases(svc: Service) -> list[tuple[str, str]]:
+    """Every case whose stored state the audit chain does not vouch for, with the reason (for ``audit verify``)."""
+    bad = []
+    with read_connection(svc.engine) as conn:
+        for (case_id,) in conn.execute(select(CaseRow.case_id).order_by(CaseRow.case_id)):
+            try:
+                chained = _chained_digest(conn, svc, case_id)
+            except CaseTampered as exc:
+                bad.append((case_id, str(exc)))
+                continue
+            if chained is None:
+                bad.append((case_id, "no audit entry records this case"))
+            elif chained != case_digest(conn, case_id):
+                bad.append((case_id, "edited outside the service (differs from the audit log)"))
+    return bad
+
+
 def derived_state(conn: Connection, case_id: str) -> State:
     """The case's state folded from its events (the source of truth)."""
     return state_after([(Event(e.event), e.all_estimates_in) for e in _history(conn, case_id)])
@@ -190,7 +262,7 @@ def _view(conn: Connection, row: CaseRow, with_history: bool) -> CaseView:
 def show(svc: Service, actor: Actor, case_id: str) -> CaseView:
     """A case with its history; the read itself is audited."""
     with svc.engine.begin() as conn:
-        row = _case_row(conn, case_id)
+        row = _verified_row(conn, svc, case_id)
         role = _check(conn, actor, row, "view")
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
                      payload={"role": role.value})
@@ -231,7 +303,8 @@ def _append_event(conn: Connection, svc: Service, row: CaseRow, event: Event, ac
                                                                               updated_at=_now()))
     audit.append(conn, svc.audit_key, actor=actor.user_id, action=f"case.{event.value}",
                  subject=f"case:{row.case_id}",
-                 payload={"role": role.value, "from": row.state, "to": new_state.value, **payload})
+                 payload={**payload, "role": role.value, "from": row.state, "to": new_state.value,
+                          "case_digest": case_digest(conn, row.case_id)})
     return new_state
 
 
@@ -283,7 +356,8 @@ def create_draft(svc: Service, actor: Actor, form: ApplicationForm, *, today: da
             case_id=case_id, seq=1, event=Event.CREATED.value, actor=actor.user_id, role=Role.APPLICANT.value,
             ts=now, on_date=today, payload="{}", all_estimates_in=False))
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.created", subject=f"case:{case_id}",
-                     payload={"kind": form.kind.value, "title": form.title})
+                     payload={"kind": form.kind.value, "title": form.title,
+                              "case_digest": case_digest(conn, case_id)})
     return case_id
 
 
@@ -316,7 +390,7 @@ def act(svc: Service, actor: Actor, case_id: str, action: str, *, today: date | 
         raise InvalidRequest(f"unknown action {action!r}", code="unknown_action")
     today = today or _today()
     with svc.engine.begin() as conn:
-        row = _case_row(conn, case_id)
+        row = _verified_row(conn, svc, case_id)
         role = _check(conn, actor, row, action)
         handler = _HANDLERS.get(action)
         extra: dict[str, Any] = {}
@@ -544,7 +618,7 @@ def permit_access(svc: Service, permit_id: str, *, today: date | None = None) ->
     """
     today = today or _today()
     with read_connection(svc.engine) as conn:
-        row = _case_row(conn, permit_id)
+        row = _verified_row(conn, svc, permit_id)
         state = State(row.state)
         scope = PermitScope.model_validate_json(row.scope) if row.scope and row.scope_sha256 else None
         users = tuple(_members(conn, permit_id))
@@ -564,7 +638,7 @@ def permit_access(svc: Service, permit_id: str, *, today: date | None = None) ->
 def frozen_scope(svc: Service, permit_id: str) -> PermitScope:
     """The extraction description the applicant accepted (raises if it is not frozen yet)."""
     with svc.engine.connect() as conn:
-        row = _case_row(conn, permit_id)
+        row = _verified_row(conn, svc, permit_id)
     if not row.scope or not row.scope_sha256:
         raise InvalidRequest(f"{permit_id} has no accepted extraction description yet (state {row.state})",
                              code="scope_not_accepted")

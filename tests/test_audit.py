@@ -86,11 +86,74 @@ def test_truncated_tail_detected_with_anchor(svc):
     _fill(svc)
     with svc.engine.connect() as conn:
         anchor = audit.head(conn)
+    audit.head_path(svc.audit_key).unlink()  # even with the head file gone, an external anchor catches it
     _raw(svc, "DELETE FROM audit_event WHERE seq=5")
-    assert _verify(svc).ok  # without an anchor a clean truncation looks intact...
+    assert _verify(svc).ok  # with neither head file nor anchor a clean truncation looks intact...
     with svc.engine.connect() as conn:
         r = audit.verify(conn, svc.audit_key, anchor=anchor)
-    assert not r.ok and r.first_bad_seq == 5  # ...which is why the head is anchored outside
+    assert not r.ok and r.first_bad_seq == 5  # ...which is why the head is also anchored outside
+
+
+# -------------------------------------------------- truncation and rollback without an anchor (issue 12, finding 7)
+
+def test_the_head_is_kept_outside_the_database_after_each_commit(svc):
+    _fill(svc, 3)
+    with svc.engine.connect() as conn:
+        assert audit.read_head_file(svc.audit_key) == audit.head(conn)
+    assert (audit.head_path(svc.audit_key).stat().st_mode & 0o077) == 0
+    with pytest.raises(RuntimeError), svc.engine.begin() as conn:  # a rolled-back append moves no head
+        audit.append(conn, svc.audit_key, actor="a", action="x.y", subject="s")
+        raise RuntimeError("rolled back")
+    assert audit.read_head_file(svc.audit_key)[0] == 3 and _verify(svc).ok
+
+
+@pytest.mark.parametrize("attack", ["last_rows", "all_rows"])
+def test_truncation_is_detected_without_an_anchor(svc, attack):
+    _fill(svc)
+    _raw(svc, "DELETE FROM audit_event WHERE seq>=4" if attack == "last_rows" else "DELETE FROM audit_event")
+    r = _verify(svc)
+    assert not r.ok and "truncated" in r.reason
+    with svc.engine.connect() as conn, pytest.raises(audit.AuditError, match="truncated"):
+        audit.check_head(conn, svc.audit_key)
+
+
+def test_restoring_an_older_copy_of_the_database_is_detected(svc, tmp_path):
+    if svc.engine.dialect.name != "sqlite":
+        pytest.skip("a file copy is the SQLite form of this attack; truncation covers PostgreSQL")
+    import shutil
+
+    _fill(svc, 2)
+    db = svc.settings.home / "toisio.db"
+    svc.engine.dispose()
+    shutil.copy(db, tmp_path / "old.db")
+    _fill(svc, 3)
+    svc.engine.dispose()
+    shutil.copy(tmp_path / "old.db", db)
+    for suffix in ("-wal", "-shm"):
+        (db.parent / (db.name + suffix)).unlink(missing_ok=True)
+    r = _verify(svc)
+    assert not r.ok and "older copy" in r.reason
+
+
+def test_a_dropped_table_is_reported_not_a_traceback(svc):
+    from typer.testing import CliRunner
+
+    from toisio.cli import app
+
+    _fill(svc, 2)
+    with svc.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE audit_event")
+    r = _verify(svc)
+    assert not r.ok and "missing" in r.reason
+    if svc.engine.dialect.name == "sqlite":
+        import os
+
+        os.environ["TOISIO_HOME"] = str(svc.settings.home)
+        try:
+            out = CliRunner().invoke(app, ["audit", "verify"])
+        finally:
+            del os.environ["TOISIO_HOME"]
+        assert out.exit_code == 1 and "missing" in out.output and "Traceback" not in out.output
 
 
 def test_wrong_key_fails_verification(svc, tmp_path):

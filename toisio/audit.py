@@ -8,6 +8,11 @@ hash.  The key is kept outside the database, so someone who can write to the
 database cannot rebuild the chain after editing it.  Triggers make the table
 refuse UPDATE and DELETE; :func:`verify` finds the first broken link after any
 edit, deletion, insertion or reordering that got past them.
+
+The newest head ``(seq, entry_hash)`` is also written, on every commit that appended, to a head
+file in the key store (:data:`HEAD_FILE`), outside the database.  :func:`verify` checks the chain
+against it by default, so deleting the newest rows, emptying the table or restoring an older copy
+of the database is reported; ``toisio audit head`` prints it for anchoring elsewhere too.
 """
 
 from __future__ import annotations
@@ -15,17 +20,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Integer, String, Text, select, text
+from sqlalchemy import Connection, Integer, String, Text, event, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from toisio.db import Base
 from toisio.keystore import Secret
 
 GENESIS = "0" * 64
+HEAD_FILE = "audit.head"
+_PENDING = "toisio_audit_head"
 
 
 class AuditEventRow(Base):
@@ -131,7 +141,62 @@ def append(
             entry_hash=entry,
         )
     )
+    _head_after_commit(conn, key, seq, entry)
     return AuditEvent(seq, ts, actor, action, subject, json.loads(payload_text), prev, entry)
+
+
+def head_path(key: Secret) -> Path | None:
+    """Where the chain's head is kept outside the database (in the key store), if the key has a store."""
+    return key.store / HEAD_FILE if key.store is not None else None
+
+
+def read_head_file(key: Secret) -> tuple[int, str] | None:
+    """The head ``(seq, hash)`` last written outside the database, or None if there is none."""
+    path = head_path(key)
+    if path is None or not path.exists():
+        return None
+    seq, h = path.read_text().strip().split(":", 1)
+    return int(seq), h
+
+
+def _write_head(key: Secret, seq: int, entry: str) -> None:
+    path = head_path(key)
+    if path is None:
+        return
+    current = read_head_file(key)
+    if current is not None and current[0] >= seq:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{HEAD_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{seq}:{entry}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _head_after_commit(conn: Connection, key: Secret, seq: int, entry: str) -> None:
+    """Write the head file when (and only if) the appending transaction commits; the write lock is still
+    held then, so heads are written in chain order."""
+    conn.info[_PENDING] = (key, seq, entry)
+
+    def on_commit(c: Connection) -> None:
+        pending = c.info.pop(_PENDING, None)
+        if pending is not None:
+            _write_head(*pending)
+
+    def on_rollback(c: Connection) -> None:
+        c.info.pop(_PENDING, None)
+
+    event.listen(conn, "commit", on_commit, once=True)
+    event.listen(conn, "rollback", on_rollback, once=True)
+
+
+def authentic(key: Secret, e: AuditEvent) -> bool:
+    """Whether one entry's hash matches its content under ``key`` (the link to its neighbours is not checked)."""
+    body = _body(e.seq, e.ts, e.actor, e.action, e.subject, canonical_json(e.payload), e.prev_hash)
+    return hmac.compare_digest(_entry_hash(key, body), e.entry_hash)
 
 
 def _to_event(row) -> AuditEvent:
@@ -167,9 +232,41 @@ def head(conn: Connection) -> tuple[int, str]:
 def verify(conn: Connection, key: Secret, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
     """Walk the chain and report the first broken link.
 
-    ``anchor`` is a ``(seq, hash)`` pair stored outside the database earlier; if
-    given, the chain must still contain it (this catches truncation of the tail).
+    ``anchor`` is a ``(seq, hash)`` pair stored outside the database earlier; the chain must
+    still contain it (this catches truncation of the tail and a restored older copy).  Without
+    one, the head file in the key store is the anchor.
     """
+    try:
+        return _verify(conn, key, anchor=anchor if anchor is not None else read_head_file(key))
+    except DBAPIError as exc:
+        if not _table_exists(conn):
+            return VerifyResult(False, 0, None, "the audit_event table is missing (dropped or never created)")
+        raise AuditError(f"the audit log could not be read: {exc.orig}") from None
+
+
+def _table_exists(conn: Connection) -> bool:
+    from sqlalchemy import inspect
+
+    try:
+        conn.rollback()
+    except DBAPIError:
+        pass
+    return inspect(conn).has_table(AuditEventRow.__tablename__)
+
+
+def check_head(conn: Connection, key: Secret) -> None:
+    """Raise :class:`AuditError` unless the database still holds the head recorded outside it (O(1): for use
+    before trusting state the chain covers)."""
+    anchor = read_head_file(key)
+    if anchor is None or anchor[0] == 0:
+        return
+    row = conn.execute(select(AuditEventRow.entry_hash).where(AuditEventRow.seq == anchor[0])).first()
+    if row is None or row[0] != anchor[1]:
+        raise AuditError(f"the audit log no longer holds its recorded head (entry {anchor[0]}): it was truncated "
+                         f"or an older copy of the database was restored")
+
+
+def _verify(conn: Connection, key: Secret, *, anchor: tuple[int, str] | None) -> VerifyResult:
     prev = GENESIS
     expected_seq = 1
     checked = 0
@@ -190,7 +287,8 @@ def verify(conn: Connection, key: Secret, *, anchor: tuple[int, str] | None = No
         expected_seq += 1
         checked += 1
     if not anchor_seen:
-        return VerifyResult(False, checked, anchor[0], f"anchored entry {anchor[0]} is gone (log truncated)")
+        return VerifyResult(False, checked, anchor[0], f"anchored entry {anchor[0]} is gone (log truncated or an "
+                                                       f"older copy of the database restored)")
     return VerifyResult(True, checked)
 
 

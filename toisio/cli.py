@@ -230,7 +230,9 @@ def scope_check(path: Path) -> None:
 def audit_verify(
     anchor: str | None = typer.Option(None, "--anchor", help="'SEQ:HASH' printed earlier by 'toisio audit head'"),
 ) -> None:
-    """Check the whole hash chain; exit 1 and name the first broken link if it is not intact."""
+    """Check the whole hash chain against its head (kept outside the database), then that every case's
+    stored state is what the chain recorded; exit 1 and name what is broken."""
+    from permits.service import verify_cases
     from toisio import audit
     from toisio.service import service
 
@@ -241,11 +243,14 @@ def audit_verify(
         anchor_pair = (int(seq), h)
     with svc.engine.connect() as conn:
         result = audit.verify(conn, svc.audit_key, anchor=anchor_pair)
-    if result.ok:
-        console.print(f"audit log intact: {result.checked} entries verified")
-    else:
+    if not result.ok:
         _fail(f"audit log broken at entry {result.first_bad_seq}: {result.reason} "
               f"({result.checked} entries verified before it)")
+    bad = verify_cases(svc)
+    if bad:
+        _fail("the audit log is intact but these cases were changed behind it: "
+              + "; ".join(f"{case}: {why}" for case, why in bad))
+    console.print(f"audit log intact: {result.checked} entries verified, and every case matches it")
 
 
 @audit_app.command("head")

@@ -34,6 +34,9 @@ class Secret:
 
     name: str
     value: bytes = field(repr=False)
+    #: The key store directory this key belongs to (where the audit chain's head file is kept); None for a
+    #: key given only in the environment with no store.
+    store: Path | None = field(default=None, compare=False, repr=False)
 
     @property
     def fingerprint(self) -> str:
@@ -76,7 +79,7 @@ def _load_or_create(key_dir: Path, name: str, env_var: str) -> Secret:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise KeyStoreError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
-    return Secret(name, bytes.fromhex(path.read_text().strip()))
+    return Secret(name, bytes.fromhex(path.read_text().strip()), store=key_dir)
 
 
 def master_key(key_dir: Path) -> Secret:

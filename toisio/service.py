@@ -6,7 +6,7 @@ it to domain functions; nothing else reads the environment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -30,7 +30,9 @@ class Service:
 
     @cached_property
     def audit_key(self) -> Secret:
-        return audit_key(self.settings.keys)
+        """The audit HMAC key; its store is the key directory, where the chain's head file is kept."""
+        key = audit_key(self.settings.keys)
+        return key if key.store is not None else replace(key, store=self.settings.keys)
 
     def record(self, *, actor: str, action: str, subject: str, payload: dict[str, Any] | None = None):
         """Append one audit event in a transaction of its own (for events with no other state change)."""

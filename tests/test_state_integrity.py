@@ -1,0 +1,99 @@
+"""State that decides permissions cannot change behind the audit log (issue 12, finding 6)."""
+
+from datetime import date, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from permits.service import CaseTampered, frozen_scope, permit_access, show, submit_form, verify_cases
+from tests.factories import make_form
+from tests.test_permit_service import _to_active
+from toisio import audit
+from toisio.cli import app
+
+
+@pytest.fixture
+def staff(svc):
+    from tests.factories import make_staff
+
+    return make_staff(svc)
+
+
+def _sql(svc, *statements):
+    """What someone with write access to the database file does."""
+    with svc.engine.begin() as conn:
+        for s in statements:
+            conn.exec_driver_sql(s)
+
+
+def _verify_cli(svc, monkeypatch):
+    monkeypatch.setenv("TOISIO_HOME", str(svc.settings.home))
+    if svc.engine.dialect.name != "sqlite":
+        monkeypatch.setenv("TOISIO_DATABASE_URL", svc.settings.db_url)
+    return CliRunner().invoke(app, ["audit", "verify"])
+
+
+@pytest.mark.parametrize("attack", [
+    "UPDATE permit_case SET state='active', valid_until='2099-01-01' WHERE case_id='{other}'",
+    "INSERT INTO case_member (case_id, user_id, name, active) VALUES ('{permit}', 'mallory', 'Mallory', true)",
+    "UPDATE case_member SET active=false WHERE case_id='{permit}'",
+    "UPDATE permit_case SET valid_until='2099-12-31' WHERE case_id='{permit}'",
+    "UPDATE permit_case SET applicant_id='harri' WHERE case_id='{permit}'",
+    "UPDATE case_event SET actor='mallory' WHERE case_id='{permit}' AND seq=2",
+])
+def test_an_edit_of_a_state_table_is_detected_and_refused_at_use(svc, staff, attack, monkeypatch):
+    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    other = submit_form(svc, staff["alice"], make_form(title="second")).case_id
+    assert permit_access(svc, permit).in_force and verify_cases(svc) == []
+    assert _verify_cli(svc, monkeypatch).exit_code == 0
+    target = other if "{other}" in attack else permit
+    _sql(svc, attack.format(permit=permit, other=other))
+    with pytest.raises(CaseTampered, match="audit log"):
+        permit_access(svc, target)
+    with pytest.raises(CaseTampered):
+        show(svc, staff["hanna"], target)
+    assert [c for c, _ in verify_cases(svc)] == [target]
+    r = _verify_cli(svc, monkeypatch)
+    assert r.exit_code == 1 and target in r.output and "behind" in " ".join(r.output.split())
+
+
+def test_a_tampered_scope_is_refused(svc, staff):
+    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    frozen_scope(svc, permit)
+    _sql(svc, f"UPDATE permit_case SET scope=replace(scope, 'hilmo', 'hilmo2') WHERE case_id='{permit}'")
+    with pytest.raises(CaseTampered):
+        frozen_scope(svc, permit)
+
+
+def test_a_forged_audit_entry_cannot_vouch_for_an_edit(svc, staff):
+    """Writing the matching digest into the newest audit entry does not help without the audit key."""
+    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    _sql(svc, f"UPDATE permit_case SET valid_until='2099-12-31' WHERE case_id='{permit}'")
+    from permits.service import case_digest
+
+    with svc.engine.connect() as conn:
+        forged = case_digest(conn, permit)
+        last = [e for e in audit.events(conn, subject=f"case:{permit}") if "case_digest" in e.payload][-1]
+    payload = audit.canonical_json({**last.payload, "case_digest": forged})
+    with svc.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_update")
+        conn.exec_driver_sql(f"UPDATE audit_event SET payload='{payload}' WHERE seq={last.seq}")
+    with pytest.raises(CaseTampered, match="altered"):
+        permit_access(svc, permit)
+
+
+def test_a_truncated_log_refuses_every_permit_decision(svc, staff):
+    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    with svc.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_delete")
+        n = audit.head(conn)[0]
+        conn.exec_driver_sql(f"DELETE FROM audit_event WHERE seq={n}")
+    with pytest.raises(CaseTampered, match="truncated") as exc:
+        permit_access(svc, permit)
+    assert exc.value.code == "audit_truncated"
