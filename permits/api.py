@@ -8,6 +8,9 @@ hashes are stored); roles come from the user table.  Errors are JSON
 
 from __future__ import annotations
 
+import inspect
+import logging
+import uuid
 from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
@@ -18,12 +21,16 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from permits import service as S
+from permits.actions import ACTION_BODIES
 from permits.application import ApplicationForm
 from permits.attachments import AttachmentMissing
 from permits.lifecycle import IllegalTransition
-from permits.permissions import PermissionDenied
+from permits.permissions import ACTIONS, PermissionDenied, Role
 from permits.rules import RuleViolation
 from toisio.service import Service
+from toisio.web import LimitsMiddleware
+
+log = logging.getLogger("toisio.api")
 
 
 class Unauthenticated(Exception):
@@ -54,11 +61,31 @@ async def _stage_reactions(svc: Service):
         withdraw_permit_events(handler)
 
 
+def _action_endpoint(svc: Service, name: str, model: type, actor):
+    """One endpoint per action, its body typed by the action's model (so the OpenAPI shows what it takes)."""
+
+    def endpoint(case_id: str, body, a: S.Actor) -> dict:
+        given = body.model_dump(exclude_unset=True) if body is not None else {}
+        return _case_json(S.act(svc, a, case_id, name, **given))
+
+    required = any(f.is_required() for f in model.model_fields.values())
+    endpoint.__signature__ = inspect.Signature([
+        inspect.Parameter("case_id", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+        inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=model if required
+                          else model | None, default=Body(...) if required else Body(None)),
+        inspect.Parameter("a", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=S.Actor, default=Depends(actor)),
+    ])
+    endpoint.__annotations__ = {}
+    endpoint.__name__ = f"action_{name}"
+    return endpoint
+
+
 def create_app(svc: Service) -> FastAPI:
     """The API bound to one service instance."""
     app = FastAPI(title="Toisio permit service", version="1",
                   description="Applications, decisions and permits for secondary use of health and social data.",
                   lifespan=lambda _app: _stage_reactions(svc))
+    app.add_middleware(LimitsMiddleware)
     bearer = HTTPBearer(auto_error=False)
 
     def actor(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> S.Actor:
@@ -98,11 +125,24 @@ def create_app(svc: Service) -> FastAPI:
     async def _invalid(request: Request, exc: S.InvalidRequest):
         return _error(422, exc.code, str(exc))
 
+    @app.exception_handler(S.CaseTampered)
+    async def _tampered(request: Request, exc: S.CaseTampered):
+        return _error(409, exc.code, str(exc))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", []))
-        return _error(422, "invalid_document", f"{where}: {first.get('msg', 'invalid')}")
+        errors = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                   "message": e.get("msg", "invalid")} for e in exc.errors()]
+        summary = "; ".join(f"{e['field'] or '(body)'}: {e['message']}" for e in errors)
+        return JSONResponse(status_code=422, content={"error": {"code": "invalid_document", "message": summary,
+                                                                "errors": errors}})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        ref = uuid.uuid4().hex[:12]
+        log.exception("unexpected error (reference %s) on %s %s", ref, request.method, request.url.path)
+        return _error(500, "internal", f"the service could not complete this request (reference {ref}); "
+                                       f"it was logged")
 
     @app.get("/api/v1/health")
     def health() -> dict:
@@ -126,16 +166,16 @@ def create_app(svc: Service) -> FastAPI:
     def show(case_id: str, a: S.Actor = Depends(actor)) -> dict:
         return _case_json(S.show(svc, a, case_id))
 
-    @app.post("/api/v1/cases/{case_id}/actions/{action}")
-    def take_action(case_id: str, action: str, payload: dict[str, Any] = Body(default_factory=dict),
-                    a: S.Actor = Depends(actor)) -> dict:
-        if action == "resubmit" and "form" in payload:
-            payload["form"] = ApplicationForm.model_validate(payload["form"])
-        return _case_json(S.act(svc, a, case_id, action, **payload))
+    for name, model in ACTION_BODIES.items():
+        if ACTIONS[name].roles <= {Role.SYSTEM}:
+            continue  # taken only by the service's own jobs
+        app.add_api_route(f"/api/v1/cases/{{case_id}}/actions/{name}", _action_endpoint(svc, name, model, actor),
+                          methods=["POST"], name=f"action_{name}", summary=ACTIONS[name].description,
+                          tags=["case actions"])
 
     @app.get("/api/v1/queue")
     def queue(all_handlers: bool = False, a: S.Actor = Depends(actor)) -> list[dict]:
-        items = S.queue(svc, None if all_handlers else a.user_id)
+        items = S.queue(svc, a, all_handlers=all_handlers)
         return [{**i.__dict__, "deadline": i.deadline.isoformat() if i.deadline else None} for i in items]
 
     @app.get("/api/v1/permits/{permit_id}/access")

@@ -19,6 +19,7 @@ from stdnum.fi import ytunnus
 
 from permits.scope import Cohort, Generalisation, Period, RegistryScope
 from toisio.documents import load_model
+from toisio.text import MAX_TEXT, check_unicode
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -49,7 +50,12 @@ class FeeCategory(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=MAX_TEXT)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data):
+        return check_unicode(data)
 
 
 class Person(_Model):

@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from permits.actions import ACTION_BODIES
 from permits.permissions import ACTIONS
 from toisio.console import make_console, styled
 
@@ -157,7 +158,7 @@ def queue_cmd(as_user: str = AS_USER, all_cases: bool = typer.Option(False, "--a
     from permits.service import queue
 
     svc = _svc()
-    items = queue(svc, None if all_cases else as_user)
+    items = _run(lambda: queue(svc, _actor(svc, as_user), all_handlers=all_cases))
     _print_queue(items, f"queue of {'all handlers' if all_cases else as_user}")
 
 
@@ -217,9 +218,12 @@ def _make_action_command(name: str):
         svc = _svc()
         payload = _parse_sets(sets)
         if reason:
-            payload["reason"] = payload["reasons"] = reason
-        if name != "reject":
-            payload.pop("reasons", None)
+            fields = ACTION_BODIES[name].model_fields
+            takes = [f for f in ("reason", "reasons", "text") if f in fields]
+            if not takes:
+                err.print(styled(("refused", "bold red"), f" (invalid_body): '{name}' takes no --reason"))
+                raise typer.Exit(1)
+            payload[takes[0]] = reason
         v = _run(lambda: act(svc, _actor(svc, as_user), case_id, name, **payload))
         console.print(styled(f"{v.case_id}: {name.replace('_', ' ')} -> ", (v.state.value, "bold")))
 

@@ -100,6 +100,13 @@ BEFORE_DECISION = (S.DRAFT, S.SUBMITTED, S.RETURNED, S.COMPLETE, S.ESTIMATES_REQ
                    S.ESTIMATE_SENT, S.ACCEPTED, S.PRESENTED)
 for _s in BEFORE_DECISION:
     TRANSITIONS[(_s, E.WITHDRAWN)] = S.WITHDRAWN
+# The handler may return an application for more information while the estimates are being gathered,
+# and may close (with a reason) a case that cannot go on before the decision, so that no open state
+# leaves the authority without a way forward or out.
+for _s in (S.ESTIMATES_REQUESTED, S.ESTIMATES_RECEIVED, S.ACCEPTED):
+    TRANSITIONS[(_s, E.RETURNED)] = S.RETURNED
+for _s in BEFORE_DECISION[1:]:
+    TRANSITIONS[(_s, E.CLOSED)] = S.CLOSED
 # The authority may revoke a granted permit at any point until it ends.
 GRANTED = (S.APPROVED, S.EXTRACTION, S.DELIVERED, S.ACTIVE)
 for _s in GRANTED:

@@ -87,6 +87,13 @@ ACTIONS: dict[str, Action] = {a.name: a for a in [
 ]}
 
 
+#: action -> the earlier action on the same case whose taker may not take this one (Findata's two-stage
+#: decision: a handler presents, a different person decides).
+SEPARATION_OF_DUTIES: dict[str, str] = {"approve": "present", "reject": "present"}
+#: Who may see every handler's queue of open cases.
+QUEUE_ALL_ROLES = frozenset({Role.HANDLER, Role.DECIDER})
+
+
 class PermissionDenied(PermissionError):
     """An action refused to a user, saying who may take it."""
 
@@ -116,9 +123,18 @@ def matrix() -> dict[tuple[str, State, Role], bool]:
 
 
 def check_can(action: str, *, user: str, roles: set[Role], state: State, applicant: str,
-              members: set[str]) -> Role:
-    """Raise :class:`PermissionDenied` unless ``user`` may take ``action``; return the role used."""
+              members: set[str], took: dict[str, str] | None = None) -> Role:
+    """Raise :class:`PermissionDenied` unless ``user`` may take ``action``; return the role used.
+
+    ``took`` maps earlier actions on the case to the user who last took each (for
+    :data:`SEPARATION_OF_DUTIES`).
+    """
     a = ACTIONS[action]
+    earlier = SEPARATION_OF_DUTIES.get(action)
+    if earlier and (took or {}).get(earlier) == user:
+        raise PermissionDenied(f"{user} took '{earlier}' on this case and cannot also {a.description}; a different "
+                               f"{' or '.join(sorted(r.value for r in a.roles))} must decide", action=action,
+                               code="conflict_of_interest")
     if not legal_in(a, state):
         raise PermissionDenied(f"'{action}' is not possible when the case is '{state.value}'", action=action,
                                code="illegal_state")
@@ -140,6 +156,13 @@ def check_can(action: str, *, user: str, roles: set[Role], state: State, applica
             action=action, code="conflict_of_interest")
     non_conflicted = usable - AUTHORITY_ROLES if case_roles else usable
     return sorted(non_conflicted or usable, key=lambda r: r.value)[0]
+
+
+def check_can_see_queue(user: str, roles: set[Role] | frozenset[Role], *, all_handlers: bool) -> None:
+    """Everyone may ask for their own queue; only handlers and deciders see every handler's."""
+    if all_handlers and not (set(roles) & QUEUE_ALL_ROLES):
+        raise PermissionDenied(f"only {', '.join(sorted(r.value for r in QUEUE_ALL_ROLES))} may see every "
+                               f"handler's queue ({user} may see their own)", action="queue")
 
 
 def can(action: str, **kwargs) -> bool:

@@ -90,7 +90,7 @@ class Generalisation(BaseModel):
     @field_validator("age_bands")
     @classmethod
     def _bands(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if v is not None and (list(v) != sorted(set(v)) or v[0] != 0):
+        if v is not None and (not v or list(v) != sorted(set(v)) or v[0] != 0):
             raise ValueError("age_bands must start at 0 and increase")
         return v
 
@@ -117,34 +117,9 @@ class PermitScope(BaseModel):
 
     @model_validator(mode="after")
     def _against_registry_schemas(self) -> PermitScope:
-        from pseudonymise.registry_schema import REGISTRIES, load_schema
-
-        for name, reg in self.registries.items():
-            if name not in REGISTRIES:
-                raise ValueError(f"unknown registry {name!r}; known: {', '.join(REGISTRIES)}")
-            schema = load_schema(name)
-            for var in reg.variables:
-                if var not in schema.names:
-                    raise ValueError(
-                        f"registry {name!r} has no variable {var!r}; its variables are "
-                        f"{', '.join(n for n in schema.names if n != 'hetu')}"
-                    )
-            if reg.period is not None and schema.event_date is None:
-                raise ValueError(f"registry {name!r} has no event date, so it cannot have a period")
-        if self.cohort is not None:
-            c = self.cohort
-            if c.registry not in REGISTRIES:
-                raise ValueError(f"cohort registry {c.registry!r} is unknown")
-            schema = load_schema(c.registry)
-            for col in c.code_columns:
-                if col not in schema.names or schema.column(col).type != "code":
-                    raise ValueError(f"cohort code column {col!r} is not a code column of {c.registry!r}")
-            if schema.event_date is None:
-                raise ValueError(f"cohort registry {c.registry!r} has no event date")
-        if self.generalise.age_bands and "population" not in self.registries:
-            raise ValueError("age bands need the population registry in the scope")
-        if self.generalise.age_bands and self.cohort is None and self.generalise.age_reference_date is None:
-            raise ValueError("age bands without a cohort need generalise.age_reference_date")
+        problems = extraction_problems(self.registries, self.cohort, self.generalise)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def canonical_json(self) -> str:
@@ -170,6 +145,50 @@ class PermitScope(BaseModel):
                 f"variable(s) {', '.join(extra)} of registry {registry!r} are not in permit "
                 f"{self.permit_id}'s scope; a change to the data needs a new permit application"
             )
+
+
+def _did_you_mean(word: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def extraction_problems(registries: dict, cohort, generalise) -> list[str]:
+    """Every problem of an extraction description against the registry schemas, at once, each naming the
+    registry or variable (with a suggestion for a misspelt one)."""
+    from pseudonymise.registry_schema import REGISTRIES, load_schema
+
+    out: list[str] = []
+    for name, reg in registries.items():
+        if name not in REGISTRIES:
+            out.append(f"registries.{name}: unknown registry {name!r}{_did_you_mean(name, REGISTRIES)}; known: "
+                       f"{', '.join(REGISTRIES)}")
+            continue
+        schema = load_schema(name)
+        names = [n for n in schema.names if n != "hetu"]
+        for var in reg.variables:
+            if var not in schema.names:
+                out.append(f"registries.{name}.variables: registry {name!r} has no variable {var!r}"
+                           f"{_did_you_mean(var, names)}; its variables are {', '.join(names)}")
+        if reg.period is not None and schema.event_date is None:
+            out.append(f"registries.{name}.period: registry {name!r} has no event date, so it cannot have a period")
+    if cohort is not None:
+        if cohort.registry not in REGISTRIES:
+            out.append(f"cohort.registry: cohort registry {cohort.registry!r} is unknown"
+                       f"{_did_you_mean(cohort.registry, REGISTRIES)}")
+        else:
+            schema = load_schema(cohort.registry)
+            for col in cohort.code_columns:
+                if col not in schema.names or schema.column(col).type != "code":
+                    out.append(f"cohort.code_columns: {col!r} is not a code column of {cohort.registry!r}")
+            if schema.event_date is None:
+                out.append(f"cohort.registry: cohort registry {cohort.registry!r} has no event date")
+    if generalise.age_bands and "population" not in registries:
+        out.append("generalise.age_bands: age bands need the population registry in the scope")
+    if generalise.age_bands and cohort is None and generalise.age_reference_date is None:
+        out.append("generalise.age_reference_date: age bands without a cohort need an age reference date")
+    return out
 
 
 def load_scope(path: str | Path) -> PermitScope:

@@ -20,11 +20,12 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 
 from permits import deadlines
+from permits.actions import BodyError, parse_body
 from permits.application import ApplicationForm, Kind
 from permits.fees import compute_fee
-from permits.lifecycle import PERMIT_IN_FORCE, Event, State, next_state, state_after
+from permits.lifecycle import BEFORE_DECISION, PERMIT_IN_FORCE, Event, State, next_state, state_after
 from permits.models import CaseCounter, CaseEventRow, CaseRow, EstimateRow, MemberRow, UserRow
-from permits.permissions import ACTIONS, PermissionDenied, Role, check_can
+from permits.permissions import ACTIONS, PermissionDenied, Role, check_can, check_can_see_queue
 from permits.rules import RuleViolation, check_form
 from permits.scope import PermitScope
 from toisio import audit, events
@@ -286,9 +287,14 @@ def list_cases(svc: Service, actor: Actor, *, state: str | None = None) -> list[
 
 # ---------------------------------------------------------------- writing
 
+_ACTION_OF_EVENT = {a.event.value: name for name, a in ACTIONS.items() if a.event is not None}
+
+
 def _check(conn: Connection, actor: Actor, row: CaseRow, action: str) -> Role:
+    took = {_ACTION_OF_EVENT[e.event]: e.actor for e in _history(conn, row.case_id) if e.event in _ACTION_OF_EVENT}
     return check_can(action, user=actor.user_id, roles=set(actor.roles), state=State(row.state),
-                     applicant=row.applicant_id, members=set(_members(conn, row.case_id, active_only=False)))
+                     applicant=row.applicant_id, members=set(_members(conn, row.case_id, active_only=False)),
+                     took=took)
 
 
 def _append_event(conn: Connection, svc: Service, row: CaseRow, event: Event, actor: Actor, role: Role,
@@ -362,7 +368,8 @@ def create_draft(svc: Service, actor: Actor, form: ApplicationForm, *, today: da
 
 
 def submit_form(svc: Service, actor: Actor, form: ApplicationForm, *, today: date | None = None) -> CaseView:
-    """Create a case from a form and submit it at once."""
+    """Create a case from a form and submit it at once (a form that cannot be submitted stores nothing)."""
+    _check_extraction(form)
     case_id = create_draft(svc, actor, form, today=today)
     return act(svc, actor, case_id, "submit", today=today)
 
@@ -388,6 +395,10 @@ def act(svc: Service, actor: Actor, case_id: str, action: str, *, today: date | 
     """Take ``action`` on a case (see :data:`permits.permissions.ACTIONS`)."""
     if action not in ACTIONS or ACTIONS[action].event is None:
         raise InvalidRequest(f"unknown action {action!r}", code="unknown_action")
+    try:
+        payload = parse_body(action, payload).model_dump(exclude_none=True)
+    except BodyError as exc:
+        raise InvalidRequest(str(exc), code="invalid_body") from None
     today = today or _today()
     with svc.engine.begin() as conn:
         row = _verified_row(conn, svc, case_id)
@@ -419,7 +430,22 @@ def _need(payload: dict[str, Any], name: str, what: str) -> Any:
     return value
 
 
+def _check_extraction(form: ApplicationForm) -> None:
+    """Refuse an application whose extraction description names unknown registries or variables (every
+    problem at once), so that it cannot fail later at send-estimate with the case stuck."""
+    if form.extraction is None:
+        return
+    from permits.scope import extraction_problems
+
+    ext = form.extraction
+    problems = extraction_problems(ext.registries, ext.cohort, ext.generalise)
+    if problems:
+        raise RuleViolation("extraction_invalid", f"the extraction description has {len(problems)} problem(s): "
+                            + "; ".join(f"extraction.{p}" for p in problems))
+
+
 def _on_submit(conn, svc, actor, row, today, payload):
+    _check_extraction(ApplicationForm.model_validate_json(row.form))
     conn.execute(update(CaseRow).where(CaseRow.case_id == row.case_id).values(submitted_on=today))
     return {}, False
 
@@ -437,6 +463,7 @@ def _on_resubmit(conn, svc, actor, row, today, payload):
         from permits.attachments import verify_form
 
         verify_form(svc, form)
+        _check_extraction(form)
         old = ApplicationForm.model_validate_json(row.form)
         if form.kind != old.kind:
             raise RuleViolation("kind_unchanged", "a resubmission keeps the application's kind")
@@ -466,10 +493,12 @@ def _on_request_estimates(conn, svc, actor, row, today, payload):
         raise InvalidRequest("an amendment needs no extraction estimate", code="no_estimates_for_amendment")
     registries = sorted(form.extraction.registries)
     due = deadlines.estimate_due(today)
+    # Estimates asked for an earlier version of the application (before a return) are superseded.
+    superseded = conn.execute(EstimateRow.__table__.delete().where(EstimateRow.case_id == row.case_id)).rowcount
     for r in registries:
         conn.execute(EstimateRow.__table__.insert().values(case_id=row.case_id, registry=r, requested_on=today,
                                                            due_on=due))
-    return {"registries": registries, "due": due.isoformat()}, False
+    return {"registries": registries, "due": due.isoformat(), "superseded_estimates": superseded}, False
 
 
 def _on_record_estimate(conn, svc, actor, row, today, payload):
@@ -517,7 +546,9 @@ def _on_present(conn, svc, actor, row, today, payload):
 def _on_approve(conn, svc, actor, row, today, payload):
     form = ApplicationForm.model_validate_json(row.form)
     valid_from = payload.get("valid_from") or today
-    valid_until = _need(payload, "valid_until", "the permit's end date")
+    valid_until = payload.get("valid_until") or (form.requested_validity.end if form.requested_validity else None)
+    if valid_until is None:
+        raise InvalidRequest("the permit's end date is required (valid_until)", code="missing_valid_until")
     if isinstance(valid_until, str):
         valid_until = date.fromisoformat(valid_until)
     if isinstance(valid_from, str):
@@ -592,6 +623,13 @@ def _on_assign(conn, svc, actor, row, today, payload):
     return {"handler_id": handler_id}, False
 
 
+def _on_close(conn, svc, actor, row, today, payload):
+    if State(row.state) in BEFORE_DECISION and not payload.get("reason"):
+        raise InvalidRequest("closing a case before its decision needs a reason the applicant can read",
+                             code="missing_reason")
+    return {"reason": payload.get("reason")} if payload.get("reason") else {}, False
+
+
 def _on_revoke(conn, svc, actor, row, today, payload):
     return {"reason": _need(payload, "reason", "the reason for revoking the permit")}, False
 
@@ -605,7 +643,7 @@ _HANDLERS = {
     "request_estimates": _on_request_estimates, "record_estimate": _on_record_estimate,
     "send_estimate": _on_send_estimate, "accept": _on_accept, "present": _on_present, "approve": _on_approve,
     "reject": _on_reject, "extend_deadline": _on_extend, "assign_handler": _on_assign, "revoke": _on_revoke,
-    "mark_delivered": _on_delivered,
+    "close": _on_close, "mark_delivered": _on_delivered,
 }
 
 
@@ -687,8 +725,13 @@ def _deadline_of(conn: Connection, row: CaseRow) -> tuple[date | None, str]:
     return None, ""
 
 
-def queue(svc: Service, handler_id: str | None, *, today: date | None = None) -> list[QueueItem]:
-    """Open cases (of one handler, or all), earliest deadline first."""
+def queue(svc: Service, actor: Actor, *, all_handlers: bool = False, today: date | None = None) -> list[QueueItem]:
+    """Open cases of the actor (or of every handler: handlers and deciders only), earliest deadline first."""
+    check_can_see_queue(actor.user_id, actor.roles, all_handlers=all_handlers)
+    return _queue(svc, None if all_handlers else actor.user_id, today=today)
+
+
+def _queue(svc: Service, handler_id: str | None, *, today: date | None = None) -> list[QueueItem]:
     today = today or _today()
     open_states = [s.value for s in State if s not in {State.DRAFT, State.ACTIVE} and s not in
                    {State.REJECTED, State.EXPIRED, State.CLOSED, State.REVOKED, State.WITHDRAWN, State.DELETED}]
@@ -706,7 +749,7 @@ def queue(svc: Service, handler_id: str | None, *, today: date | None = None) ->
 
 def digest(svc: Service, *, today: date | None = None) -> list[QueueItem]:
     """Cases nearing (within 14 days) or past a deadline."""
-    return [i for i in queue(svc, None, today=today) if i.status in ("near", "overdue")]
+    return [i for i in _queue(svc, None, today=today) if i.status in ("near", "overdue")]
 
 
 def tidy_drafts(svc: Service, *, today: date | None = None, remind_after_days: int = 30,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from secure_env.browser_rules import DATA_EXTENSIONS, IMAGE_EXTENSIONS, BrowserLimits
 from secure_env.jupyter_audit import OUTPUT_MSG_TYPES
 from secure_env.jupyter_auth import REFUSED_RESOURCES, REFUSED_ROUTES
-from secure_env.lockdown import DISABLED_EXTENSIONS, NAMESPACES, PAGE_SETTINGS
+from secure_env.lockdown import DISABLED_EXTENSIONS, PAGE_SETTINGS
+from secure_env.sandbox import CODE_PACKAGES, SANDBOX_UID, KernelLimits
 from secure_env.workspace_rules import NAMED, WORKSPACE_ACTIONS
 from toisio.documents import write_generated
 
@@ -18,8 +20,11 @@ AUDITED = [
     ("workspace.login", "an analyst logged in with their token (one event per analyst and address per 30 min)"),
     ("workspace.login_refused", "no, a wrong, another permit's or a removed analyst's token (never the token)"),
     ("workspace.kernel_started", "a kernel started, by whom"),
-    ("workspace.cell_executed", "a cell ran: its code, status, bytes of output, the files it wrote"),
+    ("workspace.cell_executed", "a cell ran: its whole code with its SHA-256, status, bytes of output, the files "
+                                "it wrote"),
     ("workspace.file_written", "a file saved or copied through the contents API, with its size"),
+    ("workspace.file_read", "a file's content asked for through the contents API: path, bytes, refused or not"),
+    ("workspace.upload_refused", "an upload from the browser was refused: path, bytes, why"),
     ("workspace.quota_refused", "a write refused because it would exceed the scratch quota"),
     ("workspace.quota_exceeded", "a cell left the root over its quota"),
     ("workspace.kernel_stopped", "a kernel stopped"),
@@ -59,22 +64,47 @@ def render() -> str:
             "Disabled and locked (`LabApp.lock_all_plugins`), so they cannot be re-enabled from the UI:", ""]
     out += [f"- `{name}`" for name in sorted(DISABLED_EXTENSIONS)]
     out += [f"- page setting `{k}` = `{str(v).lower()}`" for k, v in PAGE_SETTINGS.items()]
-    out += ["", "## The kernel", "",
-            f"Every kernel starts through `{' '.join(NAMESPACES)}`, then a generated launch script that stops at "
-            "the first failing step (`set -eu`), so a kernel never runs without its isolation:", "",
-            "- **no network**: a new network namespace with no interfaces up; the kernel talks to the server over "
-            "Unix sockets (`transport = ipc`);",
-            "- **read-only data**: the data copy is bind-mounted read-only at `$TOISIO_DATA`;",
-            "- **no service state**: the database, key store, attachments and every other workspace are covered "
-            "by empty mounts, and the kernel's own config directory is replaced by a private one;",
-            "- **nothing shared between permits**: private `/tmp`, `/var/tmp` and `/dev/shm`;",
-            "- **no secrets in reach**: an empty environment (`env -i`: only `PATH`, `HOME`, `LANG`, "
-            "`TOISIO_DATA`, `TOISIO_SCRATCH`), and its own PID namespace, so the server's process and "
-            "environment are out of sight;",
-            "- **file-size limit**: the scratch quota (`prlimit --fsize`); a file cut off at the limit is removed.",
-            "", "Before a workspace starts, a probe creates the same namespaces and checks that a socket to the "
-            "host's loopback fails with *Network is unreachable*; if it cannot, the workspace does not start "
-            "(`no_isolation`).", "",
+    lim, browser = KernelLimits(), BrowserLimits()
+    out += ["", "## What the browser may read and write", "",
+            "JupyterLab needs the contents API to open a file, so the server decides what it serves "
+            "(`secure_env/browser_rules.py`); every read is recorded (`workspace.file_read`, with path, bytes "
+            "and, if refused, why):", "",
+            f"- **served**: notebooks up to {browser.notebook_bytes // 2**20} MB whose cells and outputs hold no "
+            f"table, text files up to `TOISIO_WORKSPACE_READ_MAX_KB` (default {browser.text_bytes // 1024} KB) "
+            f"that do not look like a delimited table, and images ({', '.join(sorted(IMAGE_EXTENSIONS))}) up to "
+            f"{browser.image_bytes // 2**20} MB;",
+            "- **refused**: data formats (" + ", ".join(f"`{e}`" for e in sorted(DATA_EXTENSIONS)) + "), binary "
+            "files, larger files, and text or notebooks that hold a table of data;",
+            "- **writes**: saving notebooks and small text files works; an upload (base64 or chunked content) is "
+            "refused and recorded (`workspace.upload_refused`). Code or a lookup table comes in through an import "
+            "request (`toisio imports request`) that a data steward approves; the file lands read-only in "
+            "`imports/`.", "",
+            "## The kernel", "",
+            "Every kernel starts through a generated launch script that puts it in cgroups of its own (where a "
+            "cgroup controller is writable), then `prlimit`, then bubblewrap (`bwrap`), which builds the kernel's "
+            "filesystem from nothing (`secure_env/sandbox.py`):", "",
+            f"- **unprivileged**: uid/gid {SANDBOX_UID} in its own user namespace, every capability dropped "
+            "(`--cap-drop ALL`), `no_new_privs`: mount, umount, remount, ptrace outside its namespace and raw "
+            "sockets fail;",
+            "- **no network**: new network namespace with only its own loopback; the kernel talks to the server "
+            "over Unix sockets (`transport = ipc`);",
+            "- **only what it needs exists**: `/usr` and the libraries, the Python environment and the code "
+            f"packages ({', '.join(CODE_PACKAGES)}) read-only, the permit's data read-only at `$TOISIO_DATA`, the "
+            "Jupyter root read-write, the runtime directory; the service's home (database, key store, quarantine, "
+            "other workspaces) is not mounted at all, so there is nothing to unmount;",
+            "- **nothing shared between permits**: fresh `/tmp`, `/var/tmp`, `/run`, `/proc`, `/dev`, its own PID, "
+            "IPC and UTS namespaces;",
+            "- **no secrets in reach**: an empty environment (`--clearenv`: only `PATH`, `HOME`, `LANG` and "
+            "`TOISIO_DATA`, `TOISIO_SCRATCH`, `TOISIO_PERMIT` and the limits);",
+            f"- **limits**: processes (`TOISIO_WORKSPACE_KERNEL_PROCESSES`, default {lim.processes}; a pids cgroup "
+            f"where the service runs as root, since the rlimit does not bind root), memory "
+            f"(`TOISIO_WORKSPACE_KERNEL_MEMORY_MB`, default {lim.memory_mb} MB: address space and memory cgroup), "
+            f"CPU time (`TOISIO_WORKSPACE_KERNEL_CPU_SECONDS`, default {lim.cpu_seconds} s), open files, and the "
+            "scratch quota as the file-size limit; a cell that hits one is told so in plain words.",
+            "", "Before a workspace starts, a probe builds the same sandbox and checks, from inside, that it is not "
+            "uid 0, has no capabilities and `no_new_privs`, sees only its own loopback, cannot reach a listener "
+            "on the host's loopback and has no route out; as root, a pids cgroup must be available. If any check "
+            "fails the workspace does not start (`no_isolation`).", "",
             "## Session audit", "",
             "Each event is appended to the service's hash-chained audit log with the analyst as actor and "
             "`permit:<id>` as subject. `toisio workspace audit --permit ID` shows them. Output bytes count the "

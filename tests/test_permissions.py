@@ -47,3 +47,37 @@ def test_no_authority_action_on_own_case(action):
             with pytest.raises(PermissionDenied) as exc:
                 check_can(action, **kwargs)
             assert exc.value.code == "conflict_of_interest"
+
+
+def test_every_action_has_a_typed_body_and_every_body_an_action():
+    from permits.actions import ACTION_BODIES
+
+    assert set(ACTION_BODIES) == {name for name, a in ACTIONS.items() if a.event is not None}
+    for model in ACTION_BODIES.values():
+        assert model.model_config["extra"] == "forbid"
+
+
+def test_every_open_state_leaves_the_authority_a_way_forward_or_out():
+    """Issue 12 finding 14: no state may leave a case stuck for the handler (or decider)."""
+    from permits.lifecycle import ANNOTATIONS, TERMINAL, TRANSITIONS
+
+    authority = {Role.HANDLER, Role.DECIDER, Role.SYSTEM}
+    for state in State:
+        if state in TERMINAL or state is State.DRAFT:
+            continue
+        exits = [name for name, a in ACTIONS.items() if a.event is not None and a.event not in ANNOTATIONS
+                 and (state, a.event) in TRANSITIONS and TRANSITIONS[(state, a.event)] is not state
+                 and a.roles & authority]
+        assert exits, f"{state.value}: no handler, decider or system action leaves it"
+
+
+def test_the_presenter_cannot_decide():
+    from permits.permissions import SEPARATION_OF_DUTIES
+
+    for action, earlier in SEPARATION_OF_DUTIES.items():
+        with pytest.raises(PermissionDenied, match=f"took '{earlier}'") as exc:
+            check_can(action, user="hd", roles={Role.HANDLER, Role.DECIDER}, state=State.PRESENTED,
+                      applicant="alice", members=set(), took={earlier: "hd"})
+        assert exc.value.code == "conflict_of_interest"
+        assert check_can(action, user="dora", roles={Role.DECIDER}, state=State.PRESENTED, applicant="alice",
+                         members=set(), took={earlier: "hd"}) is Role.DECIDER

@@ -84,7 +84,7 @@ def test_reading_a_case_is_audited(svc, staff):
 
 def test_returned_and_resubmitted(svc, staff):
     case = submit_form(svc, staff["alice"], make_form(), today=DAY).case_id
-    with pytest.raises(InvalidRequest, match="a reason"):
+    with pytest.raises(InvalidRequest, match="reason: Field required"):
         act(svc, staff["hanna"], case, "return", today=DAY)
     act(svc, staff["hanna"], case, "return", today=DAY, reason="attach the ethics statement")
     missing = make_form(ethics_statement_required=True, ethics_statement={"filename": "e.pdf", "sha256": "c" * 64})
@@ -209,10 +209,15 @@ def test_queue_and_digest(svc, staff):
     b = submit_form(svc, staff["alice"], make_form(title="Second"), today=DAY).case_id
     act(svc, staff["hanna"], a, "confirm_complete", today=DAY)
     act(svc, staff["harri"], b, "confirm_complete", today=DAY + timedelta(days=10))
-    mine = queue(svc, "hanna", today=DAY)
+    mine = queue(svc, staff["hanna"], today=DAY)
     assert [i.case_id for i in mine] == [a] and mine[0].deadline == date(2026, 6, 2)
-    everything = queue(svc, None, today=DAY)
+    everything = queue(svc, staff["hanna"], all_handlers=True, today=DAY)
     assert [i.case_id for i in everything] == [a, b]
+    assert [i.case_id for i in queue(svc, staff["dora"], all_handlers=True, today=DAY)] == [a, b]
+    for outsider in ("alice", "kela1", "oscar", "aud"):  # issue 12, finding 9
+        with pytest.raises(PermissionDenied, match="only decider, handler may see every handler's queue"):
+            queue(svc, staff[outsider], all_handlers=True, today=DAY)
+        assert queue(svc, staff[outsider], today=DAY) == []
     late = digest(svc, today=date(2026, 6, 5))
     assert {i.case_id: i.status for i in late} == {a: "overdue", b: "near"}
 

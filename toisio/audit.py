@@ -245,12 +245,12 @@ def verify(conn: Connection, key: Secret, *, anchor: tuple[int, str] | None = No
 
 
 def _table_exists(conn: Connection) -> bool:
+    from contextlib import suppress
+
     from sqlalchemy import inspect
 
-    try:
+    with suppress(DBAPIError):
         conn.rollback()
-    except DBAPIError:
-        pass
     return inspect(conn).has_table(AuditEventRow.__tablename__)
 
 
