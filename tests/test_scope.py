@@ -63,3 +63,14 @@ def test_json_schema_published():
     assert schema["title"] == "PermitScope"
     assert "registries" in schema["properties"]
     json.dumps(schema)
+
+
+@pytest.mark.parametrize("bands", [[], [5, 10], [0, 30, 18]])
+def test_bad_age_bands_are_a_validation_error_not_a_crash(bands):
+    """`age_bands: []` was an IndexError (a 500 through the API): issue 12, finding 11."""
+    from pydantic import ValidationError
+
+    from permits.scope import Generalisation
+
+    with pytest.raises(ValidationError, match="age_bands must start at 0"):
+        Generalisation(age_bands=bands)
