@@ -15,11 +15,15 @@ is accounted for in the manifest:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,12 @@ from typing import Any
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from sqlalchemy import select
 
 from permits.scope import PermitScope
 from pseudonymise import deliver
 from pseudonymise.cohort import match_controls, one_row_per_person, select_cases
+from pseudonymise.files import ExtractFileError, check_extract
 from pseudonymise.generalise import age_band, coarsen_dates, municipality_to_wellbeing_county
 from pseudonymise.keys import derive_permit_key
 from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudonym
@@ -38,6 +44,7 @@ from pseudonymise.registry_schema import load_schema
 from pseudonymise.runs import finish_run, start_run
 from pseudonymise.spark_session import apply_pipeline_conf, get_spark
 from pseudonymise.validate import REASONS, mark_duplicates, parse_and_validate, read_lines, with_repeated_flag
+from toisio import audit
 from toisio.keystore import master_key
 from toisio.service import Service
 
@@ -141,6 +148,10 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
     source = in_dir / schema.file
     if not source.exists():
         raise ExtractionError(f"registry {registry!r}: extract file {source} is missing")
+    try:
+        check_extract(source, schema)
+    except ExtractFileError as exc:
+        raise ExtractionError(f"registry {registry!r}: {exc}") from None
     lines = read_lines(spark, str(source), schema)
     checked = with_repeated_flag(parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids), lines)
     if flagged and members is not None:
@@ -163,8 +174,14 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
     )
     target = work / registry
     out.write.mode("overwrite").options(**WORK_FILE_OPTIONS).partitionBy("_part").parquet(str(target))
+    if not any(target.glob("_part=*")):  # no rows at all: keep the columns, so that empty reads have a schema
+        out.drop("_part").limit(0).write.mode("overwrite").parquet(str(_empty_dir(target)))
     _resolve_duplicates(spark, target)
     return target
+
+
+def _empty_dir(dataset: Path) -> Path:
+    return dataset.with_name(dataset.name + ".empty")
 
 
 def _resolve_duplicates(spark: SparkSession, dataset: Path) -> None:
@@ -196,6 +213,8 @@ def _read_part(spark: SparkSession, dataset: Path, *kinds: str) -> DataFrame:
     """The rows of the given work parts (main pass and resolved duplicates), without ``_part``."""
     frames = [spark.read.parquet(p) for kind in kinds for p in _parts(dataset, kind)]
     if not frames:
+        if _empty_dir(dataset).exists():
+            return spark.read.parquet(str(_empty_dir(dataset)))
         return spark.read.parquet(str(dataset)).drop("_part").limit(0)
     out = frames[0]
     for f in frames[1:]:
@@ -334,21 +353,141 @@ def _release(cached: list[DataFrame]) -> None:
         df.unpersist()
 
 
+RUN_FILE = "run.json"
+STALE_WITHOUT_WORK_SECONDS = 600
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time (clock ticks since boot) of a live process, or None: with the pid it names one process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _private_work_dir(svc: Service, run_id: str) -> Path:
+    """The run's work directory (mode 700 under a 700 parent), claimed by this process in ``run.json``."""
+    root = svc.settings.home / "work"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(root, 0o700)
+    work = root / run_id
+    work.mkdir(mode=0o700)
+    os.chmod(work, 0o700)
+    claim = work / RUN_FILE
+    fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"run_id": run_id, "pid": os.getpid(), "process_start": _process_start(os.getpid())}, fh)
+    return work
+
+
+def _make_private(tree: Path) -> None:
+    """Files 600 and directories 700 under ``tree`` (work files hold plaintext identity codes)."""
+    for dirpath, _dirnames, filenames in os.walk(tree):
+        os.chmod(dirpath, 0o700)
+        for f in filenames:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(Path(dirpath) / f, 0o600)
+
+
+def _tree_size(tree: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, _d, filenames in os.walk(tree):
+        for f in filenames:
+            with contextlib.suppress(OSError):
+                size += (Path(dirpath) / f).stat().st_size
+                files += 1
+    return files, size
+
+
+def cleanup_stale_runs(svc: Service, *, actor: str = "pipeline") -> list[str]:
+    """Find runs whose process died (killed, machine lost) and clean up after them: their work files (which
+    hold plaintext identity codes) are removed and each run is recorded as failed, audited.  Runs by live
+    processes are left alone.  Called at the start of every extraction and by ``toisio extract --cleanup``."""
+    from pseudonymise.runs import LinkageRun
+
+    root = svc.settings.home / "work"
+    cleaned: list[str] = []
+    found: dict[str, Path] = {}
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            claim = d / RUN_FILE
+            try:
+                info = json.loads(claim.read_text())
+            except (OSError, ValueError):
+                info = {}
+                if time.time() - d.stat().st_mtime < 60:
+                    continue  # being created by a run that has not written its claim yet
+            if info and _process_start(int(info["pid"])) == info.get("process_start") and info.get("process_start"):
+                continue  # its process still runs
+            found[info.get("run_id") or d.name] = d
+    with svc.engine.begin() as conn:
+        running = {r.run_id: r for r in conn.execute(select(LinkageRun).where(LinkageRun.status == "running"))}
+    now = datetime.now(UTC)
+    for run_id, row in running.items():
+        started = datetime.fromisoformat(row.started_at.replace("Z", "+00:00"))
+        if run_id not in found and not (root / run_id).exists() and \
+                (now - started).total_seconds() > STALE_WITHOUT_WORK_SECONDS:
+            found[run_id] = root / run_id
+    for run_id, d in found.items():
+        files, size = _tree_size(d) if d.exists() else (0, 0)
+        shutil.rmtree(d, ignore_errors=True)
+        with svc.engine.begin() as conn:
+            if run_id in running:
+                finish_run(conn, svc.audit_key, run_id=run_id, actor=actor, manifest_sha256=None,
+                           error="stale: the run's process is gone (killed or crashed); its work files were "
+                                 "removed", summary={})
+            subject = f"permit:{running[run_id].permit_id}" if run_id in running else "extraction:work"
+            audit.append(conn, svc.audit_key, actor=actor, action="extraction.stale_cleaned", subject=subject,
+                         payload={"run_id": run_id, "files_removed": files, "bytes_removed": size})
+        cleaned.append(run_id)
+    return cleaned
+
+
+def check_quality(registry: str, c: dict[str, Any], *, max_share: float, allow_empty: bool) -> None:
+    """Fail the run for an extract that is empty or mostly quarantined (wrong delimiter, encoding, columns),
+    naming the file and the reasons, unless the threshold is explicitly raised."""
+    file = load_schema(registry).file
+    if c["rows_in"] == 0:
+        if not allow_empty:
+            raise ExtractionError(f"registry {registry!r}: {file} has a header but no rows; if that is right, run "
+                                  f"again with --allow-empty-extracts")
+        return
+    share = c["quarantined_total"] / c["rows_in"]
+    if share > max_share:
+        top = sorted(c["quarantined"].items(), key=lambda kv: -kv[1])[:3]
+        reasons = ", ".join(f"{r} ({n:,})" for r, n in top)
+        raise ExtractionError(
+            f"registry {registry!r}: {c['quarantined_total']:,} of {c['rows_in']:,} rows of {file} ({share:.0%}) "
+            f"were quarantined, over the limit of {max_share:.0%} (reasons: {reasons}); the file is probably not "
+            f"this registry's extract. Nothing was delivered; fix the file, or publish anyway with "
+            f"--max-quarantined-share {min(1.0, round(share + 0.005, 2))}")
+
+
 def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, svc: Service, *,
                    actor: str = "pipeline", spark: SparkSession | None = None,
-                   quarantine_dir: str | Path | None = None) -> ExtractionResult:
-    """Run the whole pipeline for ``scope`` and deliver atomically to ``out_dir``."""
+                   quarantine_dir: str | Path | None = None, max_quarantined_share: float | None = None,
+                   allow_empty_extracts: bool | None = None) -> ExtractionResult:
+    """Run the whole pipeline for ``scope`` and deliver atomically to ``out_dir``.
+
+    A registry with more than ``max_quarantined_share`` of its rows quarantined, or with no rows,
+    fails the run before anything is published (defaults from the settings).
+    """
+    max_share = svc.settings.pipeline_max_quarantined_share if max_quarantined_share is None \
+        else max_quarantined_share
+    allow_empty = svc.settings.pipeline_allow_empty_extracts if allow_empty_extracts is None \
+        else allow_empty_extracts
     in_dir, out_dir = Path(in_dir), Path(out_dir).resolve()
     if not in_dir.is_dir():
         raise ExtractionError(f"input directory {in_dir} does not exist")
     run_id = f"{scope.permit_id}-{uuid.uuid4().hex[:12]}"
+    cleanup_stale_runs(svc, actor=actor)
+    work = _private_work_dir(svc, run_id)
     key = derive_permit_key(master_key(svc.settings.keys), scope.permit_id, scope.key_version)
     with svc.engine.begin() as conn:
         start_run(conn, svc.audit_key, run_id=run_id, permit_id=scope.permit_id, scope_sha256=scope.sha256,
                   key_id=key.key_id, output_dir=str(out_dir), actor=actor)
     spark = spark or get_spark(svc.settings)
     apply_pipeline_conf(spark)
-    work = svc.settings.home / "work" / run_id
     quarantine = Path(quarantine_dir) if quarantine_dir else svc.settings.quarantine_dir / scope.permit_id / run_id
     staging = deliver.new_staging(out_dir)
     seconds: dict[str, float] = {}
@@ -377,7 +516,9 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             log.info("validating %s", registry)
             dataset = _validate_to_work(spark, scope, registry, in_dir, work, flagged=registry in flagged,
                                         members=members)
+            _make_private(work)
             counts[registry] = _validation_counts(spark, dataset, registry in flagged)
+            check_quality(registry, counts[registry], max_share=max_share, allow_empty=allow_empty)
             valid[registry] = _read_valid(spark, dataset, *_valid_kinds(registry in flagged))
             lap(f"validate {registry}")
 

@@ -69,6 +69,8 @@ def get_spark(settings: Settings, app_name: str = "toisio") -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.compression.codec", "zstd")
         .config("spark.eventLog.enabled", "false")
+        # Work files hold normalised identity codes: created 600 (directories 700), never readable by others.
+        .config("spark.hadoop.fs.permissions.umask-mode", "077")
         .config("spark.driver.extraJavaOptions", JAVA_OPTIONS)
         .config("spark.executor.extraJavaOptions", JAVA_OPTIONS)
     )

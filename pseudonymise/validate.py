@@ -201,7 +201,7 @@ def read_lines(spark: SparkSession, path: str, schema: RegistrySchema) -> DataFr
     df = spark.read.text(path)
     return (
         df.select(F.col("value").alias("_line"), F.input_file_name().alias("_file"))
-        .where(F.col("_line") != F.lit(schema.header))
+        .where((F.col("_line") != F.lit(schema.header)) & (F.col("_line") != F.lit("\ufeff" + schema.header)))
     )
 
 

@@ -97,13 +97,28 @@ def extract(
     permit: str | None = typer.Option(None, "--permit", help="take the frozen scope of this approved permit"),
     as_user: str | None = typer.Option(None, "--as", envvar="TOISIO_USER",
                                        help="handler recording the extraction on the permit (with --permit)"),
-    in_dir: Path = typer.Option(..., "--in", help="directory of the controllers' extracts"),
-    out_dir: Path = typer.Option(..., "--out", help="delivery directory (replaced atomically)"),
+    in_dir: Path | None = typer.Option(None, "--in", help="directory of the controllers' extracts"),
+    out_dir: Path | None = typer.Option(None, "--out", help="delivery directory (replaced atomically)"),
     quarantine: Path | None = typer.Option(None, "--quarantine", help="where rejected rows go"),
     actor: str = typer.Option("pipeline", "--actor", help="who runs the extraction (audit log)"),
     via_flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (with retries)"),
+    max_quarantined_share: float | None = typer.Option(
+        None, "--max-quarantined-share", min=0.0, max=1.0,
+        help="fail when more of a registry's rows than this share are quarantined (default 0.5)"),
+    allow_empty_extracts: bool = typer.Option(False, "--allow-empty-extracts",
+                                              help="publish even if an extract has a header but no rows"),
+    cleanup: bool = typer.Option(False, "--cleanup", help="only clean up after runs whose process died"),
 ) -> None:
     """Validate, minimise, pseudonymise, link and deliver one permit's data."""
+    if cleanup:
+        from pseudonymise.pipeline import cleanup_stale_runs
+        from toisio.service import service
+
+        cleaned = cleanup_stale_runs(service(), actor=actor)
+        console.print(f"cleaned up {len(cleaned)} stale run(s)" + (": " + ", ".join(cleaned) if cleaned else ""))
+        return
+    if in_dir is None or out_dir is None:
+        _fail("give --in DIR and --out DIR (or --cleanup)")
     if (scope is None) == (permit is None):
         _fail("give either --scope FILE or --permit ID")
     if permit is not None:
@@ -126,7 +141,8 @@ def extract(
     try:
         with console.status(f"extracting {permit_scope.permit_id}"):
             result = run_extraction(permit_scope, in_dir, out_dir, service(), actor=actor,
-                                    quarantine_dir=quarantine)
+                                    quarantine_dir=quarantine, max_quarantined_share=max_quarantined_share,
+                                    allow_empty_extracts=allow_empty_extracts or None)
     except ExtractionError as exc:
         _fail(str(exc))
     print_manifest(result.manifest, title=f"Delivered {permit_scope.permit_id} to {result.output_dir} "

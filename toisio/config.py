@@ -40,6 +40,8 @@ class Settings:
     workspace_kernel_processes: int = 128  # per kernel: processes and threads (cgroup pids.max / rlimit)
     workspace_kernel_cpu_seconds: int = 4 * 3600  # per kernel: CPU time before the kernel is stopped
     workspace_read_max_kb: int = 256  # largest text file the contents API serves to the browser
+    pipeline_max_quarantined_share: float = 0.5  # a registry with more of its rows quarantined fails the run
+    pipeline_allow_empty_extracts: bool = False  # an extract with a header and no rows fails the run
 
     @property
     def db_url(self) -> str:
@@ -68,6 +70,10 @@ def load_settings(**overrides: object) -> Settings:
             values[f.name] = Path(env).expanduser()
         elif f.type in ("int", int):
             values[f.name] = int(env)
+        elif f.type in ("float", float):
+            values[f.name] = float(env)
+        elif f.type in ("bool", bool):
+            values[f.name] = env.strip().lower() in ("1", "true", "yes", "on")
         else:
             values[f.name] = env
     settings = replace(Settings(), **values)
