@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_PERSONS ?= 20000
 DEMO_DIR := var/demo
 
-.PHONY: install demo test test-fast bench lint clean check-java docs
+.PHONY: install demo test test-fast bench lint clean check-java check-sandbox docs
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { \
@@ -16,6 +16,12 @@ check-java:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3,11) <= sys.version_info[:2] < (3,13) else 1)' || { \
 	  echo "Toisio needs Python 3.11 or 3.12 ($(PYTHON) is $$($(PYTHON) --version))."; exit 1; }
 
+check-sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo "Workspace kernels run in a bubblewrap sandbox and 'bwrap' is not on the PATH."; \
+	  echo "On Debian/Ubuntu install it with:  sudo apt-get install -y bubblewrap"; \
+	  exit 1; }
+
 $(STAMP): pyproject.toml constraints.txt | check-java
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -24,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt | check-java
 
 install: check-java $(STAMP)
 
-demo: install
+demo: install check-sandbox
 	DEMO_PERSONS=$(DEMO_PERSONS) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: install

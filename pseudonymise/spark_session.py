@@ -76,7 +76,13 @@ def get_spark(settings: Settings, app_name: str = "toisio") -> SparkSession:
     )
     if settings.spark_remote == "local":
         builder = builder.config("spark.api.mode", "connect")
-    spark = builder.getOrCreate()
+    # The JVM inherits the umask it is started with: everything Spark writes (work files with plaintext
+    # identity codes, their .crc checksums, task attempt directories) is then 600/700 from the start.
+    old_umask = os.umask(0o077)
+    try:
+        spark = builder.getOrCreate()
+    finally:
+        os.umask(old_umask)
     if settings.spark_remote != "local":
         spark.sparkContext.setLogLevel("ERROR")
     return spark

@@ -19,3 +19,21 @@ def test_workspace_reference_is_generated_from_the_tables():
     from secure_env.workspace_docs import render as render_workspace
 
     assert WORKSPACE_DOC.read_text(encoding="utf-8") == render_workspace(), "run `make docs`"
+
+
+def test_every_test_named_in_the_security_properties_exists():
+    """docs/security.md names the tests that hold each property; a renamed or deleted test breaks this."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "security.md").read_text(encoding="utf-8")
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (root / "tests").glob("test_*.py"))
+    names = set(re.findall(r"\b(test_[a-z0-9_]+)\b", text)) - {"test_" + p.stem[5:] for p in
+                                                               (root / "tests").glob("test_*.py")}
+    missing = sorted(n for n in names if f"def {n}(" not in source)
+    assert not missing, missing
+    for path in re.findall(r"`(tests/[a-z_]+\.py)", text):
+        assert (root / path).exists(), path
+    for path in re.findall(r"`((?:toisio|permits|secure_env|pseudonymise)/[a-z_]+\.py)", text):
+        assert (root / path).exists(), path

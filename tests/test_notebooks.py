@@ -55,7 +55,7 @@ def test_notebook_runs_in_a_workspace_kernel(workspace, notebook):
     S.run_notebook(svc, permit, nb, cwd=root / "examples", timeout=300)
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "Traceback" not in text
-    probe = nbformat.v4.new_code_cell("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), 2)\n"
+    probe = nbformat.v4.new_code_cell("import socket\ntry:\n    socket.create_connection(('192.0.2.1', 9), 2)\n"
                                       "except OSError as e:\n    print('no network:', e.errno)")
     nb.cells.append(probe)
     S.run_notebook(svc, permit, nb, cwd=root / "examples", timeout=300)
