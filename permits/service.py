@@ -205,12 +205,17 @@ def case_digest(conn: Connection, case_id: str) -> str:
 
 def _chained_digest(conn: Connection, svc: Service, case_id: str) -> str | None:
     """The digest the newest authentic audit entry of the case recorded (None if there is none)."""
-    for e in reversed(audit.events(conn, subject=f"case:{case_id}")):
-        if "case_digest" in e.payload:
-            if not audit.authentic(svc.audit_key, e):
-                raise CaseTampered(f"the audit entry {e.seq} of {case_id} was altered")
-            return e.payload["case_digest"]
-    return None
+    row = conn.execute(select(audit.AuditEventRow).where(
+        audit.AuditEventRow.subject == f"case:{case_id}",
+        audit.AuditEventRow.payload.contains('"case_digest":', autoescape=True),
+    ).order_by(audit.AuditEventRow.seq.desc()).limit(1)).first()
+    if row is None:
+        return None
+    e = audit.AuditEvent(row.seq, row.ts, row.actor, row.action, row.subject, json.loads(row.payload),
+                         row.prev_hash, row.entry_hash)
+    if not audit.authentic(svc.audit_key, e):
+        raise CaseTampered(f"the audit entry {e.seq} of {case_id} was altered")
+    return e.payload.get("case_digest")
 
 
 def _verified_row(conn: Connection, svc: Service, case_id: str) -> CaseRow:

@@ -141,10 +141,19 @@ class WorkspaceAuthorizer(Authorizer):
 
 
 class RefusedRouteHandler(JupyterHandler):
-    """Answers 403 on a refused route, for every method."""
+    """Answers 403 on a refused route, for every method (a plain JSON body: the HTML error page would ask
+    for the current user in a way jupyter_server 2 refuses, and log a traceback)."""
 
     def prepare(self):
         raise web.HTTPError(403, f"{self.request.path} is not available in a secure workspace")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        import json
+
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message, "reason": self._reason}))
 
 
 def refuse_routes(web_app, base_url: str) -> None:

@@ -94,8 +94,10 @@ class Lockdown:
 
 def kernel_argv(lock: Lockdown, config_dir: Path, python: str = sys.executable) -> list[str]:
     """Kernel command: its own cgroups, rlimits, then the bubblewrap sandbox running ipykernel."""
-    inner = bwrap_argv(lock.sandbox, [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
-    return launch_argv(config_dir / "kernel-launch.sh", lock.cgroups, lock.sandbox.limits, inner)
+    limits = lock.sandbox.limits
+    inner = bwrap_argv(lock.sandbox, [*limits.prlimit_argv(), python, "-m", "ipykernel_launcher", "-f",
+                                      "{connection_file}"])
+    return launch_argv(config_dir / "kernel-launch.sh", lock.cgroups, limits, inner)
 
 
 def server_config(lock: Lockdown) -> str:

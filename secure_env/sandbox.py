@@ -12,7 +12,7 @@ empty capability bounding set and ``no_new_privs``: mount, umount, remount, ptra
 outside its namespace and raw sockets all fail.
 
 Limits per kernel (:class:`KernelLimits`): processes, memory and CPU time.  ``prlimit`` sets the
-rlimits (address space, CPU seconds, file size, open files, processes) before bubblewrap runs;
+rlimits (address space, CPU seconds, file size, open files, processes) inside the sandbox;
 where a cgroup controller is writable (CI as root: cgroup v1 ``pids`` and ``memory``; a delegated
 cgroup v2 subtree), the launch script also puts the kernel in a cgroup of its own with
 ``pids.max`` and a memory limit, because the process rlimit is not enforced for a process whose
@@ -247,10 +247,15 @@ def write_support(support: Path) -> None:
     (support / STARTUP_FILE).write_text(LIMITS_STARTUP)
 
 
-def launch_argv(launcher: Path, cgroups: Cgroups, limits: KernelLimits, inner: list[str]) -> list[str]:
-    """The whole kernel command: cgroup join (launch script), rlimits (prlimit), then the sandbox."""
+def launch_argv(launcher: Path, cgroups: Cgroups, limits: KernelLimits, sandboxed: list[str]) -> list[str]:
+    """The whole kernel command: cgroup join (launch script), then the sandbox (``sandboxed``: a bwrap
+    command line ending in ``--``) running the kernel under its rlimits.
+
+    The rlimits are set *inside* the sandbox: the process limit counts a user's processes per user
+    namespace, and a limit set before bwrap creates the namespace would also cap the service account's
+    processes outside it (on a developer's machine: all of their processes)."""
     return ["sh", str(launcher), str(cgroups.pids or ""), str(cgroups.memory or ""), str(cgroups.version),
-            str(limits.processes), str(limits.memory_mb * 1024 * 1024), *limits.prlimit_argv(), *inner]
+            str(limits.processes), str(limits.memory_mb * 1024 * 1024), *sandboxed]
 
 
 #: Run inside a probe sandbox: prints what a hostile cell would learn about its privileges.

@@ -53,6 +53,15 @@ def test_the_sandbox_works_and_holds_when_started_by_an_unprivileged_user():
                               *SB.bwrap_argv(spec, ["/usr/bin/python3", "-c", "import os; print(os.getuid())"])],
                              capture_output=True, text=True, timeout=60)
         assert who.stdout.strip() == str(SB.SANDBOX_UID)
+        # Without root there is no cgroup to join: the process rlimit, set inside the sandbox's own user
+        # namespace, is what stops a fork loop (and it caps only the kernel, not the service account).
+        fork = ("import os, time\nn = 0\ntry:\n    for _ in range(300):\n        if os.fork() == 0:\n"
+                "            time.sleep(3); os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)")
+        limits = SB.KernelLimits(processes=24)
+        bomb = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                               *SB.bwrap_argv(spec, [*limits.prlimit_argv(), "/usr/bin/python3", "-c", fork])],
+                              capture_output=True, text=True, timeout=60)
+        assert bomb.returncode == 0 and 0 < int(bomb.stdout.strip()) < 24, (bomb.stdout, bomb.stderr)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -48,7 +48,8 @@ def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_pat
     kernel = json.loads((p.config / "kernels" / KERNEL_NAME / "kernel.json").read_text())
     argv = kernel["argv"]
     bw = argv[argv.index("bwrap"):]
-    assert argv[:2] == ["sh", str(p.config / "kernel-launch.sh")] and "prlimit" in argv[:argv.index("bwrap")]
+    assert argv[:2] == ["sh", str(p.config / "kernel-launch.sh")]
+    assert "prlimit" in bw[bw.index("--"):]  # the limits are set inside the sandbox's user namespace
     for flag in ("--unshare-all", "--cap-drop", "--die-with-parent", "--new-session", "--clearenv"):
         assert flag in bw
     assert bw[bw.index("--uid") + 1] != "0" and bw[bw.index("--cap-drop") + 1] == "ALL"
