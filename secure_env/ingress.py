@@ -159,17 +159,18 @@ def decide_import(svc: Service, actor: Actor, import_id: str, *, approve: bool, 
             raise IngressError(f"the staged file of {import_id} changed after it was requested", "tampered")
         if not permit_access(svc, req.permit_id).in_force:
             raise IngressError(f"permit {req.permit_id} is no longer in force", "permit_not_in_force")
-        folder = existing(svc, req.permit_id).root / "imports"
-        folder.mkdir(exist_ok=True)
-        target = folder / req.name
+        target = existing(svc, req.permit_id).root / "imports" / req.name
         if target.exists():
             raise IngressError(f"{target.name} was already imported into this workspace", "exists")
-        shutil.copyfile(staged, target)
-        os.chmod(target, 0o444)
+    # The decision and the copy commit together: if the copy fails, no approval is recorded.
     with svc.engine.begin() as conn:
         audit.append(conn, svc.audit_key, actor=actor.user_id,
                      action="import.approved" if approve else "import.rejected", subject=f"import:{import_id}",
                      payload={"permit_id": req.permit_id, "reason": reason or None, "sha256": req.sha256,
                               **({"path": f"imports/{req.name}"} if target else {})})
+        if target is not None:
+            target.parent.mkdir(exist_ok=True)
+            shutil.copyfile(staged, target)
+            os.chmod(target, 0o444)
     shutil.rmtree(_staging(svc, import_id), ignore_errors=True)
     return get(svc, import_id)
