@@ -23,18 +23,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from permits import service as S
 from permits.actions import ACTION_BODIES
 from permits.application import ApplicationForm
-from permits.attachments import AttachmentMissing
-from permits.lifecycle import IllegalTransition
-from permits.permissions import ACTIONS, PermissionDenied, Role
-from permits.rules import RuleViolation
+from permits.permissions import ACTIONS, Role
+from toisio.errors import ToisioError, Unauthenticated
 from toisio.service import Service
 from toisio.web import LimitsMiddleware
 
 log = logging.getLogger("toisio.api")
-
-
-class Unauthenticated(Exception):
-    pass
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -97,37 +91,13 @@ def create_app(svc: Service) -> FastAPI:
             raise Unauthenticated("unknown or revoked token")
         return a
 
-    @app.exception_handler(Unauthenticated)
-    async def _unauth(request: Request, exc: Unauthenticated):
-        return _error(401, "unauthenticated", str(exc))
-
-    @app.exception_handler(PermissionDenied)
-    async def _denied(request: Request, exc: PermissionDenied):
-        return _error(409 if exc.code == "illegal_state" else 403, exc.code, str(exc))
-
-    @app.exception_handler(IllegalTransition)
-    async def _illegal(request: Request, exc: IllegalTransition):
-        return _error(409, "illegal_state", str(exc))
-
-    @app.exception_handler(S.NotFound)
-    async def _missing(request: Request, exc: S.NotFound):
-        return _error(404, "not_found", str(exc))
-
-    @app.exception_handler(RuleViolation)
-    async def _rule(request: Request, exc: RuleViolation):
-        return _error(422, exc.code, str(exc))
-
-    @app.exception_handler(AttachmentMissing)
-    async def _attachment(request: Request, exc: AttachmentMissing):
-        return _error(422, exc.code, str(exc))
-
-    @app.exception_handler(S.InvalidRequest)
-    async def _invalid(request: Request, exc: S.InvalidRequest):
-        return _error(422, exc.code, str(exc))
-
-    @app.exception_handler(S.CaseTampered)
-    async def _tampered(request: Request, exc: S.CaseTampered):
-        return _error(409, exc.code, str(exc))
+    @app.exception_handler(ToisioError)
+    async def _coded(request: Request, exc: ToisioError):
+        """The one handler for every error a user can cause: its code, its status, its message."""
+        response = _error(exc.http_status, exc.code, str(exc))
+        if exc.http_status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="toisio"'
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

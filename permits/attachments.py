@@ -13,10 +13,13 @@ import shutil
 from pathlib import Path
 
 from permits.application import ApplicationForm, Attachment
+from toisio.errors import Invalid
 from toisio.service import Service
 
 
-class AttachmentMissing(ValueError):
+class AttachmentMissing(Invalid):
+    """An application names an attachment that is not in the attachment store."""
+
     code = "attachment_missing"
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from permits.actions import ACTION_BODIES
 from permits.permissions import ACTIONS
-from toisio.console import make_console, styled
+from toisio.console import make_console, run_or_exit, styled
 
 permits_app = typer.Typer(help="Permit applications, decisions and permits.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the service and their roles.", no_args_is_help=True)
@@ -42,17 +42,7 @@ def _actor(svc, user_id: str):
 
 
 def _run(fn):
-    from permits.lifecycle import IllegalTransition
-    from permits.permissions import PermissionDenied
-    from permits.rules import RuleViolation
-    from permits.service import InvalidRequest, NotFound
-
-    try:
-        return fn()
-    except (PermissionDenied, RuleViolation, InvalidRequest, NotFound, IllegalTransition, ValueError) as exc:
-        code = getattr(exc, "code", type(exc).__name__)
-        err.print(styled(("refused", "bold red"), f" ({code}): {exc}"))
-        raise typer.Exit(1) from None
+    return run_or_exit(fn, err)
 
 
 def _print_case(v) -> None:

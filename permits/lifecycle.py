@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from toisio.errors import Conflict
+
 
 class State(StrEnum):
     DRAFT = "draft"
@@ -128,8 +130,10 @@ DECIDED = frozenset({S.APPROVED, S.REJECTED, S.EXTRACTION, S.DELIVERED, S.ACTIVE
 PERMIT_IN_FORCE = frozenset({S.APPROVED, S.EXTRACTION, S.DELIVERED, S.ACTIVE})
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(Conflict):
     """An event that the case's current state does not allow."""
+
+    code = "illegal_state"
 
     def __init__(self, state: State, event: Event):
         allowed = sorted(e.value for (s, e) in TRANSITIONS if s == state)

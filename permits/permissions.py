@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from permits.lifecycle import ANNOTATIONS, TRANSITIONS, Event, State
+from toisio.errors import Forbidden
 
 
 class Role(StrEnum):
@@ -94,12 +95,12 @@ SEPARATION_OF_DUTIES: dict[str, str] = {"approve": "present", "reject": "present
 QUEUE_ALL_ROLES = frozenset({Role.HANDLER, Role.DECIDER})
 
 
-class PermissionDenied(PermissionError):
-    """An action refused to a user, saying who may take it."""
+class PermissionDenied(Forbidden):
+    """An action refused to a user, saying who may take it (409 when the state, not the person, is wrong)."""
 
     def __init__(self, message: str, *, action: str, code: str = "forbidden"):
-        super().__init__(message)
-        self.action, self.code = action, code
+        super().__init__(message, code=code, http_status=409 if code == "illegal_state" else 403)
+        self.action = action
 
 
 def legal_in(action: Action, state: State) -> bool:

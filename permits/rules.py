@@ -11,14 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from permits.application import ApplicationForm, Kind, Purpose
+from toisio.errors import Invalid
 
 
-class RuleViolation(ValueError):
+class RuleViolation(Invalid):
     """An application breaks a rule; ``code`` is stable for API clients."""
 
     def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True)

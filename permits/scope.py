@@ -19,12 +19,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from toisio.documents import load_model
+from toisio.errors import Invalid
 
 PERMIT_ID = re.compile(r"^[A-Z][A-Z0-9]{1,15}-[0-9]{4}-[0-9]{1,6}$")
 
 
-class ScopeError(ValueError):
+class ScopeError(Invalid):
     """A scope document is invalid, or something asks for more than the scope allows."""
+
+    code = "invalid_scope"
 
 
 class Period(BaseModel):

@@ -31,12 +31,13 @@ from permits.scope import PermitScope
 from toisio import audit, events
 from toisio.db import read_connection
 from toisio.documents import CodedError
+from toisio.errors import Conflict, NotFoundError
 from toisio.service import Service
 
 CASE_PREFIX = "TOISIO"
 
 
-class NotFound(LookupError):
+class NotFound(NotFoundError):
     """No such case or user."""
 
 
@@ -128,7 +129,11 @@ def create_user(conn: Connection, user_id: str, name: str, email: str, roles: li
                 registries: list[str] | tuple[str, ...] = ()) -> str:
     """Create a user and return their new API token (only its hash is stored)."""
     for r in roles:
-        Role(r)
+        if r not in {x.value for x in Role}:
+            raise InvalidRequest(f"unknown role {r!r}; roles are {', '.join(x.value for x in Role)}",
+                                 code="unknown_role")
+    if conn.execute(select(UserRow.user_id).where(UserRow.user_id == user_id)).first() is not None:
+        raise Conflict(f"a user {user_id!r} already exists", code="user_exists")
     token = secrets.token_urlsafe(32)
     conn.execute(UserRow.__table__.insert().values(
         user_id=user_id, name=name, email=email, roles=json.dumps(sorted(roles)),

@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pseudonymise.registry_schema import RegistrySchema
+from toisio.errors import Invalid
 
 BOM = "\ufeff"
 GZIP_MAGIC = b"\x1f\x8b"
 OTHER_DELIMITERS = (",", ";", "\t", "|")
 
 
-class ExtractFileError(ValueError):
+class ExtractFileError(Invalid):
     """An extract file that cannot be read as its registry's CSV."""
 
 

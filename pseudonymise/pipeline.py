@@ -45,6 +45,7 @@ from pseudonymise.runs import finish_run, start_run
 from pseudonymise.spark_session import apply_pipeline_conf, get_spark
 from pseudonymise.validate import REASONS, mark_duplicates, parse_and_validate, read_lines, with_repeated_flag
 from toisio import audit
+from toisio.errors import ToisioError
 from toisio.keystore import master_key
 from toisio.service import Service
 
@@ -59,7 +60,7 @@ REJECTED, REPEATED, VALID = "rejected", "repeated", "valid"
 DELIVER, OUTSIDE_PERIOD, NOT_IN_COHORT = "deliver", "outside_period", "not_in_cohort"
 
 
-class ExtractionError(RuntimeError):
+class ExtractionError(ToisioError, RuntimeError):
     """The extraction cannot run (missing input, bad scope, failed write)."""
 
 

@@ -18,6 +18,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from toisio.config import Settings
+from toisio.errors import Unavailable
 
 # The generated code for validation is large; without this flag the JVM refuses to JIT-compile
 # methods over 8 kB of bytecode and runs them interpreted, several times slower.
@@ -37,7 +38,7 @@ def apply_pipeline_conf(spark: SparkSession) -> None:
         spark.conf.set(k, v)
 
 
-class SparkUnavailable(RuntimeError):
+class SparkUnavailable(Unavailable):
     """Spark cannot start on this machine (for example Java is missing)."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from toisio.errors import Conflict
+
 
 class RequestState(StrEnum):
     PENDING = "pending"
@@ -47,7 +49,11 @@ for _s in (S.PENDING, S.SUBMITTED, S.PARTIALLY_REVIEWED, S.REVIEWED, S.RETURNED,
     TRANSITIONS[(_s, E.WITHDRAW)] = S.WITHDRAWN
 
 
-class IllegalRequestTransition(ValueError):
+class IllegalRequestTransition(Conflict):
+    """An event that the output request's current state does not allow."""
+
+    code = "illegal_state"
+
     def __init__(self, state: RequestState, event: RequestEvent):
         allowed = sorted(e.value for (s, e) in TRANSITIONS if s == state)
         super().__init__(f"'{event.value}' is not possible when the output request is '{state.value}'; "

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from toisio.console import make_console, styled
+from toisio.console import make_console, run_or_exit, styled
 
 outputs_app = typer.Typer(help="Output requests: disclosure checks, two-person review, release.",
                           no_args_is_help=True)
@@ -23,20 +23,16 @@ def _ctx(as_user: str):
     from toisio.service import service
 
     svc = service()
-    with svc.engine.connect() as conn:
-        return svc, actor_for(conn, as_user)
+
+    def load():
+        with svc.engine.connect() as conn:
+            return svc, actor_for(conn, as_user)
+
+    return run_or_exit(load, err)
 
 
 def _run(fn):
-    from permits.permissions import PermissionDenied
-    from secure_env.airlock import AirlockError
-    from secure_env.airlock_lifecycle import IllegalRequestTransition
-
-    try:
-        return fn()
-    except (AirlockError, PermissionDenied, IllegalRequestTransition, LookupError) as exc:
-        err.print(styled(("refused", "bold red"), f" ({getattr(exc, 'code', type(exc).__name__)}): {exc}"))
-        raise typer.Exit(1) from None
+    return run_or_exit(fn, err)
 
 
 @outputs_app.command("create")
@@ -150,13 +146,7 @@ imports_app = typer.Typer(help="Import requests: code or lookup tables into a wo
 
 
 def _run_import(fn):
-    from secure_env.ingress import IngressError
-
-    try:
-        return _run(fn)
-    except IngressError as exc:
-        err.print(styled(("refused", "bold red"), f" ({exc.code}): {exc}"))
-        raise typer.Exit(1) from None
+    return run_or_exit(fn, err)
 
 
 def _print_import(r) -> None:

@@ -18,19 +18,26 @@ from sqlalchemy import func, select, text
 
 from secure_env.models import DpBudgetRow, DpSpendRow
 from toisio import audit
+from toisio.errors import Conflict, Invalid
 from toisio.service import Service
 
 
-class MissingBounds(ValueError):
+class MissingBounds(Invalid):
     """A DP query was asked without the bounds it needs."""
 
+    code = "missing_bounds"
 
-class BudgetExceeded(RuntimeError):
+
+class BudgetExceeded(Conflict, RuntimeError):
     """A DP query would spend more privacy budget than the permit has left."""
 
+    code = "budget_exceeded"
 
-class NoBudget(RuntimeError):
+
+class NoBudget(Conflict, RuntimeError):
     """The permit has no privacy budget set."""
+
+    code = "no_budget"
 
 
 @dataclass(frozen=True)

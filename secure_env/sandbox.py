@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from toisio.errors import Unavailable
+
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 SANDBOX_USER = "analyst"
@@ -46,7 +48,7 @@ CGROUP_PREFIX = "toisio"
 STARTUP_FILE = "profile_default/startup/00-toisio-limits.py"
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(Unavailable):
     """The kernel sandbox cannot be built on this host (bubblewrap missing, no namespaces, no limits)."""
 
 

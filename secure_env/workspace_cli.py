@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from toisio.console import make_console, styled
+from toisio.console import make_console, run_or_exit, styled
 
 workspace_app = typer.Typer(help="Per-permit JupyterLab workspaces: create, start, stop, status, destroy, audit.",
                             no_args_is_help=True)
@@ -31,15 +31,7 @@ def _authorised(permit: str, as_user: str, action: str):
 
 
 def _run(fn):
-    from permits.permissions import PermissionDenied
-    from permits.service import NotFound
-    from secure_env.workspace import WorkspaceError
-
-    try:
-        return fn()
-    except (WorkspaceError, PermissionDenied, NotFound) as exc:
-        err.print(styled(("refused", "bold red"), f" ({getattr(exc, 'code', type(exc).__name__)}): {exc}"))
-        raise typer.Exit(1) from None
+    return run_or_exit(fn, err)
 
 
 @workspace_app.command("create")

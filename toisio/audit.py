@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from toisio.db import Base
+from toisio.errors import ToisioError
 from toisio.keystore import Secret
 
 GENESIS = "0" * 64
@@ -77,8 +78,10 @@ class VerifyResult:
     reason: str = ""
 
 
-class AuditError(RuntimeError):
-    """The audit log could not be appended to."""
+class AuditError(ToisioError, RuntimeError):
+    """The audit log could not be appended to, or no longer holds its recorded head."""
+
+    code, http_status = "audit", 500
 
 
 def canonical_json(obj: Any) -> str:

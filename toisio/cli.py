@@ -16,7 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from toisio.console import make_console, styled
+from toisio.console import make_console, run_or_exit, styled
 
 app = typer.Typer(help="Toisio: secondary-use health and social data access service.", no_args_is_help=True)
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
@@ -339,5 +339,11 @@ def db_upgrade() -> None:
     console.print(f"database at {svc.settings.db_url.split('@')[-1]} is up to date")
 
 
+def main() -> None:
+    """The ``toisio`` command: any :class:`~toisio.errors.ToisioError` a command lets through is printed as
+    ``refused (code): message`` with exit status 1, never a traceback."""
+    run_or_exit(app, err)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -24,3 +24,17 @@ def make_console(*, stderr: bool = False, width: int = 140) -> Console:
 def styled(*parts: str | tuple[str, str]) -> Text:
     """Text from plain parts and ``(text, style)`` pairs; no part is ever read as markup."""
     return Text.assemble(*parts)
+
+
+def run_or_exit(fn, err: Console | None = None):
+    """Run ``fn``; a :class:`~toisio.errors.ToisioError` is printed as ``refused (code): message`` and the
+    command exits 1 (never a traceback for something the user can fix).  The one CLI error wrapper."""
+    import typer
+
+    from toisio.errors import ToisioError
+
+    try:
+        return fn()
+    except ToisioError as exc:
+        (err or make_console(stderr=True)).print(styled(("refused", "bold red"), f" ({exc.code}): {exc}"))
+        raise typer.Exit(1) from None

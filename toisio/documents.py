@@ -10,17 +10,18 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel
 
+from toisio.errors import Invalid
+
 M = TypeVar("M", bound=BaseModel)
 
 
-class CodedError(ValueError):
-    """An error with a stable ``code`` for API clients and the CLI."""
+class CodedError(Invalid):
+    """An invalid request with a stable ``code`` given positionally (see :mod:`toisio.errors`)."""
 
     default_code = "invalid_request"
 
-    def __init__(self, message: str, code: str | None = None):
-        super().__init__(message)
-        self.code = code or self.default_code
+    def __init__(self, message: str, code: str | None = None, *, http_status: int | None = None):
+        super().__init__(message, code=code or self.default_code, http_status=http_status)
 
 
 def load_model(path: str | Path, model: type[M], what: str, error: type[Exception] = ValueError) -> M:

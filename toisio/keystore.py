@@ -19,13 +19,17 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toisio.errors import Unavailable
+
 MASTER_KEY_ENV = "TOISIO_MASTER_KEY"
 AUDIT_KEY_ENV = "TOISIO_AUDIT_KEY"
 KEY_BYTES = 32
 
 
-class KeyStoreError(RuntimeError):
+class KeyStoreError(Unavailable):
     """The key store is misconfigured or unsafe."""
+
+    code = "key_store"
 
 
 @dataclass(frozen=True)

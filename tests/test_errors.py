@@ -1,0 +1,84 @@
+"""One error type (issue 13, item 4): every user error has a stable code and status, and no command or
+request shows a traceback for one."""
+
+import inspect
+
+import pytest
+from typer.testing import CliRunner
+
+import permits.attachments
+import permits.lifecycle
+import permits.permissions
+import permits.rules
+import permits.scope
+import permits.service
+import pseudonymise.files
+import pseudonymise.pipeline
+import secure_env.airlock
+import secure_env.airlock_lifecycle
+import secure_env.dp
+import secure_env.ingress
+import secure_env.sandbox
+import secure_env.workspace
+import toisio.audit
+import toisio.keystore
+from toisio.cli import app
+from toisio.errors import ToisioError
+
+MODULES = [permits.attachments, permits.lifecycle, permits.permissions, permits.rules, permits.scope,
+           permits.service, pseudonymise.files, pseudonymise.pipeline, secure_env.airlock,
+           secure_env.airlock_lifecycle, secure_env.dp, secure_env.ingress, secure_env.sandbox,
+           secure_env.workspace, toisio.audit, toisio.keystore]
+
+
+def test_every_error_class_of_the_stages_is_a_coded_error_with_a_status():
+    found = []
+    for module in MODULES:
+        for name, obj in vars(module).items():
+            if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == module.__name__:
+                found.append(obj)
+                assert issubclass(obj, ToisioError), f"{module.__name__}.{name} is not a ToisioError"
+                assert obj.code and 400 <= obj.http_status < 600, name
+    assert len(found) >= 15
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
+    r = CliRunner().invoke(app, ["users", "add", "hanna", "--name", "Hanna", "--email", "h@x.example",
+                                 "--role", "handler"])
+    assert r.exit_code == 0, r.output
+    return tmp_path
+
+
+@pytest.mark.parametrize("args,code", [
+    (["permits", "list", "--as", "nobody"], "not_found"),
+    (["users", "add", "hanna", "--name", "H", "--email", "h@x.example"], "user_exists"),
+    (["users", "add", "x1", "--name", "X", "--email", "x@x.example", "--role", "wizard"], "unknown_role"),
+    (["permits", "record-estimate", "TOISIO-2026-1", "--as", "hanna", "--set", "registry=hilmo",
+      "--set", "cost_eur=6OO", "--set", "working_days=3"], "invalid_body"),
+    (["outputs", "queue", "--as", "nobody"], "not_found"),
+    (["workspace", "status", "--permit", "TOISIO-2026-9", "--as", "nobody"], "not_found"),
+    (["imports", "list", "--as", "nobody"], "not_found"),
+])
+def test_user_errors_are_refused_with_a_code_never_a_traceback(home, args, code):
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, (args, r.output, r.exception)
+    assert f"refused ({code})" in r.output and "Traceback" not in r.output
+    assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit)
+
+
+def test_a_malformed_amount_is_named(tmp_path, monkeypatch):
+    from permits.service import submit_form
+    from tests.factories import make_form, make_staff
+    from toisio.service import service
+
+    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
+    svc = service()
+    staff = make_staff(svc)
+    case = submit_form(svc, staff["alice"], make_form()).case_id
+    for step in ("confirm-complete", "request-estimates"):
+        assert CliRunner().invoke(app, ["permits", step, case, "--as", "hanna"]).exit_code == 0
+    r = CliRunner().invoke(app, ["permits", "record-estimate", case, "--as", "thl1", "--set", "registry=hilmo",
+                                 "--set", "cost_eur=6OO", "--set", "working_days=3"])
+    assert r.exit_code == 1 and "refused (invalid_body)" in r.output and "cost_eur" in r.output
