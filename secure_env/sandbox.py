@@ -214,13 +214,15 @@ def bwrap_argv(spec: SandboxSpec, command: list[str]) -> list[str]:
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--cap-drop", "ALL",
             "--hostname", "toisio-workspace", *_system_binds()]
+    # Fresh /tmp, /var/tmp and /run first: what is bound below may live under them (a CI clone in /tmp)
+    # and must be mounted on top of the new tmpfs, not hidden by it.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run"]
     bound: list[Path] = []
     for p in (*spec.python, *spec.code):
         if not _covered(p, bound):
             argv += ["--ro-bind", str(p), str(p)]
             bound.append(p)
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run",
-             "--tmpfs", SANDBOX_HOME,
+    argv += ["--tmpfs", SANDBOX_HOME,
              "--ro-bind", str(spec.support / "passwd"), "/etc/passwd",
              "--ro-bind", str(spec.support / "group"), "/etc/group",
              "--ro-bind", str(spec.support / STARTUP_FILE), f"{SANDBOX_HOME}/.ipython/{STARTUP_FILE}",

@@ -79,6 +79,19 @@ class socket_listener:
         self.s.close()
 
 
+def test_code_and_python_under_tmp_are_bound_after_the_fresh_tmp(tmp_path):
+    """A clone under /tmp (as in CI): its environment must be mounted on top of the sandbox's /tmp."""
+    venv, code = Path("/tmp/clone/.venv"), Path("/tmp/clone/secure_env")
+    spec = SB.SandboxSpec(data=tmp_path / "d", root=tmp_path / "r", runtime=tmp_path / "rt",
+                          runtime_link=Path("/tmp/toisio-rt-x"), support=tmp_path / "s", python=(venv,),
+                          code=(code,))
+    argv = SB.bwrap_argv(spec, ["true"])
+    tmpfs = max(i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] in ("/tmp", "/var/tmp", "/run"))
+    for i, a in enumerate(argv):
+        if a in ("--bind", "--ro-bind") and argv[i + 2].startswith(("/tmp/", "/var/tmp/", "/run/")):
+            assert i > tmpfs, (argv[i + 2], "bound before the fresh tmpfs hides it")
+
+
 def test_cgroups_are_found_only_where_writable(tmp_path):
     assert SB.find_cgroups(tmp_path) == SB.Cgroups(None, None, 1)
     v1 = tmp_path / "v1"
