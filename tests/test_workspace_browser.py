@@ -96,10 +96,16 @@ def test_analyst_runs_a_cell_in_chromium_and_finds_no_way_out(workspace):
             expect(page.locator(".jp-Notebook-ExecutionIndicator, .jp-Toolbar-kernelStatus").first).to_be_visible()
             page.wait_for_function("document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute("
                                    "'data-status') === 'idle'", timeout=60_000)
-            page.locator(".jp-Cell .jp-InputArea-editor").first.click()
-            page.keyboard.press("Shift+Enter")
             output = page.locator(".jp-OutputArea-output").first
-            expect(output).to_contain_text("persons in the cohort: 3", timeout=60_000)
+            for attempt in range(3):  # on a loaded machine the first key press can reach a cell not yet ready
+                page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+                page.keyboard.press("Control+Enter")  # run the cell in place
+                try:
+                    expect(output).to_contain_text("persons in the cohort: 3", timeout=30_000)
+                    break
+                except AssertionError:
+                    if attempt == 2:
+                        raise
 
             page.get_by_role("menuitem", name="File", exact=True).click()
             file_menu = _menu_labels(page)
