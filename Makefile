@@ -34,7 +34,7 @@ demo: install check-sandbox
 	DEMO_PERSONS=$(DEMO_PERSONS) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --cov --cov-report=term
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"

@@ -345,5 +345,5 @@ def main() -> None:
     run_or_exit(app, err)
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover - run as a script only; the entry point is main()
     main()
