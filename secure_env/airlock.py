@@ -33,6 +33,7 @@ from secure_env.airlock_lifecycle import RequestEvent, RequestState, next_reques
 from secure_env.disclosure import Table, check_differencing, check_table
 from secure_env.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
 from secure_env.profiles import DisclosureProfile, profile, profile_for_permit
+from secure_env.workspace_rules import check_named_on_permit_in_force
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.service import Service
@@ -89,12 +90,7 @@ def _move(conn: Connection, svc: Service, row, event: RequestEvent, actor: str, 
 
 
 def _check_analyst(svc: Service, actor: Actor, permit_id: str) -> None:
-    access = permit_access(svc, permit_id)
-    if not access.in_force:
-        raise PermissionDenied(f"permit {permit_id} is not in force ({access.reason})", action="output")
-    if actor.user_id not in access.users:
-        raise PermissionDenied(f"only the analysts named on permit {permit_id} ({', '.join(access.users)}) "
-                               f"may request outputs from it", action="output")
+    check_named_on_permit_in_force(svc, actor, permit_id, action="output", doing="request outputs from it")
 
 
 def check_can_review(svc: Service, actor: Actor, permit_id: str, requester: str) -> None:

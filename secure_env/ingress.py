@@ -21,6 +21,7 @@ from pathlib import Path
 
 from permits.permissions import PermissionDenied, Role
 from permits.service import Actor, permit_access
+from secure_env.workspace_rules import check_named_on_permit_in_force
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.service import Service
@@ -97,12 +98,8 @@ def list_imports(svc: Service, actor: Actor, permit_id: str | None = None) -> li
 
 
 def check_can_request(svc: Service, actor: Actor, permit_id: str) -> None:
-    access = permit_access(svc, permit_id)
-    if not access.in_force:
-        raise PermissionDenied(f"permit {permit_id} is not in force ({access.reason})", action="import")
-    if actor.user_id not in access.users:
-        raise PermissionDenied(f"only the analysts named on permit {permit_id} may ask for imports into its "
-                               f"workspace", action="import")
+    check_named_on_permit_in_force(svc, actor, permit_id, action="import",
+                                   doing="ask for imports into its workspace")
 
 
 def check_can_decide(svc: Service, actor: Actor, req: ImportRequest) -> None:

@@ -58,26 +58,28 @@ class QuotaContentsManager(AsyncLargeFileManager):
         return BrowserLimits(text_bytes=self._settings().get("toisio_read_max_bytes", BrowserLimits.text_bytes))
 
     async def get(self, path, content=True, type=None, format=None, require_hash=False):
-        if not content:
-            return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
         os_path = Path(self._get_os_path(path.strip("/")))
-        if os_path.is_dir():  # directory listings carry names and sizes, never file content
-            return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
+        # Directory listings carry names and sizes, never file content; only file content is judged.
+        if content and not os_path.is_dir():
+            self._check_read(path.strip("/"), os_path, type)
+        return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
+
+    def _check_read(self, path: str, os_path: Path, requested_type: str | None) -> None:
+        """Record the read and refuse it (403) unless :func:`~secure_env.browser_rules.read_refusal` allows it."""
         size = os_path.stat().st_size if os_path.is_file() else 0
         # A notebook asked for as a plain file is still judged as a notebook (its cells are checked).
-        kind = "notebook" if (type == "notebook" or os_path.suffix == ".ipynb") else "file"
+        kind = "notebook" if (requested_type == "notebook" or os_path.suffix == ".ipynb") else "file"
         limits = self._limits()
         head = None
         if os_path.is_file() and (kind == "file" or size <= limits.notebook_bytes):
             with open(os_path, "rb") as f:
                 head = f.read(limits.text_bytes + 1 if kind == "file" else size)
-        refusal = read_refusal(path.strip("/"), kind, size, head, limits)
+        refusal = read_refusal(path, kind, size, head, limits)
         _record(self._settings()["toisio_permit"], "workspace.file_read",
-                {"path": path.strip("/"), "bytes": size, "type": kind, "via": "contents API",
-                 "refused": refusal is not None, **({"reason": refusal} if refusal else {})})
+                {"path": path, "bytes": size, "type": kind, "via": "contents API", "refused": refusal is not None,
+                 **({"reason": refusal} if refusal else {})})
         if refusal:
             raise web.HTTPError(403, refusal)
-        return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
 
     def _check_quota(self, path: str, adding: int, replacing: bool) -> None:
         quota = self._settings()["toisio_quota_bytes"]

@@ -42,6 +42,19 @@ def can_workspace(action: str, **kwargs) -> bool:
     return True
 
 
+def check_named_on_permit_in_force(svc, actor, permit_id: str, *, action: str, doing: str) -> None:
+    """Raise :class:`PermissionDenied` unless the permit is in force and ``actor`` is named on it (who may ask
+    for outputs from, or imports into, a permit's workspace); ``doing`` completes "may ..." in the message."""
+    from permits.service import permit_access
+
+    access = permit_access(svc, permit_id)
+    if not access.in_force:
+        raise PermissionDenied(f"permit {permit_id} is not in force ({access.reason})", action=action)
+    if actor.user_id not in access.users:
+        raise PermissionDenied(f"only the analysts named on permit {permit_id} ({', '.join(access.users)}) "
+                               f"may {doing}", action=action)
+
+
 def check_actor(svc, actor, permit_id: str, action: str) -> str:
     """:func:`check_can_workspace` for an :class:`~permits.service.Actor` on a permit (named from the permit)."""
     from permits.service import permit_access

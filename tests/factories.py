@@ -116,3 +116,42 @@ def make_delivery(directory: Path, permit_id: str, *, blob_bytes: int = 0) -> Pa
         (directory / "extra" / "blob.bin").write_bytes(b"\x01" * blob_bytes)
     (directory / "manifest.json").write_text(json.dumps({"permit_id": permit_id}))
     return directory
+
+
+def serve_in_thread(app, log_level: str = "error"):
+    """Run an ASGI app with uvicorn on a free loopback port in a thread; a context manager giving its URL."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    @contextlib.contextmanager
+    def running():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 20
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+    return running()
+
+
+def extraction_subprocess_code(extracts: Path, out: Path, home: Path, prelude: str = "") -> str:
+    """Python source that runs the pipeline for ``make_scope()`` in a fresh process (``prelude`` may patch
+    ``pseudonymise.pipeline``, imported as ``P``)."""
+    return ("import sys; from pathlib import Path; sys.path.insert(0, '.');"
+            "from tests.factories import make_scope, make_service;"
+            "import pseudonymise.pipeline as P;" + prelude +
+            f"P.run_extraction(make_scope(), Path({str(extracts)!r}), Path({str(out)!r}),"
+            f" make_service(Path({str(home)!r})))")

@@ -1,16 +1,12 @@
 """The REST API over a real HTTP server on loopback: authentication, roles, errors, the journey."""
 
-import socket
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from permits.api import create_app
 from permits.service import create_user
-from tests.factories import make_form, make_service, store_plan
+from tests.factories import make_form, make_service, serve_in_thread, store_plan
 
 pytestmark = pytest.mark.integration
 
@@ -24,30 +20,19 @@ def api(svc):
                            "thl": ("controller",), "aud": ("auditor",)}.items():
             tokens[uid] = create_user(conn, uid, uid.title(), f"{uid}@x.example", roles,
                                       ("hilmo", "population") if uid == "thl" else ())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(svc), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}/api/v1"
-    clients = []
+    with serve_in_thread(create_app(svc)) as root:
+        clients = []
 
-    def client(user=None):
-        headers = {"Authorization": f"Bearer {tokens[user]}"} if user else {}
-        c = httpx.Client(base_url=base, headers=headers, timeout=10)
-        clients.append(c)
-        return c
+        def client(user=None):
+            headers = {"Authorization": f"Bearer {tokens[user]}"} if user else {}
+            c = httpx.Client(base_url=f"{root}/api/v1", headers=headers, timeout=10)
+            clients.append(c)
+            return c
 
-    client.root = f"http://127.0.0.1:{port}"
-    yield client
-    for c in clients:
-        c.close()
-    server.should_exit = True
-    thread.join(timeout=10)
+        client.root = root
+        yield client
+        for c in clients:
+            c.close()
 
 
 def _form_json():

@@ -2,18 +2,14 @@
 (issue 12, finding 18).  Bounded examples per operation keep it inside the suite's time."""
 
 import os
-import socket
-import threading
-import time
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 
 from permits.api import create_app
 from permits.service import create_user, submit_form
-from tests.factories import make_form, make_service, make_staff
+from tests.factories import make_form, make_service, make_staff, serve_in_thread
 
 pytestmark = pytest.mark.integration
 EXAMPLES = int(os.environ.get("TOISIO_FUZZ_EXAMPLES", "25"))
@@ -28,18 +24,8 @@ def fuzz_server(tmp_path_factory):
         token = create_user(conn, "fuzzer", "Fuzzer", "fuzz@x.example",
                             ("handler", "decider", "controller", "auditor", "output_checker"),
                             ("hilmo", "population", "kela_purchases"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(svc), host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", token
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(svc), log_level="critical") as url:
+        yield url, token
 
 
 def _schema():

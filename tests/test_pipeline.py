@@ -17,7 +17,7 @@ from pseudonymise import deliver
 from pseudonymise.keys import derive_permit_key
 from pseudonymise.pipeline import ExtractionError, run_extraction
 from pseudonymise.pseudonym import key_frame, pseudonym_python, with_pseudonym
-from tests.factories import make_scope, make_service
+from tests.factories import extraction_subprocess_code, make_scope, make_service
 from toisio import audit
 from toisio.keystore import master_key
 
@@ -122,13 +122,7 @@ def test_rerun_in_another_process_is_byte_identical(delivered, extracts, service
     """A re-extraction later, in a new process and JVM, gives the same bytes (keys kept, data not)."""
     _, first = delivered
     out = tmp_path / "later"
-    code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
-        "from tests.factories import make_scope, make_service;"
-        "from pseudonymise.pipeline import run_extraction;"
-        f"run_extraction(make_scope(), Path({str(extracts)!r}), Path({str(out)!r}),"
-        f" make_service(Path({str(service_home)!r})))"
-    )
+    code = extraction_subprocess_code(extracts, out, service_home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOISIO_")}
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, env=env,
                           capture_output=True, text=True, timeout=600)

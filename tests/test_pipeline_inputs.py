@@ -17,7 +17,7 @@ from pseudonymise.files import ExtractFileError, check_extract, header_problem
 from pseudonymise.pipeline import ExtractionError, cleanup_stale_runs, run_extraction
 from pseudonymise.registry_schema import load_schema
 from pseudonymise.runs import runs_for
-from tests.factories import make_scope, make_service
+from tests.factories import extraction_subprocess_code, make_scope, make_service
 from toisio import audit
 
 HILMO = load_schema("hilmo")
@@ -138,15 +138,9 @@ def test_a_header_only_file_fails_unless_empty_extracts_are_allowed(spark, extra
 @pytest.mark.integration
 def test_a_killed_run_leaves_private_work_files_that_the_next_start_removes(extracts, tmp_path):
     home = tmp_path / "home"
-    code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
-        "from tests.factories import make_scope, make_service;"
-        "import time, pseudonymise.pipeline as P;"
-        # the first registry's work files are written; then the run waits to be killed
-        "P.check_quality = lambda *a, **k: time.sleep(600);"
-        f"P.run_extraction(make_scope(), Path({str(extracts)!r}), Path({str(tmp_path / 'out')!r}),"
-        f" make_service(Path({str(home)!r})))"
-    )
+    # the first registry's work files are written; then the run waits to be killed
+    code = extraction_subprocess_code(extracts, tmp_path / "out", home,
+                                      prelude="import time; P.check_quality = lambda *a, **k: time.sleep(600);")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOISIO_")}
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
