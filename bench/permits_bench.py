@@ -28,8 +28,8 @@ from sqlalchemy import insert
 
 from permits.models import CaseEventRow, CaseRow
 from permits.report import build
-from permits.service import act, actor_for, create_user, submit_form
-from tests.factories import make_form, make_staff, store_plan
+from permits.service import act, submit_form
+from tests.factories import make_form, make_staff, make_token, make_user, store_plan
 from toisio import audit
 from toisio.config import load_settings
 from toisio.service import Service
@@ -75,11 +75,10 @@ def bench_api(home: Path) -> dict:
     svc = Service(load_settings(home=home))
     staff = make_staff(svc)
     case = submit_form(svc, staff["alice"], make_form()).case_id
-    with svc.engine.begin() as conn:
-        token = create_user(conn, "bench-handler", "Bench", "b@x.example", ("handler",))
+    token = make_token(svc, make_user(svc, "bench-handler", ("handler",)))
     port = _free_port()
     env = {**os.environ, "TOISIO_HOME": str(home)}
-    server = subprocess.Popen([sys.executable, "-m", "toisio.cli", "serve", "--port", str(port)], env=env)
+    server = subprocess.Popen([sys.executable, "-m", "toisio.app.cli", "serve", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
         for _ in range(100):
@@ -102,10 +101,7 @@ def bench_writers(home: Path, writers: int = 20, each: int = 25) -> dict:
     svc = Service(load_settings(home=home))
     staff = make_staff(svc)
     case = submit_form(svc, staff["alice"], make_form()).case_id
-    with svc.engine.begin() as conn:
-        for i in range(writers):
-            create_user(conn, f"w{i}", f"Writer {i}", f"w{i}@x.example", ("handler",))
-        actors = [actor_for(conn, f"w{i}") for i in range(writers)]
+    actors = [make_user(svc, f"w{i}", ("handler",)) for i in range(writers)]
     errors: list[str] = []
 
     def worker(a):
@@ -134,8 +130,7 @@ def bench_writers(home: Path, writers: int = 20, each: int = 25) -> dict:
 def bench_report(home: Path, n: int = 10_000) -> dict:
     svc = Service(load_settings(home=home))
     store_plan(svc)
-    with svc.engine.begin() as conn:
-        create_user(conn, "alice", "Alice", "a@x.example")
+    make_user(svc, "alice")
     rnd = random.Random(7)
     form = make_form().model_dump_json()
     steps = ["created", "submitted", "completeness_confirmed", "estimates_requested", "estimate_recorded",

@@ -58,10 +58,10 @@ def _baseline_kernel_seconds(runs: int = 3) -> float:
 def _workspaces(tmp: Path, n: int):
     from bench.fixtures import active_permits
     from secure_env import workspace as W
-    from tests.factories import make_delivery
+    from tests.factories import make_delivery, who
 
     svc, permits = active_permits(tmp / f"home-{n}", n, day=date.today() - timedelta(days=40))
-    tokens = {p: W.create(svc, p, make_delivery(tmp / f"delivery-{n}-{p}", p), actor="hanna")["bob"]
+    tokens = {p: W.create(svc, who(svc, "hanna"), p, make_delivery(tmp / f"delivery-{n}-{p}", p))["bob"]
               for p in permits}
     return svc, tokens
 
@@ -69,9 +69,10 @@ def _workspaces(tmp: Path, n: int):
 def _start_to_ready(svc, permit: str, token: str):
     from secure_env import workspace_server as S
     from secure_env.workspace_client import KernelSession
+    from tests.factories import who
 
     t0 = time.perf_counter()
-    status = S.start(svc, permit, actor="hanna")
+    status = S.start(svc, who(svc, "hanna"), permit)
     t_server = time.perf_counter() - t0
     kernel = KernelSession(status.url, token)
     assert kernel.run("1 + 1").status == "ok"
@@ -81,6 +82,7 @@ def _start_to_ready(svc, permit: str, token: str):
 def run(tmp: Path) -> dict:
     """Start 1, then 5 workspaces; report start-to-ready times and idle memory per workspace."""
     from secure_env import workspace_server as S
+    from tests.factories import who
 
     report: dict = {"baseline_plain_kernel_seconds": round(_baseline_kernel_seconds(), 3), "runs": []}
     for n in COUNTS:
@@ -96,7 +98,7 @@ def run(tmp: Path) -> dict:
         finally:
             for permit, _, kernel in started:
                 kernel.close()
-                S.stop(svc, permit, actor="hanna", reason="benchmark done")
+                S.stop(svc, who(svc, "hanna"), permit, reason="benchmark done")
         ready = [t["kernel_ready_s"] for t in times]
         report["runs"].append({
             "workspaces": n, "per_workspace": [{**t, **m} for t, m in zip(times, memory, strict=True)],

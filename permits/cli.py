@@ -1,9 +1,9 @@
-"""``toisio permits ...`` and ``toisio users ...``: thin commands over :mod:`permits.service`.
+"""``toisio permits ...``: thin commands over :mod:`permits.service`.
 
 One command per action of the permission matrix is generated from
 :data:`permits.permissions.ACTIONS`; action parameters are passed as
 ``--set key=value`` (for example ``--set valid_until=2028-12-31``) or ``--reason``.
-The acting user is ``--as USER`` (or ``TOISIO_USER``).
+The acting user is whoever is signed in (``toisio login`` or ``TOISIO_TOKEN``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,8 @@ from permits.permissions import ACTIONS
 from toisio.console import make_console, run_or_exit, styled
 
 permits_app = typer.Typer(help="Permit applications, decisions and permits.", no_args_is_help=True)
-users_app = typer.Typer(help="Users of the service and their roles.", no_args_is_help=True)
 console = make_console(width=140)
 err = make_console(stderr=True)
-
-AS_USER = typer.Option(..., "--as", envvar="TOISIO_USER", help="the acting user id")
-
 
 def _svc():
     from toisio.service import service
@@ -34,11 +30,11 @@ def _svc():
     return service()
 
 
-def _actor(svc, user_id: str):
-    from permits.service import actor_for
+def _actor(svc):
+    """The signed-in user (``toisio login`` or ``TOISIO_TOKEN``)."""
+    from toisio.cli_auth import current_actor
 
-    with svc.engine.connect() as conn:
-        return actor_for(conn, user_id)
+    return run_or_exit(lambda: current_actor(svc), err)
 
 
 def _run(fn):
@@ -62,27 +58,6 @@ def _print_case(v) -> None:
         console.print(t)
 
 
-@users_app.command("add")
-def users_add(user_id: str, name: str = typer.Option(...), email: str = typer.Option(...),
-              role: list[str] = typer.Option([], "--role"), registry: list[str] = typer.Option([], "--registry")):
-    """Create a user; prints their API token once (only its hash is stored)."""
-    from permits.service import create_user
-
-    svc = _svc()
-
-    def go():
-        with svc.engine.begin() as conn:
-            token = create_user(conn, user_id, name, email, role, registry)
-            from toisio import audit
-
-            audit.append(conn, svc.audit_key, actor="admin", action="user.created", subject=f"user:{user_id}",
-                         payload={"roles": role, "registries": registry})
-        return token
-
-    token = _run(go)
-    console.print(f"created {user_id}; API token (shown once): {token}")
-
-
 @permits_app.command("schema")
 def schema() -> None:
     """Print the JSON Schema of application files."""
@@ -101,13 +76,13 @@ def attach(path: Path) -> None:
 
 
 @permits_app.command("submit")
-def submit(path: Path, as_user: str = AS_USER, draft: bool = typer.Option(False, "--draft")) -> None:
+def submit(path: Path, draft: bool = typer.Option(False, "--draft")) -> None:
     """Submit an application file (JSON or YAML); --draft stores it without submitting."""
     from permits.application import load_form
     from permits.service import create_draft, submit_form
 
     svc = _svc()
-    actor = _actor(svc, as_user)
+    actor = _actor(svc)
     form = _run(lambda: load_form(path))
     if draft:
         case_id = _run(lambda: create_draft(svc, actor, form))
@@ -118,12 +93,12 @@ def submit(path: Path, as_user: str = AS_USER, draft: bool = typer.Option(False,
 
 
 @permits_app.command("list")
-def list_cmd(as_user: str = AS_USER, state: str | None = typer.Option(None)) -> None:
+def list_cmd(state: str | None = typer.Option(None)) -> None:
     """List the cases you may see."""
     from permits.service import list_cases
 
     svc = _svc()
-    rows = _run(lambda: list_cases(svc, _actor(svc, as_user), state=state))
+    rows = _run(lambda: list_cases(svc, _actor(svc), state=state))
     t = Table(title="cases")
     for c in ("case", "kind", "state", "title", "applicant", "handler", "decision due"):
         t.add_column(c)
@@ -134,22 +109,23 @@ def list_cmd(as_user: str = AS_USER, state: str | None = typer.Option(None)) -> 
 
 
 @permits_app.command("show")
-def show_cmd(case_id: str, as_user: str = AS_USER) -> None:
+def show_cmd(case_id: str) -> None:
     """Show a case with its history (the read is audited)."""
     from permits.service import show
 
     svc = _svc()
-    _print_case(_run(lambda: show(svc, _actor(svc, as_user), case_id)))
+    _print_case(_run(lambda: show(svc, _actor(svc), case_id)))
 
 
 @permits_app.command("queue")
-def queue_cmd(as_user: str = AS_USER, all_cases: bool = typer.Option(False, "--all")) -> None:
+def queue_cmd(all_cases: bool = typer.Option(False, "--all")) -> None:
     """A handler's open cases by deadline (--all: everyone's)."""
     from permits.service import queue
 
     svc = _svc()
-    items = _run(lambda: queue(svc, _actor(svc, as_user), all_handlers=all_cases))
-    _print_queue(items, f"queue of {'all handlers' if all_cases else as_user}")
+    me = _actor(svc)
+    items = _run(lambda: queue(svc, me, all_handlers=all_cases))
+    _print_queue(items, f"queue of {'all handlers' if all_cases else me.user_id}")
 
 
 def _print_queue(items, title: str) -> None:
@@ -201,7 +177,7 @@ def _parse_sets(values: list[str]) -> dict:
 
 
 def _make_action_command(name: str):
-    def command(case_id: str, as_user: str = AS_USER, reason: str | None = typer.Option(None, "--reason"),
+    def command(case_id: str, reason: str | None = typer.Option(None, "--reason"),
                 sets: list[str] = typer.Option([], "--set", help="action parameter key=value")) -> None:
         from permits.service import act
 
@@ -214,7 +190,7 @@ def _make_action_command(name: str):
                 err.print(styled(("refused", "bold red"), f" (invalid_body): '{name}' takes no --reason"))
                 raise typer.Exit(1)
             payload[takes[0]] = reason
-        v = _run(lambda: act(svc, _actor(svc, as_user), case_id, name, **payload))
+        v = _run(lambda: act(svc, _actor(svc), case_id, name, **payload))
         console.print(styled(f"{v.case_id}: {name.replace('_', ' ')} -> ", (v.state.value, "bold")))
 
     command.__doc__ = ACTIONS[name].description[:1].upper() + ACTIONS[name].description[1:] + "."

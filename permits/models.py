@@ -8,20 +8,7 @@ from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column
 
 from toisio.db import Base
-
-
-class UserRow(Base):
-    """A person or service account with its service roles and a hashed API token."""
-
-    __tablename__ = "app_user"
-
-    user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(200))
-    roles: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of service roles
-    registries: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, for controllers
-    token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+from toisio.identity import UserRow  # noqa: F401  (the user table the cases refer to)
 
 
 class CaseRow(Base):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -24,14 +23,15 @@ from permits.actions import BodyError, parse_body
 from permits.application import ApplicationForm, Kind
 from permits.fees import compute_fee
 from permits.lifecycle import BEFORE_DECISION, PERMIT_IN_FORCE, Event, State, next_state, state_after
-from permits.models import CaseCounter, CaseEventRow, CaseRow, EstimateRow, MemberRow, UserRow
+from permits.models import CaseCounter, CaseEventRow, CaseRow, EstimateRow, MemberRow
 from permits.permissions import ACTIONS, PermissionDenied, Role, check_can, check_can_see_queue
 from permits.rules import RuleViolation, check_form
 from permits.scope import PermitScope
 from toisio import audit, events
 from toisio.db import read_connection
 from toisio.documents import CodedError
-from toisio.errors import Conflict, NotFoundError
+from toisio.errors import NotFoundError
+from toisio.identity import SYSTEM, Actor, actor_for, ensure_user
 from toisio.service import Service
 
 CASE_PREFIX = "TOISIO"
@@ -50,18 +50,6 @@ class CaseTampered(CodedError):
 
     default_code = "case_tampered"
     http_status = 409
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is acting: a user with service roles (and the registries they control)."""
-
-    user_id: str
-    roles: frozenset[Role] = frozenset()
-    registries: frozenset[str] = frozenset()
-
-
-SYSTEM = Actor("system", frozenset({Role.SYSTEM}))
 
 
 @dataclass(frozen=True)
@@ -119,51 +107,6 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-# ---------------------------------------------------------------- users
-
-def create_user(conn: Connection, user_id: str, name: str, email: str, roles: list[str] | tuple[str, ...] = (),
-                registries: list[str] | tuple[str, ...] = ()) -> str:
-    """Create a user and return their new API token (only its hash is stored)."""
-    for r in roles:
-        if r not in {x.value for x in Role}:
-            raise InvalidRequest(f"unknown role {r!r}; roles are {', '.join(x.value for x in Role)}",
-                                 code="unknown_role")
-    if conn.execute(select(UserRow.user_id).where(UserRow.user_id == user_id)).first() is not None:
-        raise Conflict(f"a user {user_id!r} already exists", code="user_exists")
-    token = secrets.token_urlsafe(32)
-    conn.execute(UserRow.__table__.insert().values(
-        user_id=user_id, name=name, email=email, roles=json.dumps(sorted(roles)),
-        registries=json.dumps(sorted(registries)), token_sha256=token_hash(token), active=True))
-    return token
-
-
-def _ensure_user(conn: Connection, user_id: str, name: str, email: str) -> None:
-    if conn.execute(select(UserRow.user_id).where(UserRow.user_id == user_id)).first() is None:
-        conn.execute(UserRow.__table__.insert().values(
-            user_id=user_id, name=name, email=email, roles="[]", registries="[]", token_sha256=None, active=True))
-
-
-def actor_for(conn: Connection, user_id: str) -> Actor:
-    """The actor for a user id (raises :class:`NotFound`)."""
-    row = conn.execute(select(UserRow).where(UserRow.user_id == user_id, UserRow.active)).first()
-    if row is None:
-        raise NotFound(f"no active user {user_id!r}")
-    return Actor(row.user_id, frozenset(Role(r) for r in json.loads(row.roles)), frozenset(json.loads(row.registries)))
-
-
-def actor_for_token(conn: Connection, token: str) -> Actor | None:
-    """The actor whose API token this is, or None."""
-    row = conn.execute(select(UserRow).where(UserRow.token_sha256 == token_hash(token), UserRow.active)
-                       ).first()
-    if row is None:
-        return None
-    return Actor(row.user_id, frozenset(Role(r) for r in json.loads(row.roles)), frozenset(json.loads(row.registries)))
-
-
 # ---------------------------------------------------------------- reading
 
 def _case_row(conn: Connection, case_id: str) -> CaseRow:
@@ -210,17 +153,10 @@ def case_digest(conn: Connection, case_id: str) -> str:
 
 def _chained_digest(conn: Connection, svc: Service, case_id: str) -> str | None:
     """The digest the newest authentic audit entry of the case recorded (None if there is none)."""
-    row = conn.execute(select(audit.AuditEventRow).where(
-        audit.AuditEventRow.subject == f"case:{case_id}",
-        audit.AuditEventRow.payload.contains('"case_digest":', autoescape=True),
-    ).order_by(audit.AuditEventRow.seq.desc()).limit(1)).first()
-    if row is None:
-        return None
-    e = audit.AuditEvent(row.seq, row.ts, row.actor, row.action, row.subject, json.loads(row.payload),
-                         row.prev_hash, row.entry_hash)
-    if not audit.authentic(svc.audit_key, e):
-        raise CaseTampered(f"the audit entry {e.seq} of {case_id} was altered")
-    return e.payload.get("case_digest")
+    try:
+        return audit.recorded_digest(conn, svc.audit_key, f"case:{case_id}", "case_digest")
+    except audit.AuditError as exc:
+        raise CaseTampered(str(exc)) from None
 
 
 def _verified_row(conn: Connection, svc: Service, case_id: str) -> CaseRow:
@@ -307,6 +243,22 @@ def _check(conn: Connection, actor: Actor, row: CaseRow, action: str) -> Role:
                      took=took)
 
 
+def check_can_act(svc: Service, actor: Actor, case_id: str, action: str) -> Role:
+    """Raise :class:`PermissionDenied` unless ``actor`` may take ``action`` on the case now (without taking it);
+    return the role it would be taken in.  For a stage that does work before recording it on the permit."""
+    with svc.engine.connect() as conn:
+        return _check(conn, actor, _verified_row(conn, svc, case_id), action)
+
+
+def can_act(svc: Service, actor: Actor, case_id: str, action: str) -> bool:
+    """Bool form of :func:`check_can_act`."""
+    try:
+        check_can_act(svc, actor, case_id, action)
+    except PermissionDenied:
+        return False
+    return True
+
+
 def _append_event(conn: Connection, svc: Service, row: CaseRow, event: Event, actor: Actor, role: Role,
                   payload: dict[str, Any], today: date, *, all_estimates_in: bool = False) -> State:
     new_state = next_state(State(row.state), event, all_estimates_in=all_estimates_in)
@@ -355,7 +307,7 @@ def create_draft(svc: Service, actor: Actor, form: ApplicationForm, *, today: da
             if actor.user_id != parent.applicant_id:
                 raise PermissionDenied(f"only the permit holder ({parent.applicant_id}) may amend "
                                        f"{form.permit_id}", action="create")
-        _ensure_user(conn, form.applicant.user_id, form.applicant.name, form.applicant.email)
+        ensure_user(conn, svc, actor, form.applicant.user_id, form.applicant.name, form.applicant.email)
         case_id = _next_case_id(conn, today)
         now = _now()
         conn.execute(CaseRow.__table__.insert().values(
@@ -364,7 +316,7 @@ def create_draft(svc: Service, actor: Actor, form: ApplicationForm, *, today: da
             parent_permit_id=form.permit_id, form=form.model_dump_json(), state=State.DRAFT.value,
             created_at=now, updated_at=now, extension_months=0))
         for p in form.processors:
-            _ensure_user(conn, p.user_id, p.name, "")
+            ensure_user(conn, svc, actor, p.user_id, p.name, "")
             conn.execute(MemberRow.__table__.insert().values(
                 case_id=case_id, user_id=p.user_id, name=p.name,
                 undertaking_signed=p.confidentiality_undertaking_signed, active=True))
@@ -481,7 +433,7 @@ def _on_resubmit(conn, svc, actor, row, today, payload):
             form=form.model_dump_json(), title=form.title))
         conn.execute(MemberRow.__table__.delete().where(MemberRow.case_id == row.case_id))
         for p in form.processors:
-            _ensure_user(conn, p.user_id, p.name, "")
+            ensure_user(conn, svc, actor, p.user_id, p.name, "")
             conn.execute(MemberRow.__table__.insert().values(
                 case_id=row.case_id, user_id=p.user_id, name=p.name,
                 undertaking_signed=p.confidentiality_undertaking_signed, active=True))
@@ -587,7 +539,7 @@ def _apply_amendment(conn, svc, actor, form: ApplicationForm, today: date) -> No
         values["valid_until"] = change.new_valid_until
         conn.execute(update(CaseRow).where(CaseRow.case_id == parent.case_id).values(**values))
     for p in change.add_users:
-        _ensure_user(conn, p.user_id, p.name, "")
+        ensure_user(conn, svc, actor, p.user_id, p.name, "")
         existing = conn.execute(select(MemberRow).where(MemberRow.case_id == parent.case_id,
                                                         MemberRow.user_id == p.user_id)).first()
         if existing is None:

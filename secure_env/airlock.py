@@ -28,14 +28,15 @@ import pandas as pd
 from sqlalchemy import Connection, func, select, update
 
 from permits.permissions import PermissionDenied, Role
-from permits.service import Actor, permit_access
+from permits.service import permit_access
+from secure_env import airlock_rules as rules
 from secure_env.airlock_lifecycle import RequestEvent, RequestState, next_request_state
 from secure_env.disclosure import Table, check_differencing, check_table
 from secure_env.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
 from secure_env.profiles import DisclosureProfile, profile, profile_for_permit
-from secure_env.workspace_rules import check_named_on_permit_in_force
 from toisio import audit
 from toisio.documents import CodedError
+from toisio.identity import Actor
 from toisio.service import Service
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
@@ -89,28 +90,28 @@ def _move(conn: Connection, svc: Service, row, event: RequestEvent, actor: str, 
     return new
 
 
-def _check_analyst(svc: Service, actor: Actor, permit_id: str) -> None:
-    check_named_on_permit_in_force(svc, actor, permit_id, action="output", doing="request outputs from it")
+def _relations(svc: Service, actor: Actor, permit_id: str, requester: str | None) -> frozenset[str]:
+    return rules.relations(actor, requester=requester, permit_users=permit_access(svc, permit_id).users)
+
+
+def check_can(action: str, svc: Service, actor: Actor, permit_id: str, requester: str | None) -> str:
+    """Raise :class:`PermissionDenied` saying who may, unless ``actor`` may take ``action`` on a request
+    (:data:`secure_env.airlock_rules.OUTPUTS`)."""
+    return rules.OUTPUTS.check_can(action, actor, _relations(svc, actor, permit_id, requester))
+
+
+def can(action: str, svc: Service, actor: Actor, permit_id: str, requester: str | None) -> bool:
+    """Bool form of :func:`check_can`."""
+    return rules.OUTPUTS.can(action, actor, _relations(svc, actor, permit_id, requester))
 
 
 def check_can_review(svc: Service, actor: Actor, permit_id: str, requester: str) -> None:
     """Raise unless ``actor`` is an output checker independent of the request and the permit."""
-    if Role.OUTPUT_CHECKER not in actor.roles:
-        raise PermissionDenied("only an output_checker may review outputs", action="review")
-    if actor.user_id == requester:
-        raise PermissionDenied("nobody reviews their own output request; another output_checker must",
-                               action="review", code="conflict_of_interest")
-    if actor.user_id in permit_access(svc, permit_id).users:
-        raise PermissionDenied(f"{actor.user_id} is named on permit {permit_id} and cannot review its outputs",
-                               action="review", code="conflict_of_interest")
+    check_can("review", svc, actor, permit_id, requester)
 
 
 def can_review(svc: Service, actor: Actor, permit_id: str, requester: str) -> bool:
-    try:
-        check_can_review(svc, actor, permit_id, requester)
-    except PermissionDenied:
-        return False
-    return True
+    return can("review", svc, actor, permit_id, requester)
 
 
 def request_state(svc: Service, request_id: str) -> RequestState:
@@ -124,14 +125,10 @@ def create_request(svc: Service, actor: Actor, permit_id: str, *, service: bool 
 
     ``service=True``: the service's own statistics for a data request, requested by a handler.
     """
-    if service:
-        if Role.HANDLER not in actor.roles:
-            raise PermissionDenied("only a handler requests release of the service's statistics", action="output")
-        access = permit_access(svc, permit_id)
-        if not access.in_force:
-            raise PermissionDenied(f"permit {permit_id} is not in force ({access.reason})", action="output")
-    else:
-        _check_analyst(svc, actor, permit_id)
+    check_can("create_for_service" if service else "create", svc, actor, permit_id, None)
+    access = permit_access(svc, permit_id)
+    if not access.in_force:
+        raise PermissionDenied(f"permit {permit_id} is not in force ({access.reason})", action="output.create")
     with svc.engine.begin() as conn:
         n = conn.execute(select(func.count()).select_from(OutputRequestRow)
                          .where(OutputRequestRow.permit_id == permit_id)).scalar() + 1
@@ -232,8 +229,7 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
                                f"missing_{key}")
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
-        if row.requester != actor.user_id:
-            raise PermissionDenied(f"only the requester ({row.requester}) may add files", action="add_file")
+        check_can("add_file", svc, actor, row.permit_id, row.requester)
         if RequestState(row.state) not in (RequestState.PENDING, RequestState.RETURNED):
             raise AirlockError(f"files can be added only while the request is pending or returned "
                                f"(it is {row.state})", "illegal_state")
@@ -262,8 +258,7 @@ def submit(svc: Service, actor: Actor, request_id: str) -> RequestState:
     """Submit (or resubmit after a return) for review."""
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
-        if row.requester != actor.user_id:
-            raise PermissionDenied(f"only the requester ({row.requester}) may submit", action="submit")
+        check_can("submit", svc, actor, row.permit_id, row.requester)
         files = conn.execute(select(func.count()).select_from(OutputFileRow)
                              .where(OutputFileRow.request_id == request_id)).scalar()
         if not files:
@@ -276,8 +271,7 @@ def submit(svc: Service, actor: Actor, request_id: str) -> RequestState:
 def withdraw(svc: Service, actor: Actor, request_id: str) -> RequestState:
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
-        if row.requester != actor.user_id:
-            raise PermissionDenied(f"only the requester ({row.requester}) may withdraw", action="withdraw")
+        check_can("withdraw", svc, actor, row.permit_id, row.requester)
         return _move(conn, svc, row, RequestEvent.WITHDRAW, actor.user_id)
 
 
@@ -351,24 +345,12 @@ def submit_review(svc: Service, actor: Actor, request_id: str) -> RequestState:
 
 
 def file_status(conn: Connection, row, f, policy: Policy = Policy()) -> str:
-    """``approved``, ``rejected``, ``changes_requested``, ``conflicted`` or ``pending`` for one file."""
+    """``approved``, ``rejected``, ``changes_requested``, ``conflicted`` or ``pending`` for one file
+    (:func:`secure_env.airlock_rules.file_status` over this round's submitted votes)."""
     submitted = _submitted(conn, row.request_id, row.round)
     votes = [v for v in _votes(conn, row.request_id, row.round) if v.file_id == f.id and v.reviewer in submitted]
     needed = policy.dp_approvals_needed if f.differentially_private else policy.approvals_needed
-    decisions = [v.decision for v in votes]
-    if len(submitted) < 2 and not (needed == 1 and decisions):
-        return "pending"
-    if len(set(decisions[:2])) > 1:
-        # a later (third) checker's vote settles a disagreement between the first two
-        return {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}[
-            decisions[2]] if len(decisions) > 2 else "conflicted"
-    if decisions and decisions[0] == "approve" and decisions.count("approve") >= needed:
-        return "approved"
-    if decisions and decisions[0] == "reject":
-        return "rejected"
-    if decisions and decisions[0] == "request_changes":
-        return "changes_requested"
-    return "pending"
+    return rules.file_status([v.decision for v in votes], needed)
 
 
 def view(svc: Service, actor: Actor, request_id: str) -> dict[str, Any]:
@@ -377,8 +359,9 @@ def view(svc: Service, actor: Actor, request_id: str) -> dict[str, Any]:
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
         is_requester = actor.user_id == row.requester
-        if not is_requester:
-            check_can_review(svc, actor, row.permit_id, row.requester)
+        grant = check_can("view", svc, actor, row.permit_id, row.requester)
+        if grant == Role.OUTPUT_CHECKER and not is_requester:
+            check_can_review(svc, actor, row.permit_id, row.requester)  # a checker sees only what they may review
         submitted = _submitted(conn, request_id, row.round)
         votes = _votes(conn, request_id, row.round)
         files = []
@@ -450,7 +433,7 @@ def release(svc: Service, actor: Actor, request_id: str) -> Path:
     """Copy an approved request's files with a manifest to the release store; nothing else leaves."""
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
-        check_can_review(svc, actor, row.permit_id, row.requester)
+        check_can("release", svc, actor, row.permit_id, row.requester)
         if RequestState(row.state) is not RequestState.APPROVED:
             raise AirlockError(f"only an approved request is released (it is {row.state})", "illegal_state")
         target = release_store(svc) / row.permit_id / request_id

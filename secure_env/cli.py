@@ -15,20 +15,15 @@ outputs_app = typer.Typer(help="Output requests: disclosure checks, two-person r
                           no_args_is_help=True)
 console = make_console(width=140)
 err = make_console(stderr=True)
-AS_USER = typer.Option(..., "--as", envvar="TOISIO_USER", help="the acting user id")
 
 
-def _ctx(as_user: str):
-    from permits.service import actor_for
+def _ctx():
+    """The service and the signed-in user (``toisio login`` or ``TOISIO_TOKEN``)."""
+    from toisio.cli_auth import current_actor
     from toisio.service import service
 
     svc = service()
-
-    def load():
-        with svc.engine.connect() as conn:
-            return svc, actor_for(conn, as_user)
-
-    return run_or_exit(load, err)
+    return svc, run_or_exit(lambda: current_actor(svc), err)
 
 
 def _run(fn):
@@ -36,22 +31,22 @@ def _run(fn):
 
 
 @outputs_app.command("create")
-def create(permit: str = typer.Option(..., "--permit"), as_user: str = AS_USER) -> None:
+def create(permit: str = typer.Option(..., "--permit")) -> None:
     """Start an output request for a permit."""
     from secure_env.airlock import create_request
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     console.print(_run(lambda: create_request(svc, actor, permit)))
 
 
 @outputs_app.command("add")
 def add(request_id: str, path: Path, description: str = typer.Option(..., "--description"),
         method: str = typer.Option(..., "--method"), index: str | None = typer.Option(None, "--index"),
-        statistic: str = typer.Option("count", "--statistic"), as_user: str = AS_USER) -> None:
+        statistic: str = typer.Option("count", "--statistic")) -> None:
     """Add a file with its context; tables are checked at once."""
     from secure_env.airlock import add_file
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     ctx = {"description": description, "method": method, "statistic": statistic}
     if index:
         ctx["index"] = index
@@ -60,10 +55,10 @@ def add(request_id: str, path: Path, description: str = typer.Option(..., "--des
 
 
 def _simple(name: str, fn_name: str, doc: str):
-    def command(request_id: str, as_user: str = AS_USER) -> None:
+    def command(request_id: str) -> None:
         from secure_env import airlock
 
-        svc, actor = _ctx(as_user)
+        svc, actor = _ctx()
         result = _run(lambda: getattr(airlock, fn_name)(svc, actor, request_id))
         console.print(f"{request_id}: {getattr(result, 'value', result)}")
 
@@ -79,39 +74,39 @@ _simple("release", "release", "Release an approved request to the release store.
 
 @outputs_app.command("vote")
 def vote_cmd(request_id: str, file: str, decision: str, comment: str = typer.Option("", "--comment"),
-             as_user: str = AS_USER) -> None:
+             ) -> None:
     """Vote approve, reject or request_changes on one file."""
     from secure_env.airlock import vote
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     _run(lambda: vote(svc, actor, request_id, file, decision, comment))
     console.print(f"{request_id}: {file} {decision}")
 
 
 @outputs_app.command("decide")
-def decide_cmd(request_id: str, outcome: str, as_user: str = AS_USER) -> None:
+def decide_cmd(request_id: str, outcome: str) -> None:
     """Approve, reject or return a reviewed request."""
     from secure_env.airlock import decide
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     console.print(f"{request_id}: {_run(lambda: decide(svc, actor, request_id, outcome)).value}")
 
 
 @outputs_app.command("revoke-approval")
-def revoke_cmd(request_id: str, reason: str = typer.Option(..., "--reason"), as_user: str = AS_USER) -> None:
+def revoke_cmd(request_id: str, reason: str = typer.Option(..., "--reason")) -> None:
     """Take your approval back before release."""
     from secure_env.airlock import revoke_approval
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     console.print(f"{request_id}: {_run(lambda: revoke_approval(svc, actor, request_id, reason)).value}")
 
 
 @outputs_app.command("show")
-def show_cmd(request_id: str, as_user: str = AS_USER, as_json: bool = typer.Option(False, "--json")) -> None:
+def show_cmd(request_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a request as you may see it (the view is audited)."""
     from secure_env.airlock import view
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     v = _run(lambda: view(svc, actor, request_id))
     if as_json:
         sys.stdout.write(json.dumps(v, indent=2, default=str) + "\n")
@@ -128,12 +123,12 @@ def show_cmd(request_id: str, as_user: str = AS_USER, as_json: bool = typer.Opti
 
 
 @outputs_app.command("queue")
-def queue_cmd(as_user: str = AS_USER) -> None:
+def queue_cmd() -> None:
     """Requests awaiting your review, across all permits."""
     from secure_env.airlock import checker_queue
 
-    svc, actor = _ctx(as_user)
-    t = Table(title=f"awaiting {as_user}")
+    svc, actor = _ctx()
+    t = Table(title=f"awaiting {actor.user_id}")
     for c in ("request", "permit", "state", "waiting since"):
         t.add_column(c)
     for r in checker_queue(svc, actor):
@@ -157,37 +152,37 @@ def _print_import(r) -> None:
 
 @imports_app.command("request")
 def import_request(permit: str = typer.Option(..., "--permit"), file: Path = typer.Option(..., "--file"),
-                   purpose: str = typer.Option(..., "--purpose"), as_user: str = AS_USER) -> None:
+                   purpose: str = typer.Option(..., "--purpose")) -> None:
     """Ask for a file (code, a lookup table) to be imported into the permit's workspace."""
     from secure_env.ingress import request_import
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     _print_import(_run_import(lambda: request_import(svc, actor, permit, file, purpose=purpose)))
 
 
 @imports_app.command("approve")
-def import_approve(import_id: str, as_user: str = AS_USER) -> None:
+def import_approve(import_id: str) -> None:
     """Approve an import: the file is copied read-only into the workspace's imports/ folder."""
     from secure_env.ingress import decide_import
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     _print_import(_run_import(lambda: decide_import(svc, actor, import_id, approve=True)))
 
 
 @imports_app.command("reject")
-def import_reject(import_id: str, reason: str = typer.Option(..., "--reason"), as_user: str = AS_USER) -> None:
+def import_reject(import_id: str, reason: str = typer.Option(..., "--reason")) -> None:
     """Reject an import, with a reason the analyst can act on."""
     from secure_env.ingress import decide_import
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     _print_import(_run_import(lambda: decide_import(svc, actor, import_id, approve=False, reason=reason)))
 
 
 @imports_app.command("list")
-def import_list(permit: str | None = typer.Option(None, "--permit"), as_user: str = AS_USER) -> None:
+def import_list(permit: str | None = typer.Option(None, "--permit")) -> None:
     """Import requests you may see."""
     from secure_env.ingress import list_imports
 
-    svc, actor = _ctx(as_user)
+    svc, actor = _ctx()
     for r in _run_import(lambda: list_imports(svc, actor, permit)):
         _print_import(r)

@@ -16,10 +16,12 @@ import pandas as pd
 
 from permits.application import Kind, Tabulation
 from permits.permissions import PermissionDenied, Role
-from permits.service import Actor, form_of, frozen_scope, permit_access
+from permits.service import form_of, frozen_scope, permit_access
 from pseudonymise.pipeline import PERSONS
 from secure_env.airlock import add_file, create_request, submit
 from secure_env.analyst import safe_crosstab
+from toisio.authz import Table, rule
+from toisio.identity import Actor
 from toisio.service import Service
 
 
@@ -44,11 +46,15 @@ def _key(df: pd.DataFrame, cols: tuple[str, ...], name: str) -> pd.Series:
     return df[list(cols)].astype(str).agg(" / ".join, axis=1).rename(name)
 
 
+STATISTICS = Table("data_request", {
+    "produce": rule("produce a data request's statistics", {Role.HANDLER, Role.SYSTEM}),
+}, {})
+
+
 def produce_statistics(svc: Service, actor: Actor, permit_id: str, *, delivery: Path | None = None,
                        profile_name: str | None = None) -> str:
     """Compute the tabulation plan's tables, check them, and submit them for two-person review."""
-    if Role.HANDLER not in actor.roles:
-        raise PermissionDenied("only a handler produces a data request's statistics", action="produce_statistics")
+    STATISTICS.check_can("produce", actor)
     form = form_of(svc, permit_id)
     if form.kind is not Kind.DATA_REQUEST:
         raise PermissionDenied(f"{permit_id} is a {form.kind.value}; statistics are produced for data requests",

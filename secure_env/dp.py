@@ -18,7 +18,9 @@ from sqlalchemy import func, select, text
 
 from secure_env.models import DpBudgetRow, DpSpendRow
 from toisio import audit
+from toisio.authz import Table, rule
 from toisio.errors import Conflict, Invalid
+from toisio.identity import Actor, Role
 from toisio.service import Service
 
 
@@ -61,15 +63,36 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def set_budget(svc: Service, permit_id: str, epsilon: float, delta: float, *, actor: str) -> None:
+NAMED = "named"
+DP = Table("dp", {
+    "set_budget": rule("set a permit's privacy budget", {Role.DECIDER, Role.SYSTEM}),
+    "spend": rule("spend this permit's privacy budget", {NAMED, Role.SYSTEM}),
+    "view_budget": rule("see this permit's privacy budget",
+                        {NAMED, Role.HANDLER, Role.DECIDER, Role.OUTPUT_CHECKER, Role.AUDITOR, Role.SYSTEM}),
+}, {NAMED: "an analyst named on the permit"})
+
+
+def check_can_dp(svc: Service, actor: Actor, permit_id: str, action: str) -> str:
+    """Raise :class:`~toisio.authz.PermissionDenied` unless ``actor`` may take the DP ``action`` on the permit
+    (a role that grants it is enough; otherwise the permit is asked whether the actor is named on it)."""
+    if DP.can(action, actor):
+        return DP.check_can(action, actor)
+    from permits.service import permit_access
+
+    named = actor.user_id in permit_access(svc, permit_id).users
+    return DP.check_can(action, actor, {NAMED} if named else ())
+
+
+def set_budget(svc: Service, actor: Actor, permit_id: str, epsilon: float, delta: float) -> None:
     """Grant (or change) a permit's total budget; audited."""
+    check_can_dp(svc, actor, permit_id, "set_budget")
     if epsilon <= 0 or delta < 0:
         raise ValueError("epsilon must be positive and delta non-negative")
     with svc.engine.begin() as conn:
         conn.execute(DpBudgetRow.__table__.delete().where(DpBudgetRow.permit_id == permit_id))
         conn.execute(DpBudgetRow.__table__.insert().values(permit_id=permit_id, epsilon=epsilon, delta=delta,
-                                                           set_by=actor, set_at=_now()))
-        audit.append(conn, svc.audit_key, actor=actor, action="dp.budget_set", subject=f"permit:{permit_id}",
+                                                           set_by=actor.user_id, set_at=_now()))
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="dp.budget_set", subject=f"permit:{permit_id}",
                      payload={"epsilon": epsilon, "delta": delta})
 
 
@@ -83,14 +106,16 @@ def _budget(conn, permit_id: str) -> Budget:
     return Budget(permit_id, row.epsilon, row.delta, float(spent[0]), float(spent[1]))
 
 
-def budget(svc: Service, permit_id: str) -> Budget:
+def budget(svc: Service, actor: Actor, permit_id: str) -> Budget:
     """The permit's budget and what has been spent."""
+    check_can_dp(svc, actor, permit_id, "view_budget")
     with svc.engine.connect() as conn:
         return _budget(conn, permit_id)
 
 
-def charge(svc: Service, permit_id: str, *, actor: str, query: str, epsilon: float, delta: float = 0.0) -> Budget:
+def charge(svc: Service, actor: Actor, permit_id: str, *, query: str, epsilon: float, delta: float = 0.0) -> Budget:
     """Record a query against the budget, or raise :class:`BudgetExceeded` without recording it."""
+    check_can_dp(svc, actor, permit_id, "spend")
     if epsilon <= 0 or delta < 0:
         raise ValueError("a query needs a positive epsilon and a non-negative delta")
     with svc.engine.begin() as conn:
@@ -104,8 +129,8 @@ def charge(svc: Service, permit_id: str, *, actor: str, query: str, epsilon: flo
                 f"{query} needs epsilon {epsilon:g}, delta {delta:g} but permit {permit_id} has epsilon "
                 f"{b.remaining_epsilon:g}, delta {b.remaining_delta:g} left of {b.epsilon:g}, {b.delta:g}")
         conn.execute(DpSpendRow.__table__.insert().values(permit_id=permit_id, query=query, epsilon=epsilon,
-                                                          delta=delta, actor=actor, ts=_now()))
-        audit.append(conn, svc.audit_key, actor=actor, action="dp.query_charged", subject=f"permit:{permit_id}",
+                                                          delta=delta, actor=actor.user_id, ts=_now()))
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="dp.query_charged", subject=f"permit:{permit_id}",
                      payload={"query": query, "epsilon": epsilon, "delta": delta})
         return Budget(permit_id, b.epsilon, b.delta, b.spent_epsilon + epsilon, b.spent_delta + delta)
 
@@ -134,12 +159,13 @@ class DpResult:
 class DpSession:
     """DP queries for one permit and analyst, each charged before it runs."""
 
-    def __init__(self, svc: Service, permit_id: str, actor: str, *, random_state: int | None = None):
+    def __init__(self, svc: Service, actor: Actor, permit_id: str, *, random_state: int | None = None):
+        check_can_dp(svc, actor, permit_id, "spend")
         self.svc, self.permit_id, self.actor = svc, permit_id, actor
         self.random_state = random_state
 
     def _charge(self, query: str, epsilon: float, delta: float = 0.0) -> None:
-        charge(self.svc, self.permit_id, actor=self.actor, query=query, epsilon=epsilon, delta=delta)
+        charge(self.svc, self.actor, self.permit_id, query=query, epsilon=epsilon, delta=delta)
 
     def count(self, values, *, epsilon: float) -> DpResult:
         """Number of non-zero (true) entries."""

@@ -19,11 +19,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from permits.permissions import PermissionDenied, Role
-from permits.service import Actor, permit_access
+from permits.permissions import Role
+from permits.service import permit_access
 from secure_env.workspace_rules import check_named_on_permit_in_force
 from toisio import audit
+from toisio.authz import Table, rule
 from toisio.documents import CodedError
+from toisio.identity import Actor
 from toisio.service import Service
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
@@ -84,31 +86,42 @@ def get(svc: Service, import_id: str) -> ImportRequest:
     return found
 
 
+REQUESTER, NAMED = "requester", "named"
+IMPORTS = Table("import", {
+    "request": rule("ask for imports into this permit's workspace", {NAMED}),
+    "decide": rule("decide this import request", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
+    "view": rule("see this import request", {REQUESTER, NAMED, Role.OUTPUT_CHECKER, Role.HANDLER, Role.AUDITOR}),
+}, {REQUESTER: "the request's author", NAMED: "an analyst named on the permit"})
+
+
+def _relations(svc: Service, actor: Actor, permit_id: str, requester: str | None = None) -> frozenset[str]:
+    named = actor.user_id in permit_access(svc, permit_id).users
+    return frozenset(({NAMED} if named else set()) | ({REQUESTER} if actor.user_id == requester else set()))
+
+
 def list_imports(svc: Service, actor: Actor, permit_id: str | None = None) -> list[ImportRequest]:
-    """Import requests the actor may see: data stewards and handlers all, analysts their permits'."""
+    """Import requests the actor may see (:data:`IMPORTS` ``view``): data stewards, handlers and auditors all,
+    analysts their permits'."""
     with svc.engine.connect() as conn:
         events = audit.events(conn, subject_prefix="import:")
     by_id: dict[str, list] = {}
     for e in events:
         by_id.setdefault(e.subject, []).append(e)
     out = [r for r in (_fold(v) for v in by_id.values()) if r is not None]
-    staff = actor.roles & {Role.OUTPUT_CHECKER, Role.HANDLER, Role.AUDITOR}
     return [r for r in out if (permit_id is None or r.permit_id == permit_id)
-            and (staff or actor.user_id in permit_access(svc, r.permit_id).users)]
+            and IMPORTS.can("view", actor, _relations(svc, actor, r.permit_id, r.requester))]
 
 
 def check_can_request(svc: Service, actor: Actor, permit_id: str) -> None:
-    check_named_on_permit_in_force(svc, actor, permit_id, action="import",
+    """An analyst named on a permit in force asks for imports into its workspace."""
+    IMPORTS.check_can("request", actor, _relations(svc, actor, permit_id))
+    check_named_on_permit_in_force(svc, actor, permit_id, action="import.request",
                                    doing="ask for imports into its workspace")
 
 
 def check_can_decide(svc: Service, actor: Actor, req: ImportRequest) -> None:
     """A data steward (output checker) independent of the request and the permit decides an import."""
-    if Role.OUTPUT_CHECKER not in actor.roles:
-        raise PermissionDenied("only a data steward (output_checker) may decide an import request", action="import")
-    if actor.user_id == req.requester or actor.user_id in permit_access(svc, req.permit_id).users:
-        raise PermissionDenied(f"{actor.user_id} asked for this import or is named on permit {req.permit_id}; "
-                               f"another data steward must decide it", action="import", code="conflict_of_interest")
+    IMPORTS.check_can("decide", actor, _relations(svc, actor, req.permit_id, req.requester))
 
 
 def request_import(svc: Service, actor: Actor, permit_id: str, source: Path, *, purpose: str) -> ImportRequest:

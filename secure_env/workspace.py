@@ -28,11 +28,13 @@ from pathlib import Path
 
 from permits.application import Kind
 from permits.permissions import PermissionDenied
-from permits.service import form_of, permit_access, token_hash
+from permits.service import form_of, permit_access
 from secure_env.lockdown import Lockdown, write_config
 from secure_env.sandbox import KernelLimits, code_dirs, find_cgroups, python_dirs
+from secure_env.workspace_rules import check_can_workspace
 from toisio import audit
 from toisio.documents import CodedError
+from toisio.identity import Actor, token_hash
 from toisio.service import Service
 
 EXAMPLE_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -143,9 +145,10 @@ def lockdown_for(svc: Service, permit_id: str, quota_mb: int | None = None) -> L
                     python=python_dirs(), code=code_dirs())
 
 
-def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb: int | None = None
+def create(svc: Service, actor: Actor, permit_id: str, delivery: Path, *, quota_mb: int | None = None
            ) -> dict[str, str]:
     """Create the permit's workspace with a read-only copy of its delivery; returns a token per analyst."""
+    check_can_workspace(svc, actor, permit_id, "create")
     quota_mb = quota_mb or svc.settings.workspace_quota_mb
     access = check_in_force(svc, permit_id)
     if form_of(svc, permit_id).kind is not Kind.DATA_PERMIT:
@@ -170,7 +173,8 @@ def create(svc: Service, permit_id: str, delivery: Path, *, actor: str, quota_mb
     tokens = {user: secrets.token_urlsafe(24) for user in access.users}
     _write_token_hashes(p, {u: token_hash(t) for u, t in tokens.items()})
     with svc.engine.begin() as conn:
-        audit.append(conn, svc.audit_key, actor=actor, action="workspace.created", subject=f"permit:{permit_id}",
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="workspace.created",
+                     subject=f"permit:{permit_id}",
                      payload={"analysts": sorted(tokens), "data_manifest_sha256":
                               hashlib.sha256(manifest.read_bytes()).hexdigest(), "quota_mb": quota_mb})
     return tokens
@@ -189,11 +193,12 @@ def analyst_for_token(svc: Service, permit_id: str, token: str) -> str:
     raise PermissionDenied("unknown token for this workspace", action="login")
 
 
-def issue_token(svc: Service, permit_id: str, analyst: str, *, actor: str) -> str:
+def issue_token(svc: Service, actor: Actor, permit_id: str, analyst: str) -> str:
     """A new login token for an analyst named on the permit (one added by amendment, or a lost token).
 
     Replaces any token the analyst had; returns the token, which is shown once.
     """
+    check_can_workspace(svc, actor, permit_id, "token")
     access = check_in_force(svc, permit_id)
     p = existing(svc, permit_id)
     if analyst not in access.users:
@@ -204,7 +209,8 @@ def issue_token(svc: Service, permit_id: str, analyst: str, *, actor: str) -> st
     hashes[analyst] = token_hash(token)
     _write_token_hashes(p, hashes)
     with svc.engine.begin() as conn:
-        audit.append(conn, svc.audit_key, actor=actor, action="workspace.token_issued", subject=f"permit:{permit_id}",
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="workspace.token_issued",
+                     subject=f"permit:{permit_id}",
                      payload={"analyst": analyst, "replaced": replaced})
     return token
 
@@ -215,14 +221,15 @@ def still_authorised(svc: Service, permit_id: str, analyst: str) -> bool:
     return access.in_force and analyst in access.users
 
 
-def destroy(svc: Service, permit_id: str, *, actor: str) -> dict:
+def destroy(svc: Service, actor: Actor, permit_id: str) -> dict:
     """Delete the workspace (data copy and scratch space) and record what was deleted."""
     from secure_env.workspace_server import stop
 
+    check_can_workspace(svc, actor, permit_id, "destroy")
     p = paths(svc, permit_id)
     if not p.base.exists():
         raise WorkspaceError(f"permit {permit_id} has no workspace", "no_workspace")
-    stop(svc, permit_id, actor=actor, reason="workspace destroyed")
+    stop(svc, actor, permit_id, reason="workspace destroyed")
     deleted = {"files": 0, "bytes": 0}
     for dirpath, _dirs, files in os.walk(p.base):
         for f in files:
@@ -232,15 +239,17 @@ def destroy(svc: Service, permit_id: str, *, actor: str) -> dict:
         os.chmod(dirpath, 0o700)
     shutil.rmtree(p.base)
     with svc.engine.begin() as conn:
-        audit.append(conn, svc.audit_key, actor=actor, action="workspace.destroyed", subject=f"permit:{permit_id}",
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="workspace.destroyed",
+                     subject=f"permit:{permit_id}",
                      payload={**deleted, "key_retained": True})
     return deleted
 
 
-def session_audit(svc: Service, permit_id: str, *, actor: str) -> list:
+def session_audit(svc: Service, actor: Actor, permit_id: str) -> list:
     """The workspace events of a permit (logins, kernels, cells, files, start and stop); the read is audited."""
+    check_can_workspace(svc, actor, permit_id, "audit")
     with svc.engine.begin() as conn:
         found = [e for e in audit.events(conn, subject=f"permit:{permit_id}") if e.action.startswith("workspace.")]
-        audit.append(conn, svc.audit_key, actor=actor, action="workspace.audit_viewed",
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="workspace.audit_viewed",
                      subject=f"permit:{permit_id}", payload={"events": len(found)})
     return found

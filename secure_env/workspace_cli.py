@@ -15,19 +15,17 @@ workspace_app = typer.Typer(help="Per-permit JupyterLab workspaces: create, star
 console = make_console(width=160)
 err = make_console(stderr=True)
 PERMIT = typer.Option(..., "--permit", help="the permit (case id)")
-AS_USER = typer.Option(..., "--as", envvar="TOISIO_USER", help="the acting user id")
+OPERATOR = typer.Option(False, "--operator", help="act as the operating-system user (operator:<name>) on the "
+                                                  "service host, for process control; default: the signed-in user")
 
 
-def _authorised(permit: str, as_user: str, action: str):
-    from permits.service import actor_for
-    from secure_env.workspace_rules import check_actor
+def _ctx(as_operator: bool = False):
+    """The service and who acts: the signed-in user (``toisio login``) or the host's operator."""
+    from toisio.cli_auth import acting
     from toisio.service import service
 
     svc = service()
-    with svc.engine.connect() as conn:
-        actor = actor_for(conn, as_user)
-    check_actor(svc, actor, permit, action)
-    return svc
+    return svc, acting(svc, as_operator=as_operator)
 
 
 def _run(fn):
@@ -35,7 +33,7 @@ def _run(fn):
 
 
 @workspace_app.command("create")
-def create_cmd(permit: str = PERMIT, as_user: str = AS_USER,
+def create_cmd(permit: str = PERMIT,
                delivery: Path | None = typer.Option(None, "--delivery",
                                                     help="delivered dataset (default: the permit's latest delivery)"),
                quota_mb: int | None = typer.Option(None, "--quota-mb", help="scratch quota of the Jupyter root"),
@@ -48,7 +46,7 @@ def create_cmd(permit: str = PERMIT, as_user: str = AS_USER,
         from pseudonymise.runs import latest_delivery
         from secure_env.workspace import create
 
-        svc = _authorised(permit, as_user, "create")
+        svc, actor = _ctx()
         source = delivery
         if source is None:
             with svc.engine.connect() as conn:
@@ -58,7 +56,7 @@ def create_cmd(permit: str = PERMIT, as_user: str = AS_USER,
                                  f" (no_delivery): permit {permit} has no delivered extraction"))
                 raise typer.Exit(1)
             source = Path(found)
-        tokens = create(svc, permit, source, actor=as_user, quota_mb=quota_mb)
+        tokens = create(svc, actor, permit, source, quota_mb=quota_mb)
         console.print(f"workspace for {permit} created from {source}")
         if tokens_out:
             tokens_out.write_text(json.dumps(tokens, indent=2))
@@ -73,13 +71,13 @@ def create_cmd(permit: str = PERMIT, as_user: str = AS_USER,
 
 
 @workspace_app.command("start")
-def start_cmd(permit: str = PERMIT, as_user: str = AS_USER) -> None:
+def start_cmd(permit: str = PERMIT, as_operator: bool = OPERATOR) -> None:
     """Start the permit's JupyterLab server (refused unless the permit is in force)."""
 
     def go():
         from secure_env.workspace_server import start
 
-        st = start(_authorised(permit, as_user, "start"), permit, actor=as_user)
+        st = start(*_ctx(as_operator), permit)
         console.print(f"workspace {permit} running at {st.url} (pid {st.pid}); "
                       f"analysts log in with their own token: {', '.join(st.analysts)}")
 
@@ -87,21 +85,21 @@ def start_cmd(permit: str = PERMIT, as_user: str = AS_USER) -> None:
 
 
 @workspace_app.command("stop")
-def stop_cmd(permit: str = PERMIT, as_user: str = AS_USER,
+def stop_cmd(permit: str = PERMIT, as_operator: bool = OPERATOR,
              reason: str = typer.Option("stopped by request", "--reason")) -> None:
     """Stop the permit's server and its kernels."""
 
     def go():
         from secure_env.workspace_server import stop
 
-        was = stop(_authorised(permit, as_user, "stop"), permit, actor=as_user, reason=reason)
+        was = stop(*_ctx(as_operator), permit, reason=reason)
         console.print(f"workspace {permit} stopped" if was else f"workspace {permit} was not running")
 
     _run(go)
 
 
 @workspace_app.command("status")
-def status_cmd(permit: str = PERMIT, as_user: str = AS_USER,
+def status_cmd(permit: str = PERMIT, as_operator: bool = OPERATOR,
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Whether the workspace exists and runs, where, for whom, and its scratch use."""
 
@@ -110,7 +108,7 @@ def status_cmd(permit: str = PERMIT, as_user: str = AS_USER,
 
         from secure_env.workspace_server import status
 
-        st = status(_authorised(permit, as_user, "status"), permit)
+        st = status(*_ctx(as_operator), permit)
         if as_json:
             console.print_json(json.dumps(asdict(st)))
             return
@@ -127,26 +125,26 @@ def status_cmd(permit: str = PERMIT, as_user: str = AS_USER,
 
 
 @workspace_app.command("token")
-def token_cmd(permit: str = PERMIT, analyst: str = typer.Option(..., "--analyst"), as_user: str = AS_USER) -> None:
+def token_cmd(permit: str = PERMIT, analyst: str = typer.Option(..., "--analyst")) -> None:
     """Issue a new login token to an analyst named on the permit (replaces their old one)."""
 
     def go():
         from secure_env.workspace import issue_token
 
-        token = issue_token(_authorised(permit, as_user, "token"), permit, analyst, actor=as_user)
+        token = issue_token(*_ctx(), permit, analyst)
         console.print(f"{analyst}: {token}\n(shown once; the previous token, if any, no longer works)")
 
     _run(go)
 
 
 @workspace_app.command("destroy")
-def destroy_cmd(permit: str = PERMIT, as_user: str = AS_USER) -> None:
+def destroy_cmd(permit: str = PERMIT, as_operator: bool = OPERATOR) -> None:
     """Delete the workspace's data copy and scratch space (the pseudonymisation key is kept)."""
 
     def go():
         from secure_env.workspace import destroy
 
-        deleted = destroy(_authorised(permit, as_user, "destroy"), permit, actor=as_user)
+        deleted = destroy(*_ctx(as_operator), permit)
         console.print(f"workspace {permit} destroyed: {deleted['files']} files, {deleted['bytes']:,} bytes deleted; "
                       "the permit's key is retained")
 
@@ -154,14 +152,14 @@ def destroy_cmd(permit: str = PERMIT, as_user: str = AS_USER) -> None:
 
 
 @workspace_app.command("audit")
-def audit_cmd(permit: str = PERMIT, as_user: str = AS_USER,
+def audit_cmd(permit: str = PERMIT,
               as_json: bool = typer.Option(False, "--json")) -> None:
     """The session audit: logins, kernel starts, executed cells (code, output size), files written."""
 
     def go():
         from secure_env.workspace import session_audit
 
-        found = session_audit(_authorised(permit, as_user, "audit"), permit, actor=as_user)
+        found = session_audit(*_ctx(), permit)
         if as_json:
             console.print_json(json.dumps([{"seq": e.seq, "at": e.ts, "actor": e.actor, "action": e.action,
                                             "payload": e.payload} for e in found]))

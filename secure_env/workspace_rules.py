@@ -1,45 +1,48 @@
-"""Who may do what to a permit's workspace: one table, with a ``check_can``/``can`` pair.
+"""Who may do what to a permit's workspace: one table, checked by the workspace's own domain functions.
 
-``named`` means an analyst named on the permit (the permit's users); the other entries are
-service roles.  The analysts themselves log in to the server with their own tokens; this table
-is for the ``toisio workspace`` operations around it.
+``named`` is the relation of an analyst named on the permit; the rest are service roles.  The
+analysts themselves sign in to the running server with their workspace tokens; this table is for
+the operations around it (create, start, stop, tokens, destroy, audit).  An operator on the service
+host may control the processes (start, stop, status, destroy).
 """
 
 from __future__ import annotations
 
-from permits.permissions import PermissionDenied, Role
+from toisio.authz import PermissionDenied, Table, rule
+from toisio.identity import Actor, Role
 
 NAMED = "named"
 
-WORKSPACE_ACTIONS: dict[str, frozenset[str]] = {
-    "create": frozenset({Role.HANDLER, Role.SYSTEM}),
-    "start": frozenset({Role.HANDLER, Role.SYSTEM, NAMED}),
-    "stop": frozenset({Role.HANDLER, Role.SYSTEM, NAMED}),
-    "status": frozenset({Role.HANDLER, Role.SYSTEM, Role.AUDITOR, NAMED}),
-    "token": frozenset({Role.HANDLER, Role.SYSTEM}),
-    "destroy": frozenset({Role.HANDLER, Role.SYSTEM}),
-    "audit": frozenset({Role.HANDLER, Role.AUDITOR, Role.SYSTEM}),
-}
+WORKSPACE = Table("workspace", {
+    "create": rule("create this workspace", {Role.HANDLER, Role.SYSTEM}),
+    "start": rule("start this workspace", {Role.HANDLER, Role.SYSTEM, Role.OPERATOR, NAMED}),
+    "stop": rule("stop this workspace", {Role.HANDLER, Role.SYSTEM, Role.OPERATOR, NAMED}),
+    "status": rule("see this workspace's status", {Role.HANDLER, Role.SYSTEM, Role.AUDITOR, Role.OPERATOR, NAMED}),
+    "token": rule("issue workspace login tokens", {Role.HANDLER, Role.SYSTEM}),
+    "destroy": rule("destroy this workspace", {Role.HANDLER, Role.SYSTEM, Role.OPERATOR}),
+    "audit": rule("read this workspace's audit trail", {Role.HANDLER, Role.AUDITOR, Role.SYSTEM}),
+}, {NAMED: "an analyst named on the permit"})
+
+#: kept for the docs and older callers: action -> the roles and relations that may take it
+WORKSPACE_ACTIONS = {a: r.allowed for a, r in WORKSPACE.rules.items()}
 
 
-def check_can_workspace(action: str, *, user: str, roles: frozenset[Role] | set[Role], named: bool) -> str:
-    """Raise :class:`PermissionDenied` saying who may, unless ``user`` may take ``action``; return the role."""
-    allowed = WORKSPACE_ACTIONS[action]
-    held = {str(r) for r in roles} | ({NAMED} if named else set())
-    usable = sorted(held & {str(r) for r in allowed})
-    if not usable:
-        who = ", ".join(sorted("analyst named on the permit" if r == NAMED else str(r) for r in allowed))
-        raise PermissionDenied(f"{user} may not {action} this workspace: only {who} may", action=f"workspace.{action}")
-    return usable[0]
+def relations(svc, actor: Actor, permit_id: str) -> frozenset[str]:
+    """The actor's relations to the permit's workspace (``named`` if they are named on the permit)."""
+    from permits.service import permit_access
+
+    return frozenset({NAMED}) if actor.user_id in permit_access(svc, permit_id).users else frozenset()
 
 
-def can_workspace(action: str, **kwargs) -> bool:
+def check_can_workspace(svc, actor: Actor, permit_id: str, action: str) -> str:
+    """Raise :class:`PermissionDenied` saying who may, unless ``actor`` may take ``action`` on the permit's
+    workspace; return the role or relation that grants it."""
+    return WORKSPACE.check_can(action, actor, relations(svc, actor, permit_id))
+
+
+def can_workspace(svc, actor: Actor, permit_id: str, action: str) -> bool:
     """Bool form of :func:`check_can_workspace`."""
-    try:
-        check_can_workspace(action, **kwargs)
-    except PermissionDenied:
-        return False
-    return True
+    return WORKSPACE.can(action, actor, relations(svc, actor, permit_id))
 
 
 def check_named_on_permit_in_force(svc, actor, permit_id: str, *, action: str, doing: str) -> None:
@@ -53,11 +56,3 @@ def check_named_on_permit_in_force(svc, actor, permit_id: str, *, action: str, d
     if actor.user_id not in access.users:
         raise PermissionDenied(f"only the analysts named on permit {permit_id} ({', '.join(access.users)}) "
                                f"may {doing}", action=action)
-
-
-def check_actor(svc, actor, permit_id: str, action: str) -> str:
-    """:func:`check_can_workspace` for an :class:`~permits.service.Actor` on a permit (named from the permit)."""
-    from permits.service import permit_access
-
-    named = actor.user_id in permit_access(svc, permit_id).users
-    return check_can_workspace(action, user=actor.user_id, roles=actor.roles, named=named)

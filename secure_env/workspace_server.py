@@ -25,7 +25,9 @@ from permits.service import permit_access
 from secure_env import sandbox
 from secure_env.lockdown import KERNEL_NAME, Lockdown, write_config
 from secure_env.workspace import WorkspaceError, check_in_force, existing, lockdown_for, paths, used_bytes
+from secure_env.workspace_rules import check_can_workspace
 from toisio import events
+from toisio.identity import SYSTEM, Actor
 from toisio.service import Service
 
 READY_TIMEOUT = 90.0
@@ -188,8 +190,9 @@ def _server_env(svc: Service, lock: Lockdown) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
-def start(svc: Service, permit_id: str, *, actor: str) -> WorkspaceStatus:
+def start(svc: Service, actor: Actor, permit_id: str) -> WorkspaceStatus:
     """Start the permit's JupyterLab server and wait until it answers (refused unless the permit is in force)."""
+    check_can_workspace(svc, actor, permit_id, "start")
     access = check_in_force(svc, permit_id)
     p = existing(svc, permit_id)
     if (info := _server_info(svc, permit_id)) is not None:
@@ -222,9 +225,9 @@ def start(svc: Service, permit_id: str, *, actor: str) -> WorkspaceStatus:
         time.sleep(0.2)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     p.server.write_text(json.dumps({"pid": proc.pid, "port": port, "url": url, "started_at": started}))
-    svc.record(actor=actor, action="workspace.started", subject=f"permit:{permit_id}",
+    svc.record(actor=actor.user_id, action="workspace.started", subject=f"permit:{permit_id}",
                payload={"port": port, "pid": proc.pid, "analysts": list(access.users)})
-    return status(svc, permit_id)
+    return _status(svc, permit_id)
 
 
 def _terminate(pid: int) -> None:
@@ -241,8 +244,9 @@ def _terminate(pid: int) -> None:
             time.sleep(0.05)
 
 
-def stop(svc: Service, permit_id: str, *, actor: str, reason: str = "stopped by request") -> bool:
+def stop(svc: Service, actor: Actor, permit_id: str, *, reason: str = "stopped by request") -> bool:
     """Stop the permit's server and its kernels; returns False if it was not running."""
+    check_can_workspace(svc, actor, permit_id, "stop")
     p = paths(svc, permit_id)
     info = _server_info(svc, permit_id)
     p.server.unlink(missing_ok=True)
@@ -252,13 +256,18 @@ def stop(svc: Service, permit_id: str, *, actor: str, reason: str = "stopped by 
     _terminate(info["pid"])
     strays = _kill_stray_kernels(svc, permit_id)
     sandbox.remove_empty_cgroups(lockdown_for(svc, permit_id).cgroups)
-    svc.record(actor=actor, action="workspace.stopped", subject=f"permit:{permit_id}",
+    svc.record(actor=actor.user_id, action="workspace.stopped", subject=f"permit:{permit_id}",
                payload={"reason": reason, "pid": info["pid"], "stray_kernels_killed": strays})
     return True
 
 
-def status(svc: Service, permit_id: str) -> WorkspaceStatus:
+def status(svc: Service, actor: Actor, permit_id: str) -> WorkspaceStatus:
     """Whether the workspace exists and runs, where, for whom, and how much scratch space it uses."""
+    check_can_workspace(svc, actor, permit_id, "status")
+    return _status(svc, permit_id)
+
+
+def _status(svc: Service, permit_id: str) -> WorkspaceStatus:
     p = paths(svc, permit_id)
     access = permit_access(svc, permit_id)
     exists = p.tokens.exists()
@@ -278,7 +287,7 @@ def enforce_permit_events(service_factory: Callable[[], Service]) -> Callable[[s
         svc = service_factory()
         permit_id = payload["permit_id"]
         if paths(svc, permit_id).server.exists():
-            stop(svc, permit_id, actor="system", reason=topic)
+            stop(svc, SYSTEM, permit_id, reason=topic)
 
     for topic in ENDING_EVENTS:
         events.subscribe(topic, on_event)

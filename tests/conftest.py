@@ -11,8 +11,15 @@ from tests.factories import make_service
 from toisio.config import load_settings
 from toisio.service import Service
 
-for _var in ("TOISIO_MASTER_KEY", "TOISIO_AUDIT_KEY", "TOISIO_DATABASE_URL", "TOISIO_SPARK_REMOTE", "TOISIO_HOME"):
+for _var in ("TOISIO_MASTER_KEY", "TOISIO_AUDIT_KEY", "TOISIO_CREDENTIAL_KEY", "TOISIO_DATABASE_URL",
+             "TOISIO_SPARK_REMOTE", "TOISIO_HOME", "TOISIO_TOKEN"):
     os.environ.pop(_var, None)
+
+
+@pytest.fixture(autouse=True)
+def _own_config_dir(tmp_path_factory, monkeypatch):
+    """Each test signs in with a configuration directory of its own (never the developer's ~/.config)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
 PG_URL = os.environ.get("TOISIO_TEST_POSTGRES_URL")

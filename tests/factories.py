@@ -85,21 +85,36 @@ def make_form(**overrides):
     return ApplicationForm.model_validate(raw)
 
 
+def make_user(svc, user_id: str, roles=(), registries=(), *, name: str | None = None, email: str | None = None):
+    """A user with service roles (no local credentials: tests sign in with :func:`make_token`); returns the Actor."""
+    from toisio.identity import actor_for, create_user, operator
+
+    create_user(svc, operator("test"), user_id, name or user_id.title(), email or f"{user_id}@x.example", roles,
+                registries, local=False)
+    with svc.engine.connect() as conn:
+        return actor_for(conn, user_id)
+
+
+def make_token(svc, user, *, name: str = "test", days: int = 90) -> str:
+    """A new API token for a user (an Actor or a user id), issued as an operator would."""
+    from toisio.identity import create_token, operator
+
+    user_id = user if isinstance(user, str) else user.user_id
+    return create_token(svc, operator("test"), name, user_id=user_id, days=days).value
+
+
 def make_staff(svc):
     """Users for every service role (and the default research plan stored); returns {user_id: Actor}."""
-    from permits.service import actor_for, create_user
-
     store_plan(svc)
     people = {
         "hanna": ("handler",), "harri": ("handler",), "dora": ("decider",), "kela1": ("controller",),
         "thl1": ("controller",), "oscar": ("output_checker",), "aud": ("auditor",),
     }
     registries = {"kela1": ("kela_purchases",), "thl1": ("hilmo", "population")}
-    with svc.engine.begin() as conn:
-        for uid, roles in people.items():
-            create_user(conn, uid, uid.title(), f"{uid}@authority.example", roles, registries.get(uid, ()))
-        create_user(conn, "alice", "Alice Researcher", "alice@uni.example")
-        return {uid: actor_for(conn, uid) for uid in [*people, "alice"]}
+    actors = {uid: make_user(svc, uid, roles, registries.get(uid, ()), email=f"{uid}@authority.example")
+              for uid, roles in people.items()}
+    actors["alice"] = make_user(svc, "alice", name="Alice Researcher", email="alice@uni.example")
+    return actors
 
 
 def make_delivery(directory: Path, permit_id: str, *, blob_bytes: int = 0) -> Path:
@@ -155,3 +170,21 @@ def extraction_subprocess_code(extracts: Path, out: Path, home: Path, prelude: s
             "import pseudonymise.pipeline as P;" + prelude +
             f"P.run_extraction(make_scope(), Path({str(extracts)!r}), Path({str(out)!r}),"
             f" make_service(Path({str(home)!r})))")
+
+
+def who(svc, user_id: str):
+    """The Actor of an existing user (as the service's own jobs see them; no sign-in)."""
+    from toisio.identity import actor_for
+
+    with svc.engine.connect() as conn:
+        return actor_for(conn, user_id)
+
+
+def invoke_as(svc, user: str | None, args: list[str], app=None):
+    """Run a ``toisio`` command signed in as ``user`` (with a fresh token in TOISIO_TOKEN; None: not signed in)."""
+    from typer.testing import CliRunner
+
+    if app is None:
+        from toisio.app.cli import app
+    env = {"TOISIO_TOKEN": make_token(svc, user)} if user else {"TOISIO_TOKEN": ""}
+    return CliRunner().invoke(app, args, env=env)

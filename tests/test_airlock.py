@@ -5,9 +5,8 @@ import json
 import pytest
 
 from permits.permissions import PermissionDenied
-from permits.service import actor_for, create_user
 from secure_env import airlock as A
-from tests.factories import make_staff
+from tests.factories import make_staff, make_user
 from tests.test_permit_service import _to_active
 from toisio import audit
 
@@ -16,14 +15,10 @@ from toisio import audit
 def world(svc, tmp_path):
     staff = make_staff(svc)
     permit = _to_active(svc, staff).case_id  # bob is the named analyst
-    with svc.engine.begin() as conn:
-        for uid in ("olga", "otto"):
-            create_user(conn, uid, uid.title(), f"{uid}@x.example", ("output_checker",))
-    from permits.service import Actor
+    checkers = {"oscar": staff["oscar"], **{u: make_user(svc, u, ("output_checker",)) for u in ("olga", "otto")}}
+    from toisio.identity import Actor
 
     bob = Actor("bob")
-    with svc.engine.connect() as conn:
-        checkers = {u: actor_for(conn, u) for u in ("oscar", "olga", "otto")}
     safe = tmp_path / "by_county.csv"
     safe.write_text("county,men,women\nHelsinki,120,130\nLappi,40,45\n")
     small = tmp_path / "rare.csv"
@@ -82,11 +77,10 @@ def test_failing_table_is_flagged(world):
 def test_no_self_review_and_no_permit_member_review(world, svc):
     w = world
     rid = _request(w, "safe")
-    with pytest.raises(PermissionDenied, match="only an output_checker"):
+    with pytest.raises(PermissionDenied, match="only an output checker may"):
         A.vote(svc, w["bob"], rid, "by_county.csv", "approve")
-    with svc.engine.begin() as conn:
-        create_user(conn, "mona", "Mona", "m@x.example", ("output_checker",))
-    from permits.service import Actor, Role
+    make_user(svc, "mona", ("output_checker",))
+    from toisio.identity import Actor, Role
 
     member_checker = Actor("bob", frozenset({Role.OUTPUT_CHECKER}))
     with pytest.raises(PermissionDenied) as exc:
@@ -197,9 +191,9 @@ def test_unsupported_type_and_missing_context(world, tmp_path):
 
 def test_only_named_analysts_request(world):
     w = world
-    from permits.service import Actor
+    from toisio.identity import Actor
 
-    with pytest.raises(PermissionDenied, match="only the analysts named on permit"):
+    with pytest.raises(PermissionDenied, match="only an analyst named on the permit may"):
         A.create_request(w["svc"], Actor("mallory"), w["permit"])
 
 

@@ -4,9 +4,8 @@
 import httpx
 import pytest
 
-from permits.api import create_app
-from permits.service import create_user
-from tests.factories import make_form, make_service, serve_in_thread, store_plan
+from tests.factories import make_form, make_service, make_token, make_user, serve_in_thread, store_plan
+from toisio.app.api import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -15,11 +14,9 @@ pytestmark = pytest.mark.integration
 def api(svc):
     tokens = {}
     store_plan(svc)
-    with svc.engine.begin() as conn:
-        for uid, roles in {"alice": (), "hanna": ("handler",), "dora": ("decider",),
-                           "thl": ("controller",), "aud": ("auditor",)}.items():
-            tokens[uid] = create_user(conn, uid, uid.title(), f"{uid}@x.example", roles,
-                                      ("hilmo", "population") if uid == "thl" else ())
+    for uid, roles in {"alice": (), "hanna": ("handler",), "dora": ("decider",),
+                       "thl": ("controller",), "aud": ("auditor",)}.items():
+        tokens[uid] = make_token(svc, make_user(svc, uid, roles, ("hilmo", "population") if uid == "thl" else ()))
     with serve_in_thread(create_app(svc)) as root:
         clients = []
 
@@ -79,8 +76,7 @@ def test_journey_and_errors(api):
 
 
 def test_self_decision_refused(api, svc):
-    with svc.engine.begin() as conn:
-        token = create_user(conn, "dana", "Dana", "dana@x.example", ("decider",))
+    token = make_token(svc, make_user(svc, "dana", ("decider",), name="Dana", email="dana@x.example"))
     form = make_form(applicant={"name": "Dana", "email": "dana@x.example", "user_id": "dana"})
     c = api()
     c.headers["Authorization"] = f"Bearer {token}"
@@ -136,8 +132,7 @@ def _to_presented(api, case):
 
 
 def test_the_presenter_cannot_also_decide(api, svc):
-    with svc.engine.begin() as conn:
-        token = create_user(conn, "henna", "Henna", "henna@x.example", ("handler", "decider"))
+    token = make_token(svc, make_user(svc, "henna", ("handler", "decider")))
     both = api()
     both.headers["Authorization"] = f"Bearer {token}"
     case = api("alice").post("/cases", json=_form_json()).json()["case_id"]

@@ -7,9 +7,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from permits.api import create_app
-from permits.service import create_user, submit_form
-from tests.factories import make_form, make_service, make_staff, serve_in_thread
+from permits.service import submit_form
+from tests.factories import make_form, make_service, make_staff, make_token, make_user, serve_in_thread
+from toisio.app.api import create_app
 
 pytestmark = pytest.mark.integration
 EXAMPLES = int(os.environ.get("TOISIO_FUZZ_EXAMPLES", "25"))
@@ -20,10 +20,8 @@ def fuzz_server(tmp_path_factory):
     svc = make_service(tmp_path_factory.mktemp("fuzz") / "home")
     staff = make_staff(svc)
     submit_form(svc, staff["alice"], make_form())  # TOISIO-2026-1 exists, so case paths reach the service
-    with svc.engine.begin() as conn:
-        token = create_user(conn, "fuzzer", "Fuzzer", "fuzz@x.example",
-                            ("handler", "decider", "controller", "auditor", "output_checker"),
-                            ("hilmo", "population", "kela_purchases"))
+    token = make_token(svc, make_user(svc, "fuzzer", ("handler", "decider", "controller", "auditor",
+                                                      "output_checker"), ("hilmo", "population", "kela_purchases")))
     with serve_in_thread(create_app(svc), log_level="critical") as url:
         yield url, token
 

@@ -138,7 +138,7 @@ def test_restoring_an_older_copy_of_the_database_is_detected(svc, tmp_path):
 def test_a_dropped_table_is_reported_not_a_traceback(svc):
     from typer.testing import CliRunner
 
-    from toisio.cli import app
+    from toisio.app.cli import app
 
     _fill(svc, 2)
     with svc.engine.begin() as conn:

@@ -4,7 +4,8 @@ import json
 
 from typer.testing import CliRunner
 
-from toisio.cli import app
+from tests.factories import invoke_as
+from toisio.app.cli import app
 
 runner = CliRunner()
 
@@ -54,17 +55,17 @@ def test_workspace_commands_check_who_may_and_show_the_session_audit(tmp_path, m
     permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
     delivery = make_delivery(tmp_path / "delivery", permit)
     tokens = tmp_path / "tokens.json"
-    r = runner.invoke(app, ["workspace", "create", "--permit", permit, "--as", "alice", "--delivery", str(delivery)])
-    assert r.exit_code == 1 and "only handler, system may" in " ".join(r.output.split())
-    r = runner.invoke(app, ["workspace", "create", "--permit", permit, "--as", "hanna", "--delivery", str(delivery),
+    r = invoke_as(svc, "alice", ["workspace", "create", "--permit", permit, "--delivery", str(delivery)])
+    assert r.exit_code == 1 and "only a handler or the service may" in " ".join(r.output.split())
+    r = invoke_as(svc, "hanna", ["workspace", "create", "--permit", permit, "--delivery", str(delivery),
                             "--tokens-out", str(tokens)])
     assert r.exit_code == 0, r.output
     assert set(json.loads(tokens.read_text())) == {"bob"} and (tokens.stat().st_mode & 0o777) == 0o600
-    r = runner.invoke(app, ["workspace", "status", "--permit", permit, "--as", "bob", "--json"])
+    r = invoke_as(svc, "bob", ["workspace", "status", "--permit", permit, "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["running"] is False
-    r = runner.invoke(app, ["workspace", "audit", "--permit", permit, "--as", "bob"])
+    r = invoke_as(svc, "bob", ["workspace", "audit", "--permit", permit])
     assert r.exit_code == 1 and "refused" in r.output
-    r = runner.invoke(app, ["workspace", "audit", "--permit", permit, "--as", "hanna", "--json"])
+    r = invoke_as(svc, "hanna", ["workspace", "audit", "--permit", permit, "--json"])
     assert r.exit_code == 0 and [e["action"] for e in json.loads(r.output)] == ["workspace.created"]
 
 
@@ -78,7 +79,7 @@ def test_markup_in_user_text_is_printed_as_plain_text(tmp_path, monkeypatch):
     svc = service()
     staff = make_staff(svc)
     submit_form(svc, staff["alice"], make_form(title="Diabetes [/bold] and [red]kidneys[/red] :smile:"))
-    for args in (["permits", "list", "--as", "hanna"], ["permits", "show", "TOISIO-2026-1", "--as", "hanna"]):
-        r = runner.invoke(app, args)
+    for args in (["permits", "list"], ["permits", "show", "TOISIO-2026-1"]):
+        r = invoke_as(svc, "hanna", args)
         assert r.exit_code == 0, r.output
         assert "[/bold]" in r.output and "[red]kidneys[/red]" in r.output and ":smile:" in r.output

@@ -16,14 +16,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_data_request_statistics_released_after_two_reviews(spark, extracts, tmp_path):
-    from permits.service import actor_for, create_user, submit_form
-    from tests.factories import make_service
+    from permits.service import submit_form
+    from tests.factories import make_service, make_user
 
     svc = make_service(tmp_path / "home")
     s = make_staff(svc)
-    with svc.engine.begin() as conn:
-        create_user(conn, "olga", "Olga", "o@x.example", ("output_checker",))
-        olga = actor_for(conn, "olga")
+    olga = make_user(svc, "olga", ("output_checker",))
     form = make_form(kind="data_request", processors=[], pseudonymised_data_justification="",
                      tabulation_plan=[{"registry": "hilmo", "rows": ["main_dg"], "statistic": "count"},
                                       {"registry": "population", "rows": ["sex"], "statistic": "count"}])

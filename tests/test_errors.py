@@ -22,7 +22,8 @@ import secure_env.sandbox
 import secure_env.workspace
 import toisio.audit
 import toisio.keystore
-from toisio.cli import app
+from tests.factories import invoke_as
+from toisio.app.cli import app
 from toisio.errors import ToisioError
 
 MODULES = [permits.attachments, permits.lifecycle, permits.permissions, permits.rules, permits.scope,
@@ -51,18 +52,26 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("args,code", [
-    (["permits", "list", "--as", "nobody"], "not_found"),
-    (["users", "add", "hanna", "--name", "H", "--email", "h@x.example"], "user_exists"),
-    (["users", "add", "x1", "--name", "X", "--email", "x@x.example", "--role", "wizard"], "unknown_role"),
-    (["permits", "record-estimate", "TOISIO-2026-1", "--as", "hanna", "--set", "registry=hilmo",
-      "--set", "cost_eur=6OO", "--set", "working_days=3"], "invalid_body"),
-    (["outputs", "queue", "--as", "nobody"], "not_found"),
-    (["workspace", "status", "--permit", "TOISIO-2026-9", "--as", "nobody"], "not_found"),
-    (["imports", "list", "--as", "nobody"], "not_found"),
+@pytest.mark.parametrize("who,args,code", [
+    (None, ["permits", "list"], "unauthenticated"),
+    ("forged", ["permits", "list"], "token_unknown"),
+    (None, ["users", "add", "hanna", "--name", "H", "--email", "h@x.example"], "user_exists"),
+    (None, ["users", "add", "x1", "--name", "X", "--email", "x@x.example", "--role", "wizard"], "unknown_role"),
+    ("hanna", ["permits", "record-estimate", "TOISIO-2026-1", "--set", "registry=hilmo",
+               "--set", "cost_eur=6OO", "--set", "working_days=3"], "invalid_body"),
+    (None, ["outputs", "queue"], "unauthenticated"),
+    ("forged", ["workspace", "status", "--permit", "TOISIO-2026-9"], "token_unknown"),
+    (None, ["imports", "list"], "unauthenticated"),
+    (None, ["tokens", "list"], "unauthenticated"),
 ])
-def test_user_errors_are_refused_with_a_code_never_a_traceback(home, args, code):
-    r = CliRunner().invoke(app, args)
+def test_user_errors_are_refused_with_a_code_never_a_traceback(home, who, args, code):
+    from tests.factories import make_token
+    from toisio.service import service
+
+    token = {None: "", "forged": "tsk_0123456789ab_forged", "hanna": "-"}[who]
+    if who == "hanna":
+        token = make_token(service(), "hanna")
+    r = CliRunner().invoke(app, args, env={"TOISIO_TOKEN": token})
     assert r.exit_code == 1, (args, r.output, r.exception)
     assert f"refused ({code})" in r.output and "Traceback" not in r.output
     assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit)
@@ -78,7 +87,7 @@ def test_a_malformed_amount_is_named(tmp_path, monkeypatch):
     staff = make_staff(svc)
     case = submit_form(svc, staff["alice"], make_form()).case_id
     for step in ("confirm-complete", "request-estimates"):
-        assert CliRunner().invoke(app, ["permits", step, case, "--as", "hanna"]).exit_code == 0
-    r = CliRunner().invoke(app, ["permits", "record-estimate", case, "--as", "thl1", "--set", "registry=hilmo",
+        assert invoke_as(svc, "hanna", ["permits", step, case]).exit_code == 0
+    r = invoke_as(svc, "thl1", ["permits", "record-estimate", case, "--set", "registry=hilmo",
                                  "--set", "cost_eur=6OO", "--set", "working_days=3"])
     assert r.exit_code == 1 and "refused (invalid_body)" in r.output and "cost_eur" in r.output

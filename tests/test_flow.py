@@ -112,19 +112,17 @@ def test_output_review_flow_waits_for_the_reviewers(harness, tmp_path, monkeypat
     import time
 
     from flows.output_flow import output_flow_runs, resume_output_flows, start_output_flow
-    from permits.service import Actor, actor_for, create_user
     from secure_env import airlock as A
-    from tests.factories import make_staff
+    from tests.factories import make_staff, make_user
     from tests.test_permit_service import _to_active
+    from toisio.identity import Actor
     from toisio.service import service
 
     monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
     svc = service()
     staff = make_staff(svc)
     permit = _to_active(svc, staff).case_id
-    with svc.engine.begin() as conn:
-        create_user(conn, "olga", "Olga", "o@x.example", ("output_checker",))
-        olga = actor_for(conn, "olga")
+    olga = make_user(svc, "olga", ("output_checker",))
     bob = Actor("bob")
     table = tmp_path / "t.csv"
     table.write_text("k,n\na,50\nb,60\n")

@@ -9,7 +9,7 @@ import pytest
 from permits.permissions import PermissionDenied
 from secure_env import ingress
 from secure_env import workspace as W
-from tests.factories import make_delivery, make_staff
+from tests.factories import make_delivery, make_staff, who
 from tests.test_permit_service import _to_active
 from toisio import audit
 
@@ -18,11 +18,8 @@ from toisio import audit
 def ws(svc, tmp_path):
     staff = make_staff(svc)
     permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
-    W.create(svc, permit, make_delivery(tmp_path / "delivery", permit), actor="hanna")
-    from permits.service import actor_for
-
-    with svc.engine.connect() as conn:
-        staff["bob"] = actor_for(conn, "bob")
+    W.create(svc, who(svc, "hanna"), permit, make_delivery(tmp_path / "delivery", permit))
+    staff["bob"] = who(svc, "bob")
     return staff, permit
 
 
@@ -48,12 +45,12 @@ def test_who_may_request_and_decide(svc, ws, tmp_path):
     staff, permit = ws
     src = tmp_path / "tool.py"
     src.write_text("x = 1\n")
-    with pytest.raises(PermissionDenied, match="only the analysts named"):
+    with pytest.raises(PermissionDenied, match="only an analyst named on the permit may"):
         ingress.request_import(svc, staff["alice"], permit, src, purpose="p")
     req = ingress.request_import(svc, staff["bob"], permit, src, purpose="p")
-    for who in ("bob", "hanna", "alice"):
+    for user in ("bob", "hanna", "alice"):
         with pytest.raises(PermissionDenied):
-            ingress.decide_import(svc, staff[who], req.import_id, approve=True)
+            ingress.decide_import(svc, staff[user], req.import_id, approve=True)
     with pytest.raises(ingress.IngressError, match="reason"):
         ingress.decide_import(svc, staff["oscar"], req.import_id, approve=False)
     done = ingress.decide_import(svc, staff["oscar"], req.import_id, approve=False, reason="use the code table")

@@ -3,7 +3,8 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from toisio.db import Base, import_all_models, make_engine, migrate
+from toisio.app.models import import_all_models
+from toisio.db import Base, make_engine, migrate
 
 
 def test_no_drift_between_models_and_migrations(tmp_path):

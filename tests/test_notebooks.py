@@ -15,7 +15,7 @@ from permits.scope import PermitScope
 from pseudonymise.pipeline import run_extraction
 from secure_env import workspace as W
 from secure_env import workspace_server as S
-from tests.factories import make_service, make_staff
+from tests.factories import make_service, make_staff, who
 from tests.test_permit_service import _to_active
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
@@ -41,7 +41,7 @@ def workspace(tmp_path_factory, spark, extracts):
     permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
     scope = PermitScope.model_validate(yaml.safe_load(SCOPE.read_text()) | {"permit_id": permit})
     result = run_extraction(scope, extracts, tmp / "delivery", svc, spark=spark)
-    W.create(svc, permit, result.output_dir, actor="hanna")
+    W.create(svc, who(svc, "hanna"), permit, result.output_dir)
     return svc, permit
 
 

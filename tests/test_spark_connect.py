@@ -37,7 +37,7 @@ def test_connect_gives_the_same_delivery_as_classic(spark, extracts, tmp_path):
     env = {**os.environ, "TOISIO_HOME": str(home), "TOISIO_SPARK_REMOTE": "local",
            "TOISIO_SPARK_MASTER": "local[2]", "TOISIO_SPARK_SHUFFLE_PARTITIONS": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "toisio.cli", "extract", "--scope", str(scope_file), "--in", str(extracts),
+        [sys.executable, "-m", "toisio.app.cli", "extract", "--scope", str(scope_file), "--in", str(extracts),
          "--out", str(tmp_path / "connect")],
         env=env, capture_output=True, text=True, timeout=600,
     )

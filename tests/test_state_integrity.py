@@ -9,7 +9,7 @@ from permits.service import CaseTampered, frozen_scope, permit_access, show, sub
 from tests.factories import make_form
 from tests.test_permit_service import _to_active
 from toisio import audit
-from toisio.cli import app
+from toisio.app.cli import app
 
 
 @pytest.fixture

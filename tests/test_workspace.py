@@ -11,7 +11,7 @@ from permits.permissions import PermissionDenied
 from permits.service import act, submit_form
 from secure_env import workspace as W
 from secure_env.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME
-from tests.factories import make_form, make_staff
+from tests.factories import make_form, make_staff, who
 from tests.test_permit_service import DAY, _to_active
 
 
@@ -31,7 +31,7 @@ def active(svc):
 
 def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_path):
     staff, permit = active
-    tokens = W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    tokens = W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))
     assert set(tokens) == {"bob"}
     assert W.analyst_for_token(svc, permit, tokens["bob"]) == "bob"
     with pytest.raises(PermissionDenied, match="unknown token"):
@@ -63,7 +63,7 @@ def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_pat
 
 def test_removed_analyst_token_stops_working(svc, active, tmp_path):
     staff, permit = active
-    tokens = W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    tokens = W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))
     amendment = make_form(kind="amendment", purpose=None, research_plan=None, extraction=None,
                           requested_validity=None, permit_id=permit, processors=[], change={"remove_users": ["bob"]})
     case = submit_form(svc, staff["alice"], amendment).case_id
@@ -78,15 +78,15 @@ def test_refused_for_a_permit_not_in_force_or_a_data_request(svc, tmp_path):
     staff = make_staff(svc)
     case = submit_form(svc, staff["alice"], make_form(), today=DAY).case_id
     with pytest.raises(W.WorkspaceError, match="not in force"):
-        W.create(svc, case, _delivery(tmp_path, case), actor="hanna")
+        W.create(svc, who(svc, "hanna"), case, _delivery(tmp_path, case))
 
 
 def test_destroy_records_what_was_deleted(svc, active, tmp_path):
     from toisio import audit
 
     staff, permit = active
-    W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
-    deleted = W.destroy(svc, permit, actor="hanna")
+    W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))
+    deleted = W.destroy(svc, who(svc, "hanna"), permit)
     assert deleted["files"] >= 4 and not W.paths(svc, permit).base.exists()
     with svc.engine.connect() as conn:
         last = audit.events(conn, subject=f"permit:{permit}")[-1]
@@ -112,7 +112,7 @@ def test_isolation_probe_fails_closed(svc, active, tmp_path, monkeypatch):
     from secure_env import workspace_server as S
 
     staff, permit = active
-    W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))
     lock = W.lockdown_for(svc, permit)
     (W.paths(svc, permit).runtime).mkdir(exist_ok=True)
     S.probe_isolation(lock)  # holds here
@@ -136,7 +136,7 @@ def test_no_process_limit_as_root_fails_closed(svc, active, tmp_path, monkeypatc
     from secure_env import workspace_server as S
 
     staff, permit = active
-    W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))
     lock = W.lockdown_for(svc, permit)
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
     monkeypatch.setattr(sandbox, "probe", lambda spec: None)
@@ -145,17 +145,15 @@ def test_no_process_limit_as_root_fails_closed(svc, active, tmp_path, monkeypatc
 
 
 def test_outputs_of_a_permit_with_a_workspace_must_come_from_it(svc, active, tmp_path):
-    from permits.service import actor_for
     from secure_env import airlock
 
     staff, permit = active
-    W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")
+    W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))
     outside = tmp_path / "table.csv"
     outside.write_text("age_band,n\n0-39,120\n40-59,210\n")
     inside = W.paths(svc, permit).root / "scratch" / "table.csv"
     inside.write_text(outside.read_text())
-    with svc.engine.connect() as conn:
-        bob = actor_for(conn, "bob")
+    bob = who(svc, "bob")
     request_id = airlock.create_request(svc, bob, permit)
     context = {"description": "persons by age band", "method": "distinct pseudonyms", "index": ["age_band"]}
     with pytest.raises(airlock.AirlockError, match="must come from its workspace") as exc:
@@ -166,11 +164,11 @@ def test_outputs_of_a_permit_with_a_workspace_must_come_from_it(svc, active, tmp
 
 def test_a_new_token_for_a_named_analyst_replaces_the_old_one(svc, active, tmp_path):
     staff, permit = active
-    old = W.create(svc, permit, _delivery(tmp_path, permit), actor="hanna")["bob"]
-    new = W.issue_token(svc, permit, "bob", actor="hanna")
+    old = W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))["bob"]
+    new = W.issue_token(svc, who(svc, "hanna"), permit, "bob")
     assert W.analyst_for_token(svc, permit, new) == "bob"
     with pytest.raises(PermissionDenied, match="unknown token"):
         W.analyst_for_token(svc, permit, old)
     with pytest.raises(W.WorkspaceError, match="not named") as exc:
-        W.issue_token(svc, permit, "mallory", actor="hanna")
+        W.issue_token(svc, who(svc, "hanna"), permit, "mallory")
     assert exc.value.code == "not_named"

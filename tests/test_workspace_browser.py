@@ -18,7 +18,7 @@ import pytest
 
 from secure_env import workspace as W
 from secure_env import workspace_server as S
-from tests.factories import make_delivery, make_service, make_staff
+from tests.factories import make_delivery, make_service, make_staff, who
 from tests.test_permit_service import _to_active
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -46,14 +46,14 @@ def workspace(tmp_path):
     svc = make_service(tmp_path / "home")
     staff = make_staff(svc)
     permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
-    tokens = W.create(svc, permit, make_delivery(tmp_path / "delivery", permit), actor="hanna")
+    tokens = W.create(svc, who(svc, "hanna"), permit, make_delivery(tmp_path / "delivery", permit))
     code = ("import os, pandas as pd\n"
             "persons = pd.read_parquet(os.path.join(os.environ['TOISIO_DATA'], 'persons'))\n"
             "print(f'persons in the cohort: {len(persons)}')")
     (W.paths(svc, permit).root / "analysis.ipynb").write_text(json.dumps(_notebook(code)))
-    status = S.start(svc, permit, actor="hanna")
+    status = S.start(svc, who(svc, "hanna"), permit)
     yield svc, permit, tokens["bob"], status.url
-    S.stop(svc, permit, actor="hanna")
+    S.stop(svc, who(svc, "hanna"), permit)
 
 
 def _menu_labels(page) -> list[str]:

@@ -17,7 +17,7 @@ from permits.service import act, submit_form
 from secure_env import workspace as W
 from secure_env import workspace_server as S
 from secure_env.workspace_client import KernelSession, request
-from tests.factories import make_delivery, make_form, make_service, make_staff
+from tests.factories import invoke_as, make_delivery, make_form, make_service, make_staff, who
 from tests.test_permit_service import _to_active
 from toisio import audit
 
@@ -33,9 +33,9 @@ def _active_permit(svc, staff, **form):
 
 def _workspace(svc, staff, tmp, name, **form):
     permit = _active_permit(svc, staff, **form)
-    tokens = W.create(svc, permit, make_delivery(tmp / name, permit, blob_bytes=BLOB), actor="hanna",
+    tokens = W.create(svc, who(svc, "hanna"), permit, make_delivery(tmp / name, permit, blob_bytes=BLOB),
                       quota_mb=QUOTA_MB)
-    return permit, tokens, S.start(svc, permit, actor="hanna").url
+    return permit, tokens, S.start(svc, who(svc, "hanna"), permit).url
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def env(tmp_path_factory):
         "confidentiality_undertaking_signed": "2026-01-10"}])
     yield {"svc": svc, "staff": staff, "a": a, "b": b}
     for permit in (a[0], b[0]):
-        S.stop(svc, permit, actor="hanna", reason="tests done")
+        S.stop(svc, who(svc, "hanna"), permit, reason="tests done")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def _events(svc, permit, action):
 def test_each_permit_has_its_own_server_and_port(env):
     (pa, _, ua), (_, _, ub) = env["a"], env["b"]
     assert ua != ub and ua.startswith("http://127.0.0.1:")
-    st = S.status(env["svc"], pa)
+    st = S.status(env["svc"], who(env["svc"], "hanna"), pa)
     assert st.running and st.analysts == ("bob",) and st.quota_mb == QUOTA_MB
 
 
@@ -238,7 +238,7 @@ def test_a_removed_analyst_is_refused_token_and_cookie(tmp_path):
         assert request(url, "/api/contents", token=tokens["bob"]).status == 403
         assert request(url, "/api/contents", cookie=cookie).status == 403
     finally:
-        S.stop(svc, permit, actor="hanna")
+        S.stop(svc, who(svc, "hanna"), permit)
 
 
 @pytest.mark.parametrize("ending", ["revoked", "expired"])
@@ -254,13 +254,13 @@ def test_the_end_of_a_permit_stops_its_workspace_and_it_will_not_start_again(tmp
             act(svc, staff["dora"], permit, "revoke", reason="conditions broken")
         else:
             assert expire_due(svc, today=date(2029, 1, 1)) == [permit]  # the permit ended on 2028-12-31
-        assert not S.status(svc, permit).running and not _listening(url)
+        assert not S.status(svc, who(svc, "hanna"), permit).running and not _listening(url)
         with pytest.raises(W.WorkspaceError, match="not in force"):
-            S.start(svc, permit, actor="hanna")
+            S.start(svc, who(svc, "hanna"), permit)
         assert _events(svc, permit, "workspace.stopped")[-1].payload["reason"] == f"permit.{ending}"
     finally:
         S.withdraw_permit_events(handler)
-        S.stop(svc, permit, actor="hanna")
+        S.stop(svc, who(svc, "hanna"), permit)
 
 
 def test_a_running_workspace_stops_itself_when_its_permit_ends(tmp_path):
@@ -273,14 +273,14 @@ def test_a_running_workspace_stops_itself_when_its_permit_ends(tmp_path):
     try:
         act(svc, staff["dora"], permit, "revoke", reason="conditions broken")
         deadline = time.monotonic() + 30
-        while S.status(svc, permit).running and time.monotonic() < deadline:
+        while S.status(svc, who(svc, "hanna"), permit).running and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not S.status(svc, permit).running
+        assert not S.status(svc, who(svc, "hanna"), permit).running
         assert not _listening(url)
         stopped = _events(svc, permit, "workspace.stopped")[-1]
         assert stopped.payload["by"] == "server permit check" and "revoked" in stopped.payload["reason"]
     finally:
-        S.stop(svc, permit, actor="hanna")
+        S.stop(svc, who(svc, "hanna"), permit)
 
 
 def _listening(url: str) -> bool:
@@ -293,7 +293,7 @@ def test_destroy_stops_the_server_first(tmp_path):
     svc = make_service(tmp_path / "home")
     staff = make_staff(svc)
     permit, _, url = _workspace(svc, staff, tmp_path, "x")
-    deleted = W.destroy(svc, permit, actor="hanna")
+    deleted = W.destroy(svc, who(svc, "hanna"), permit)
     assert deleted["bytes"] >= BLOB and not _listening(url)
     actions = [e.action for e in _events(svc, permit, "workspace.stopped")]
     assert actions == ["workspace.stopped"]
@@ -364,7 +364,7 @@ def test_kernel_cannot_reach_service_state_code_or_host_files(env, kernel):
 
 
 def test_kernel_cannot_open_raw_sockets_or_trace_the_server(env, kernel):
-    pid = S.status(env["svc"], env["a"][0]).pid
+    pid = S.status(env["svc"], who(env["svc"], "hanna"), env["a"][0]).pid
     r = kernel.run(
         "import ctypes, socket\n"
         "for fam, proto in ((socket.AF_INET, socket.IPPROTO_ICMP), (socket.AF_PACKET, 0x0300)):\n"
@@ -481,9 +481,7 @@ def test_uploads_are_refused_while_notebooks_and_small_text_still_save(env):
 
 
 def test_padding_and_markup_cannot_hide_code_from_the_session_audit(env, kernel, monkeypatch, tmp_path):
-    from typer.testing import CliRunner
 
-    from toisio.cli import app
 
     permit = env["a"][0]
     code = "x = 1  # [/bold] [red]\n" + "#" + " " * 70000 + "\nhidden = 'exfiltrate'\n"
@@ -493,6 +491,6 @@ def test_padding_and_markup_cannot_hide_code_from_the_session_audit(env, kernel,
     assert cell.payload["code_bytes"] == len(code.encode()) and len(cell.payload["code_sha256"]) == 64
     svc = env["svc"]
     monkeypatch.setenv("TOISIO_HOME", str(svc.settings.home))
-    r = CliRunner().invoke(app, ["workspace", "audit", "--permit", permit, "--as", "hanna"])
+    r = invoke_as(svc, "hanna", ["workspace", "audit", "--permit", permit])
     assert r.exit_code == 0, r.output
     assert "[/bold]" in r.output

@@ -202,6 +202,25 @@ def authentic(key: Secret, e: AuditEvent) -> bool:
     return hmac.compare_digest(_entry_hash(key, body), e.entry_hash)
 
 
+def recorded_digest(conn: Connection, key: Secret, subject: str, field: str) -> str | None:
+    """The value of ``field`` in the newest audit entry of ``subject`` that records one (None if none does).
+
+    Stages chain a digest of the state that decides permissions (a case, a user, a token) in every
+    entry that changes it; a read compares the stored state with this.  Raises :class:`AuditError`
+    if that entry was itself altered.
+    """
+    row = conn.execute(select(AuditEventRow).where(
+        AuditEventRow.subject == subject,
+        AuditEventRow.payload.contains(f'"{field}":', autoescape=True),
+    ).order_by(AuditEventRow.seq.desc()).limit(1)).first()
+    if row is None:
+        return None
+    e = _to_event(row)
+    if not authentic(key, e):
+        raise AuditError(f"the audit entry {e.seq} of {subject} was altered", code="audit_tampered")
+    return e.payload.get(field)
+
+
 def _to_event(row) -> AuditEvent:
     return AuditEvent(
         row.seq, row.ts, row.actor, row.action, row.subject, json.loads(row.payload), row.prev_hash,

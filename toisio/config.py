@@ -42,6 +42,11 @@ class Settings:
     workspace_read_max_kb: int = 256  # largest text file the contents API serves to the browser
     pipeline_max_quarantined_share: float = 0.5  # a registry with more of its rows quarantined fails the run
     pipeline_allow_empty_extracts: bool = False  # an extract with a header and no rows fails the run
+    oidc_issuer: str = ""  # an OpenID Connect provider's issuer URL; empty: local accounts only
+    oidc_client_id: str = ""
+    oidc_client_secret: str = field(default="", repr=False)  # a secret: never printed
+    oidc_require_mfa: bool = True  # refuse a sign-in whose provider reports no multi-factor authentication
+    oidc_redirect_base: str = ""  # the API's public URL for the callback; default: as the request came in
 
     @property
     def db_url(self) -> str:

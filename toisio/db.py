@@ -60,7 +60,8 @@ def read_connection(engine: Engine):
     return engine.connect().execution_options(toisio_readonly=True)
 
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: The migrations live with the composition root (:mod:`toisio.app`), which knows every stage's tables.
+MIGRATIONS_DIR = Path(__file__).parent / "app" / "migrations"
 
 
 def alembic_config(engine: Engine):
@@ -91,11 +92,3 @@ def _engine_for(url: str) -> Engine:
 def get_engine(url: str) -> Engine:
     """A migrated engine for ``url``, created once per process."""
     return _engine_for(url)
-
-
-def import_all_models() -> None:
-    """Import every stage's table module so that ``Base.metadata`` is complete."""
-    import permits.models  # noqa: F401
-    import pseudonymise.runs  # noqa: F401
-    import secure_env.models  # noqa: F401
-    import toisio.audit  # noqa: F401

@@ -1,7 +1,8 @@
 """Local key store for the service's secrets.
 
-Two secrets exist: the pseudonymisation *master key* (per-permit keys are
-derived from it) and the *audit key* (HMAC key of the audit hash chain).  Each
+Three secrets exist: the pseudonymisation *master key* (per-permit keys are
+derived from it), the *audit key* (HMAC key of the audit hash chain) and the
+*credential key* (encrypts local accounts' TOTP secrets and signs sign-in state).  Each
 is read from an environment variable if set (hex), otherwise from a file in the
 key directory, created on first use with mode 0600 inside a 0700 directory.
 The key directory must not be inside a git work tree.
@@ -23,6 +24,7 @@ from toisio.errors import Unavailable
 
 MASTER_KEY_ENV = "TOISIO_MASTER_KEY"
 AUDIT_KEY_ENV = "TOISIO_AUDIT_KEY"
+CREDENTIAL_KEY_ENV = "TOISIO_CREDENTIAL_KEY"
 KEY_BYTES = 32
 
 
@@ -94,3 +96,9 @@ def master_key(key_dir: Path) -> Secret:
 def audit_key(key_dir: Path) -> Secret:
     """The audit chain HMAC key (env ``TOISIO_AUDIT_KEY`` or ``<key_dir>/audit.key``)."""
     return _load_or_create(key_dir, "audit", AUDIT_KEY_ENV)
+
+
+def credential_key(key_dir: Path) -> Secret:
+    """The key that seals TOTP secrets and signs sign-in state (env ``TOISIO_CREDENTIAL_KEY`` or
+    ``<key_dir>/credential.key``)."""
+    return _load_or_create(key_dir, "credential", CREDENTIAL_KEY_ENV)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from toisio import audit
 from toisio.config import Settings, load_settings
 from toisio.db import get_engine
-from toisio.keystore import Secret, audit_key
+from toisio.keystore import Secret, audit_key, credential_key
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,11 @@ class Service:
         """The audit HMAC key; its store is the key directory, where the chain's head file is kept."""
         key = audit_key(self.settings.keys)
         return key if key.store is not None else replace(key, store=self.settings.keys)
+
+    @cached_property
+    def credential_key(self) -> Secret:
+        """The key sealing local accounts' TOTP secrets (and signing sign-in state)."""
+        return credential_key(self.settings.keys)
 
     def record(self, *, actor: str, action: str, subject: str, payload: dict[str, Any] | None = None):
         """Append one audit event in a transaction of its own (for events with no other state change)."""

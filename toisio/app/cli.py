@@ -28,12 +28,13 @@ app.add_typer(db_app, name="db")
 
 
 def _register_stage_commands() -> None:
-    from permits.cli import permits_app, users_app
+    from permits.cli import permits_app
     from secure_env.cli import imports_app, outputs_app
     from secure_env.workspace_cli import workspace_app
+    from toisio.app.identity_cli import register
 
+    register(app)
     app.add_typer(permits_app, name="permits")
-    app.add_typer(users_app, name="users")
     app.add_typer(outputs_app, name="outputs")
     app.add_typer(workspace_app, name="workspace")
     app.add_typer(imports_app, name="imports")
@@ -95,12 +96,9 @@ def synth(
 def extract(
     scope: Path | None = typer.Option(None, "--scope", help="permit scope file (YAML or JSON)"),
     permit: str | None = typer.Option(None, "--permit", help="take the frozen scope of this approved permit"),
-    as_user: str | None = typer.Option(None, "--as", envvar="TOISIO_USER",
-                                       help="handler recording the extraction on the permit (with --permit)"),
     in_dir: Path | None = typer.Option(None, "--in", help="directory of the controllers' extracts"),
     out_dir: Path | None = typer.Option(None, "--out", help="delivery directory (replaced atomically)"),
     quarantine: Path | None = typer.Option(None, "--quarantine", help="where rejected rows go"),
-    actor: str = typer.Option("pipeline", "--actor", help="who runs the extraction (audit log)"),
     via_flow: bool = typer.Option(False, "--flow", help="run as the Prefect flow (with retries)"),
     max_quarantined_share: float | None = typer.Option(
         None, "--max-quarantined-share", min=0.0, max=1.0,
@@ -109,7 +107,13 @@ def extract(
                                               help="publish even if an extract has a header but no rows"),
     cleanup: bool = typer.Option(False, "--cleanup", help="only clean up after runs whose process died"),
 ) -> None:
-    """Validate, minimise, pseudonymise, link and deliver one permit's data."""
+    """Validate, minimise, pseudonymise, link and deliver one permit's data.
+
+    With --permit it runs as the signed-in user (a handler) and is recorded on the permit; with --scope
+    (an operator's run on a scope file, no permit) and --cleanup it is recorded as operator:<OS user>."""
+    from toisio.identity import operator
+
+    actor = operator().user_id
     if cleanup:
         from pseudonymise.pipeline import cleanup_stale_runs
         from toisio.service import service
@@ -122,11 +126,12 @@ def extract(
     if (scope is None) == (permit is None):
         _fail("give either --scope FILE or --permit ID")
     if permit is not None:
-        scope = _scope_from_permit(permit, as_user, out_dir)
+        _extract_permit(permit, in_dir, out_dir, via_flow, quarantine_dir=quarantine,
+                        max_quarantined_share=max_quarantined_share,
+                        allow_empty_extracts=allow_empty_extracts or None)
+        return
     if via_flow:
         _extract_via_flow(scope, in_dir, out_dir, actor)
-        if permit is not None:
-            _record_delivery(permit, as_user, out_dir)
         return
     from permits.scope import ScopeError, load_scope
     from pseudonymise.pipeline import ExtractionError, run_extraction
@@ -147,46 +152,36 @@ def extract(
         _fail(str(exc))
     print_manifest(result.manifest, title=f"Delivered {permit_scope.permit_id} to {result.output_dir} "
                                           f"in {time.perf_counter() - start:.1f} s")
-    if permit is not None:
-        _record_delivery(permit, as_user, out_dir)
     console.print(f"manifest sha256 {result.manifest_sha256}; quarantine: {result.quarantine_dir}")
 
 
-def _scope_from_permit(permit: str, as_user: str | None, out_dir: Path) -> Path:
-    """Write the permit's frozen scope beside the delivery and record the extraction's start."""
-    from permits.lifecycle import State
-    from permits.service import InvalidRequest, act, actor_for, frozen_scope, permit_access
-    from toisio.service import service
-
-    if not as_user:
-        _fail("--permit needs --as HANDLER (the extraction is recorded on the permit)")
-    svc = service()
-    try:
-        scope = frozen_scope(svc, permit)
-        with svc.engine.connect() as conn:
-            actor = actor_for(conn, as_user)
-        if permit_access(svc, permit).state is State.APPROVED:
-            act(svc, actor, permit, "start_extraction")
-    except (InvalidRequest, PermissionError, LookupError) as exc:
-        _fail(str(exc))
-    path = svc.settings.home / "scopes" / f"{permit}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(scope.canonical_json())
-    return path
-
-
-def _record_delivery(permit: str, as_user: str, out_dir: Path) -> None:
-    from permits.service import act, actor_for
+def _extract_permit(permit: str, in_dir: Path, out_dir: Path, via_flow: bool, **options) -> None:
+    """An approved permit's extraction, as the signed-in user, by the one sequence in :mod:`flows.extraction`
+    (which records the start and the delivery on the permit itself)."""
+    from toisio.cli_auth import current_actor
     from toisio.service import service
 
     svc = service()
-    manifest = (out_dir / "manifest.json").read_bytes()
-    import hashlib
+    me = run_or_exit(lambda: current_actor(svc), err)
+    start = time.perf_counter()
+    if via_flow:
+        from flows.prefect_env import configure_prefect
 
-    with svc.engine.connect() as conn:
-        actor = actor_for(conn, as_user)
-    v = act(svc, actor, permit, "mark_delivered", manifest_sha256=hashlib.sha256(manifest).hexdigest())
-    console.print(f"{permit}: delivery recorded on the permit ({v.state.value})")
+        configure_prefect(svc.settings)
+        from flows.extraction import permit_extraction_flow
+
+        summary = run_or_exit(lambda: permit_extraction_flow(permit, str(in_dir), str(out_dir), me.user_id), err)
+        manifest = json.loads((Path(summary["output_dir"]) / "manifest.json").read_text())
+        sha = summary["manifest_sha256"]
+    else:
+        from flows.extraction import extract_for_permit
+
+        logging.basicConfig(level=logging.WARNING)
+        with console.status(f"extracting {permit}"):
+            result = run_or_exit(lambda: extract_for_permit(svc, me, permit, in_dir, out_dir, **options), err)
+        manifest, sha = result.manifest, result.manifest_sha256
+    print_manifest(manifest, title=f"Delivered {permit} to {out_dir} in {time.perf_counter() - start:.1f} s")
+    console.print(f"manifest sha256 {sha}; the delivery is recorded on the permit")
 
 
 def _extract_via_flow(scope: Path, in_dir: Path, out_dir: Path, actor: str) -> None:
@@ -246,10 +241,11 @@ def scope_check(path: Path) -> None:
 def audit_verify(
     anchor: str | None = typer.Option(None, "--anchor", help="'SEQ:HASH' printed earlier by 'toisio audit head'"),
 ) -> None:
-    """Check the whole hash chain against its head (kept outside the database), then that every case's
-    stored state is what the chain recorded; exit 1 and name what is broken."""
+    """Check the whole hash chain against its head (kept outside the database), then that every case, user and
+    token's stored state is what the chain recorded; exit 1 and name what is broken."""
     from permits.service import verify_cases
     from toisio import audit
+    from toisio.identity import verify_identities
     from toisio.service import service
 
     svc = service()
@@ -262,11 +258,11 @@ def audit_verify(
     if not result.ok:
         _fail(f"audit log broken at entry {result.first_bad_seq}: {result.reason} "
               f"({result.checked} entries verified before it)")
-    bad = verify_cases(svc)
+    bad = verify_cases(svc) + verify_identities(svc)
     if bad:
-        _fail("the audit log is intact but these cases were changed behind it: "
-              + "; ".join(f"{case}: {why}" for case, why in bad))
-    console.print(f"audit log intact: {result.checked} entries verified, and every case matches it")
+        _fail("the audit log is intact but these were changed behind it: "
+              + "; ".join(f"{what}: {why}" for what, why in bad))
+    console.print(f"audit log intact: {result.checked} entries verified, and every case, user and token matches it")
 
 
 @audit_app.command("head")
@@ -303,7 +299,7 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
     """Run the REST API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from permits.api import create_app
+    from toisio.app.api import create_app
     from toisio.service import service
 
     uvicorn.run(create_app(service()), host=host, port=port, log_level="warning")
@@ -332,11 +328,15 @@ def report(out: Path = typer.Option(Path("var/report"), "--out", help="directory
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the database schema (also done automatically on first use)."""
+    from toisio.identity import operator, record_baselines
     from toisio.service import service
 
     svc = service()
     _ = svc.engine
     console.print(f"database at {svc.settings.db_url.split('@')[-1]} is up to date")
+    recorded = run_or_exit(lambda: record_baselines(svc, operator()), err)
+    if recorded:
+        console.print(f"recorded the state of {len(recorded)} existing user(s) in the audit chain")
 
 
 def main() -> None:

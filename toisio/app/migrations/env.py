@@ -3,7 +3,8 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from toisio.db import Base, import_all_models
+from toisio.app.models import import_all_models
+from toisio.db import Base
 
 import_all_models()
 config = context.config

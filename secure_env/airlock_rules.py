@@ -1,0 +1,65 @@
+"""Who may do what to an output request: one table, checked by the airlock's own domain functions,
+and the rule that turns checkers' votes into a file's status (a pure function of the votes, the
+submitted reviews and the policy).
+
+Relations: ``requester`` (who made the request) and ``named`` (an analyst named on the permit).  A
+reviewer must be an output checker who is neither; the service's own statistics for a data request
+are put forward by a handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from toisio.authz import Table, rule
+from toisio.identity import Actor, Role
+
+REQUESTER = "requester"
+NAMED = "named"
+
+OUTPUTS = Table("output", {
+    "create": rule("ask for outputs from this permit", {NAMED}),
+    "create_for_service": rule("put the service's statistics forward for release", {Role.HANDLER, Role.SYSTEM}),
+    "add_file": rule("add files to this request", {REQUESTER}),
+    "submit": rule("submit this request", {REQUESTER}),
+    "withdraw": rule("withdraw this request", {REQUESTER}),
+    "view": rule("see this request", {REQUESTER, Role.OUTPUT_CHECKER, Role.AUDITOR}),
+    "review": rule("review this request's outputs", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
+    "release": rule("release this request's outputs", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
+}, {REQUESTER: "the request's author", NAMED: "an analyst named on the permit"})
+
+check_can_review, can_review_ = OUTPUTS.pair("review")
+
+
+def relations(actor: Actor, *, requester: str | None, permit_users: Sequence[str]) -> frozenset[str]:
+    """The actor's relations to an output request (its author; named on its permit)."""
+    out = set()
+    if requester is not None and actor.user_id == requester:
+        out.add(REQUESTER)
+    if actor.user_id in permit_users:
+        out.add(NAMED)
+    return frozenset(out)
+
+
+#: what a panel that agrees decides
+OUTCOME = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
+
+
+def file_status(decisions: Sequence[str], needed: int) -> str:
+    """A file's status from the votes of the checkers who submitted their review, in the order they voted.
+
+    The first ``needed`` votes (at least the first two when two have voted: a second opinion that
+    disagrees is never ignored) form the panel.  A panel that agrees decides (approved only with at
+    least ``needed`` approvals); a panel that disagrees is settled by the next vote, else the file is
+    ``conflicted``.  Fewer than ``needed`` votes: ``pending``.
+    """
+    if needed < 1:
+        raise ValueError("a file needs at least one approval")
+    if len(decisions) < needed:
+        return "pending"
+    panel = list(decisions[:max(needed, min(len(decisions), 2))])
+    if len(set(panel)) == 1:
+        return OUTCOME[panel[0]]
+    if len(decisions) > len(panel):
+        return OUTCOME[decisions[len(panel)]]
+    return "conflicted"
