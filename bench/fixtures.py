@@ -8,9 +8,8 @@ from pathlib import Path
 
 def active_permits(home: Path, n: int, *, day: date):
     """A service with ``n`` active data permits, each naming the analyst ``bob``."""
-    from tests.factories import make_service, make_staff
-    from tests.test_permit_service import _to_active
+    from tests.factories import make_case, make_service, make_staff
 
     svc = make_service(home)
     staff = make_staff(svc)
-    return svc, [_to_active(svc, staff, day=day).case_id for _ in range(n)]
+    return svc, [make_case(svc, staff, day=day).case_id for _ in range(n)]

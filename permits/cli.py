@@ -71,7 +71,9 @@ def attach(path: Path) -> None:
     """Store a research plan or ethics statement; prints the reference for the application file."""
     from permits.attachments import store
 
-    a = store(_svc(), path)
+    svc = _svc()
+    _actor(svc)  # only a signed-in user stores files in the service
+    a = store(svc, path)
     console.print(json.dumps(a.model_dump()))
 
 

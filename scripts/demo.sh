@@ -8,74 +8,107 @@ PERSONS=${DEMO_PERSONS:-20000}
 DEMO_DIR=${DEMO_DIR:-var/demo}
 export TOISIO_HOME=${TOISIO_HOME:-$HOME/.local/share/toisio-demo}
 rm -rf "$TOISIO_HOME" "$DEMO_DIR"     # the demo starts from nothing each time
+mkdir -p "$DEMO_DIR" && chmod 700 "$DEMO_DIR"
 CASE="TOISIO-$(date -u +%Y)-1"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+DEMO_PASSWORD=${DEMO_PASSWORD:-toisio-demo-password}
+USERS_FILE="$DEMO_DIR/demo-users.txt"
+# adduser NAME ARGS...: an operator command; keeps the user's TOTP secret so the demo can make codes
+adduser() {
+  local name=$1 out secret
+  shift
+  out=$(printf '%s\n' "$DEMO_PASSWORD" | $T users add "$name" --password-stdin "$@")
+  secret=$(printf '%s\n' "$out" | sed -n 's/^TOTP secret (shown once[^)]*): //p')
+  printf '%s %s\n' "$name" "$secret" >> "$USERS_FILE"
+}
+totp() { .venv/bin/python -c 'import pyotp, sys; print(pyotp.TOTP(sys.argv[1]).now())' "$1"; }
+# signin NAME: `toisio login` with the password and a one-time code, into the user's own config directory
+signin() {
+  local secret
+  secret=$(awk -v n="$1" '$1 == n {print $2}' "$USERS_FILE")
+  printf '%s\n' "$DEMO_PASSWORD" | XDG_CONFIG_HOME="$DEMO_DIR/config/$1" \
+    $T login --user "$1" --password-stdin --code "$(totp "$secret")" >/dev/null
+}
+# run_as NAME ARGS...: a toisio command as the signed-in NAME
+run_as() { local name=$1; shift; XDG_CONFIG_HOME="$DEMO_DIR/config/$name" $T "$@"; }
 
 say "1. Controllers' registry extracts (synthetic, with injected defects)"
 $T synth --persons "$PERSONS" --seed 7 --defect-rate 0.002 --out "$DEMO_DIR/extracts"
 
-say "2. Users: a researcher, an analyst, a handler, a decider and two data controllers"
-$T users add alice --name "Alice Researcher" --email alice@uni.example >/dev/null
-$T users add hanna --name "Hanna Handler" --email hanna@toisio.example --role handler >/dev/null
-$T users add dora --name "Dora Decider" --email dora@toisio.example --role decider >/dev/null
-$T users add thl --name "THL extraction" --email thl@thl.example --role controller \
-  --registry hilmo --registry population --registry causes_of_death >/dev/null
-$T users add kela --name "Kela extraction" --email kela@kela.example --role controller \
-  --registry kela_purchases >/dev/null
-$T users add oscar --name "Oscar Checker" --email oscar@toisio.example --role output_checker >/dev/null
-$T users add olga --name "Olga Checker" --email olga@toisio.example --role output_checker >/dev/null
-echo "created alice, hanna (handler), dora (decider), thl and kela (controllers), oscar and olga (output checkers)"
+say "2. Users: a researcher, an analyst, a handler, a decider, two data controllers and two output checkers"
+# An operator on the service host creates the accounts (recorded as operator:<OS user>); each person gets a
+# password and a TOTP secret for their authenticator app, and signs in with both.
+adduser alice --name "Alice Researcher" --email alice@uni.example
+adduser bob --name "Bob Analyst" --email bob@uni.example
+adduser hanna --name "Hanna Handler" --email hanna@toisio.example --role handler
+adduser dora --name "Dora Decider" --email dora@toisio.example --role decider
+adduser thl --name "THL extraction" --email thl@thl.example --role controller \
+  --registry hilmo --registry population --registry causes_of_death
+adduser kela --name "Kela extraction" --email kela@kela.example --role controller --registry kela_purchases
+adduser oscar --name "Oscar Checker" --email oscar@toisio.example --role output_checker
+adduser olga --name "Olga Checker" --email olga@toisio.example --role output_checker
+for u in alice bob hanna dora thl kela oscar olga; do signin "$u"; done
+run_as hanna whoami
+echo "each signed in with password + one-time code; their tokens are in $DEMO_DIR/config/<user>/toisio/token (mode 600)"
 
 say "3. Alice stores her research plan and submits a data permit application prepared offline"
-$T permits attach examples/research-plan.md
-$T permits submit examples/application-diabetes.yaml --as alice
+run_as alice permits attach examples/research-plan.md
+run_as alice permits submit examples/application-diabetes.yaml
 
 say "4. The handler checks it and asks the controllers for estimates"
-$T permits confirm-complete "$CASE" --as hanna
-$T permits request-estimates "$CASE" --as hanna
+run_as hanna permits confirm-complete "$CASE"
+run_as hanna permits request-estimates "$CASE"
 for r in population hilmo causes_of_death; do
-  $T permits record-estimate "$CASE" --as thl --set registry=$r --set cost_eur=400 --set working_days=20
+  run_as thl permits record-estimate "$CASE" --set registry=$r --set cost_eur=400 --set working_days=20
 done
-$T permits record-estimate "$CASE" --as kela --set registry=kela_purchases --set cost_eur=600 --set working_days=25
-$T permits send-estimate "$CASE" --as hanna
+run_as kela permits record-estimate "$CASE" --set registry=kela_purchases --set cost_eur=600 --set working_days=25
+run_as hanna permits send-estimate "$CASE"
 
 say "5. Alice accepts: the extraction description is frozen; the handler presents, the decider decides"
-$T permits accept "$CASE" --as alice
-$T permits present "$CASE" --as hanna
-$T permits approve "$CASE" --as dora --set valid_until=2029-12-31
+run_as alice permits accept "$CASE"
+run_as hanna permits present "$CASE"
+run_as dora permits approve "$CASE" --set valid_until=2029-12-31
 
 say "6. Extraction with the frozen scope, as a Prefect flow"
-$T extract --flow --permit "$CASE" --as hanna --in "$DEMO_DIR/extracts" --out "$DEMO_DIR/delivery/$CASE"
-$T permits activate "$CASE" --as hanna
+run_as hanna extract --flow --permit "$CASE" --in "$DEMO_DIR/extracts" --out "$DEMO_DIR/delivery/$CASE"
+run_as hanna permits activate "$CASE"
 
 say "7. The permit's workspace: its own JupyterLab on 127.0.0.1, one token per named analyst"
-$T workspace create --permit "$CASE" --as hanna --tokens-out "$DEMO_DIR/tokens.json"
-$T workspace start --permit "$CASE" --as hanna
-trap '$T workspace stop --permit "$CASE" --as hanna --reason "demo finished" >/dev/null 2>&1 || true' EXIT
-URL=$($T workspace status --permit "$CASE" --as hanna --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+run_as hanna workspace create --permit "$CASE" --tokens-out "$DEMO_DIR/tokens.json"
+run_as hanna workspace start --permit "$CASE"
+trap 'run_as hanna workspace stop --permit "$CASE" --reason "demo finished" >/dev/null 2>&1 || true' EXIT
+URL=$(run_as hanna workspace status --permit "$CASE" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')
 echo "bob would now open ${URL}lab in his browser and log in with his token"
 
 say "8. Bob runs the cohort notebook in the workspace (no network, read-only data); every cell is audited"
 .venv/bin/python scripts/demo_workspace.py "$URL" "$DEMO_DIR/tokens.json" bob examples/01_cohort_description.ipynb
 .venv/bin/python scripts/demo_workspace.py "$URL" "$DEMO_DIR/tokens.json" bob examples/02_survival_after_diagnosis.ipynb
-$T workspace audit --permit "$CASE" --as hanna
+run_as hanna workspace audit --permit "$CASE"
 
 say "9. The output airlock: Bob asks for the table; two independent checkers approve, then it is released"
 SCRATCH="$TOISIO_HOME/workspaces/$CASE/root/scratch"
-REQ=$($T outputs create --permit "$CASE" --as bob)
-$T outputs add "$REQ" "$SCRATCH/cohort_by_age_band.csv" --index age_band --as bob \
+REQ=$(run_as bob outputs create --permit "$CASE")
+run_as bob outputs add "$REQ" "$SCRATCH/cohort_by_age_band.csv" --index age_band \
   --description "cohort members by age band and role" --method "distinct pseudonyms, safe_crosstab"
-$T outputs submit "$REQ" --as bob
+run_as bob outputs submit "$REQ"
 for checker in oscar olga; do
-  $T outputs vote "$REQ" cohort_by_age_band.csv approve --as $checker
-  $T outputs submit-review "$REQ" --as $checker
+  run_as $checker outputs vote "$REQ" cohort_by_age_band.csv approve
+  run_as $checker outputs submit-review "$REQ"
 done
-$T outputs decide "$REQ" approve --as oscar
-$T outputs show "$REQ" --as olga
-$T outputs release "$REQ" --as olga
+run_as oscar outputs decide "$REQ" approve
+run_as olga outputs show "$REQ"
+run_as olga outputs release "$REQ"
 echo "released to $TOISIO_HOME/releases/$CASE/$REQ/"
 
 say "10. The workspace stops; the case, its history and the audit chain"
-$T workspace stop --permit "$CASE" --as hanna --reason "analysis done"
-$T permits show "$CASE" --as hanna
+run_as hanna workspace stop --permit "$CASE" --reason "analysis done"
+run_as hanna permits show "$CASE"
 $T audit verify
+
+say "Sign in yourself"
+echo "Every demo user (alice, bob, hanna, dora, thl, kela, oscar, olga) has the password '$DEMO_PASSWORD';"
+echo "their TOTP secrets are in $USERS_FILE (add one to an authenticator app, or run"
+echo "  .venv/bin/python -c 'import pyotp; print(pyotp.TOTP(\"SECRET\").now())' for a code). Then:"
+echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio login --user hanna"
+echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio permits queue"
+echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio serve     # the REST API; its OpenAPI page is http://127.0.0.1:8700/docs"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import authlib.deprecate  # noqa: F401  (installs its "always" filter now, so the ini's filters come before it)
 import pytest
 
 from tests.factories import make_service

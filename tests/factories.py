@@ -188,3 +188,49 @@ def invoke_as(svc, user: str | None, args: list[str], app=None):
         from toisio.app.cli import app
     env = {"TOISIO_TOKEN": make_token(svc, user)} if user else {"TOISIO_TOKEN": ""}
     return CliRunner().invoke(app, args, env=env)
+
+
+#: The way a data permit goes from submission to an active permit: (state reached, who acts, action, days
+#: after submission, parameters).  make_case() walks it through the domain functions up to the state asked for.
+PERMIT_PATH = [
+    ("submitted", None, None, 0, {}),
+    ("complete", "hanna", "confirm_complete", 0, {}),
+    ("estimates_requested", "hanna", "request_estimates", 0, {}),
+    (None, "thl1", "record_estimate", 3, {"registry": "hilmo", "cost_eur": 800, "working_days": 20}),
+    ("estimates_received", "thl1", "record_estimate", 4, {"registry": "population", "cost_eur": 200,
+                                                          "working_days": 5}),
+    ("estimate_sent", "hanna", "send_estimate", 5, {}),
+    ("accepted", "alice", "accept", 6, {}),
+    ("presented", "hanna", "present", 7, {"summary": "all in order"}),
+    ("approved", "dora", "approve", 8, {"valid_until": "2028-12-31"}),
+    ("extraction", "hanna", "start_extraction", 9, {}),
+    ("delivered", "hanna", "mark_delivered", 30, {"manifest_sha256": "f" * 64}),
+    ("active", "hanna", "activate", 31, {}),
+]
+
+
+def make_case(svc, staff, *, state: str = "active", form=None, day=None, **form_overrides):
+    """A case brought to ``state`` through the domain functions (as the people of :func:`make_staff` would);
+    returns its CaseView.  ``day`` is the submission date (default 2026-03-02); form overrides go to
+    :func:`make_form`."""
+    from datetime import date, timedelta
+
+    from permits.lifecycle import State
+    from permits.service import act, create_draft, show, submit_form
+
+    target = State(state)
+    day = day or date(2026, 3, 2)
+    form = form or make_form(**form_overrides)
+    if target is State.DRAFT:
+        return show(svc, staff["alice"], create_draft(svc, staff["alice"], form))
+    reached = [s for s, *_ in PERMIT_PATH if s]
+    if target.value not in reached:
+        raise ValueError(f"make_case reaches {', '.join(reached)} (not {state})")
+    view = submit_form(svc, staff["alice"], form, today=day)
+    for reaches, user, action, days, params in PERMIT_PATH[1:]:
+        if view.state is target:
+            break
+        view = act(svc, staff[user], view.case_id, action, today=day + timedelta(days=days), **params)
+        if reaches == target.value:
+            break
+    return view

@@ -6,15 +6,14 @@ import pytest
 
 from permits.permissions import PermissionDenied
 from secure_env import airlock as A
-from tests.factories import make_staff, make_user
-from tests.test_permit_service import _to_active
+from tests.factories import make_case, make_staff, make_user
 from toisio import audit
 
 
 @pytest.fixture
 def world(svc, tmp_path):
     staff = make_staff(svc)
-    permit = _to_active(svc, staff).case_id  # bob is the named analyst
+    permit = make_case(svc, staff).case_id  # bob is the named analyst
     checkers = {"oscar": staff["oscar"], **{u: make_user(svc, u, ("output_checker",)) for u in ("olga", "otto")}}
     from toisio.identity import Actor
 

@@ -45,14 +45,13 @@ def test_synth_command(tmp_path):
 def test_workspace_commands_check_who_may_and_show_the_session_audit(tmp_path, monkeypatch):
     from datetime import date, timedelta
 
-    from tests.factories import make_delivery, make_staff
-    from tests.test_permit_service import _to_active
+    from tests.factories import make_case, make_delivery, make_staff
     from toisio.service import service
 
     monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
     svc = service()
     staff = make_staff(svc)
-    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
     delivery = make_delivery(tmp_path / "delivery", permit)
     tokens = tmp_path / "tokens.json"
     r = invoke_as(svc, "alice", ["workspace", "create", "--permit", permit, "--delivery", str(delivery)])

@@ -113,15 +113,14 @@ def test_output_review_flow_waits_for_the_reviewers(harness, tmp_path, monkeypat
 
     from flows.output_flow import output_flow_runs, resume_output_flows, start_output_flow
     from secure_env import airlock as A
-    from tests.factories import make_staff, make_user
-    from tests.test_permit_service import _to_active
+    from tests.factories import make_case, make_staff, make_user
     from toisio.identity import Actor
     from toisio.service import service
 
     monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
     svc = service()
     staff = make_staff(svc)
-    permit = _to_active(svc, staff).case_id
+    permit = make_case(svc, staff).case_id
     olga = make_user(svc, "olga", ("output_checker",))
     bob = Actor("bob")
     table = tmp_path / "t.csv"

@@ -9,15 +9,14 @@ import pytest
 from permits.permissions import PermissionDenied
 from secure_env import ingress
 from secure_env import workspace as W
-from tests.factories import make_delivery, make_staff, who
-from tests.test_permit_service import _to_active
+from tests.factories import make_case, make_delivery, make_staff, who
 from toisio import audit
 
 
 @pytest.fixture
 def ws(svc, tmp_path):
     staff = make_staff(svc)
-    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
     W.create(svc, who(svc, "hanna"), permit, make_delivery(tmp_path / "delivery", permit))
     staff["bob"] = who(svc, "bob")
     return staff, permit

@@ -15,8 +15,7 @@ from permits.scope import PermitScope
 from pseudonymise.pipeline import run_extraction
 from secure_env import workspace as W
 from secure_env import workspace_server as S
-from tests.factories import make_service, make_staff, who
-from tests.test_permit_service import _to_active
+from tests.factories import make_case, make_service, make_staff, who
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 SCOPE = Path(__file__).resolve().parent.parent / "examples" / "scope-diabetes.yaml"
@@ -38,7 +37,7 @@ def workspace(tmp_path_factory, spark, extracts):
     tmp = tmp_path_factory.mktemp("nb")
     svc = make_service(tmp / "home")
     staff = make_staff(svc)
-    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
     scope = PermitScope.model_validate(yaml.safe_load(SCOPE.read_text()) | {"permit_id": permit})
     result = run_extraction(scope, extracts, tmp / "delivery", svc, spark=spark)
     W.create(svc, who(svc, "hanna"), permit, result.output_dir)

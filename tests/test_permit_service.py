@@ -21,7 +21,7 @@ from permits.service import (
     submit_form,
     tidy_drafts,
 )
-from tests.factories import make_form, make_staff
+from tests.factories import make_case, make_form, make_staff
 from toisio import audit, events
 
 DAY = date(2026, 3, 2)
@@ -32,26 +32,8 @@ def staff(svc):
     return make_staff(svc)
 
 
-def _to_active(svc, staff, form=None, day=DAY):
-    s = staff
-    case = submit_form(svc, s["alice"], form or make_form(), today=day).case_id
-    act(svc, s["hanna"], case, "confirm_complete", today=day)
-    act(svc, s["hanna"], case, "request_estimates", today=day)
-    act(svc, s["thl1"], case, "record_estimate", today=day + timedelta(days=3), registry="hilmo", cost_eur=800,
-        working_days=20)
-    act(svc, s["thl1"], case, "record_estimate", today=day + timedelta(days=4), registry="population",
-        cost_eur=200, working_days=5)
-    act(svc, s["hanna"], case, "send_estimate", today=day + timedelta(days=5))
-    act(svc, s["alice"], case, "accept", today=day + timedelta(days=6))
-    act(svc, s["hanna"], case, "present", today=day + timedelta(days=7), summary="all in order")
-    act(svc, s["dora"], case, "approve", today=day + timedelta(days=8), valid_until=date(2028, 12, 31))
-    act(svc, s["hanna"], case, "start_extraction", today=day + timedelta(days=9))
-    act(svc, s["hanna"], case, "mark_delivered", today=day + timedelta(days=30), manifest_sha256="f" * 64)
-    return act(svc, s["hanna"], case, "activate", today=day + timedelta(days=31))
-
-
 def test_whole_journey_with_audit(svc, staff):
-    view = _to_active(svc, staff)
+    view = make_case(svc, staff)
     assert view.state is State.ACTIVE and view.members == ("bob",)
     assert view.decision_due == date(2026, 6, 2)
     assert view.fee["total"] == "2300.00"  # 1,300 (2023 schedule) + 1,000 controller costs
@@ -66,7 +48,7 @@ def test_whole_journey_with_audit(svc, staff):
 
 
 def test_scope_frozen_and_hashed_at_acceptance(svc, staff):
-    view = _to_active(svc, staff)
+    view = make_case(svc, staff)
     access = permit_access(svc, view.case_id, today=DAY + timedelta(days=40))
     assert view.scope_sha256 == access.scope.sha256
     assert access.scope.delivery == "pseudonymised"
@@ -152,7 +134,7 @@ def test_deadline_extension_once_with_reason(svc, staff):
 
 
 def test_amendment_adds_and_removes_users_and_extends(svc, staff):
-    permit = _to_active(svc, staff).case_id
+    permit = make_case(svc, staff).case_id
     received = []
 
     def on_amended(topic, payload):
@@ -180,14 +162,14 @@ def test_amendment_adds_and_removes_users_and_extends(svc, staff):
 
 
 def test_amendment_of_data_refused(svc, staff):
-    permit = _to_active(svc, staff).case_id
+    permit = make_case(svc, staff).case_id
     with pytest.raises(RuleViolation, match="needs a new permit application"):
         submit_form(svc, staff["alice"], make_form(kind="amendment", permit_id=permit,
                                                    change={"new_valid_until": "2030-01-01"}), today=DAY)
 
 
 def test_expiry_ends_access_without_anyone_acting(svc, staff):
-    permit = _to_active(svc, staff).case_id
+    permit = make_case(svc, staff).case_id
     after = date(2029, 1, 1)
     assert not permit_access(svc, permit, today=after).in_force  # even before the job runs
     told = []

@@ -3,14 +3,14 @@
 from datetime import date, timedelta
 
 from permits.report import build, write
-from tests.factories import make_staff
-from tests.test_permit_service import DAY, _to_active
+from tests.factories import make_case, make_staff
+from tests.test_permit_service import DAY
 
 
 def test_report_figures(svc, tmp_path):
     staff = make_staff(svc)
-    _to_active(svc, staff)
-    _to_active(svc, staff, day=DAY + timedelta(days=100))
+    make_case(svc, staff)
+    make_case(svc, staff, day=DAY + timedelta(days=100))
     r = build(svc, today=date(2026, 12, 1))
     ind = r.indicators.set_index("indicator")
     assert ind.loc["applications", "value"].sum() == 2

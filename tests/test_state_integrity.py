@@ -6,8 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from permits.service import CaseTampered, frozen_scope, permit_access, show, submit_form, verify_cases
-from tests.factories import make_form
-from tests.test_permit_service import _to_active
+from tests.factories import make_case, make_form
 from toisio import audit
 from toisio.app.cli import app
 
@@ -42,7 +41,7 @@ def _verify_cli(svc, monkeypatch):
     "UPDATE case_event SET actor='mallory' WHERE case_id='{permit}' AND seq=2",
 ])
 def test_an_edit_of_a_state_table_is_detected_and_refused_at_use(svc, staff, attack, monkeypatch):
-    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
     other = submit_form(svc, staff["alice"], make_form(title="second")).case_id
     assert permit_access(svc, permit).in_force and verify_cases(svc) == []
     assert _verify_cli(svc, monkeypatch).exit_code == 0
@@ -58,7 +57,7 @@ def test_an_edit_of_a_state_table_is_detected_and_refused_at_use(svc, staff, att
 
 
 def test_a_tampered_scope_is_refused(svc, staff):
-    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
     frozen_scope(svc, permit)
     _sql(svc, f"UPDATE permit_case SET scope=replace(scope, 'hilmo', 'hilmo2') WHERE case_id='{permit}'")
     with pytest.raises(CaseTampered):
@@ -67,7 +66,7 @@ def test_a_tampered_scope_is_refused(svc, staff):
 
 def test_a_forged_audit_entry_cannot_vouch_for_an_edit(svc, staff):
     """Writing the matching digest into the newest audit entry does not help without the audit key."""
-    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
     _sql(svc, f"UPDATE permit_case SET valid_until='2099-12-31' WHERE case_id='{permit}'")
     from permits.service import case_digest
 
@@ -86,7 +85,7 @@ def test_a_forged_audit_entry_cannot_vouch_for_an_edit(svc, staff):
 
 
 def test_a_truncated_log_refuses_every_permit_decision(svc, staff):
-    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
     with svc.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")

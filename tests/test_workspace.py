@@ -11,8 +11,8 @@ from permits.permissions import PermissionDenied
 from permits.service import act, submit_form
 from secure_env import workspace as W
 from secure_env.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME
-from tests.factories import make_form, make_staff, who
-from tests.test_permit_service import DAY, _to_active
+from tests.factories import make_case, make_form, make_staff, who
+from tests.test_permit_service import DAY
 
 
 def _delivery(tmp_path, permit_id):
@@ -26,7 +26,7 @@ def _delivery(tmp_path, permit_id):
 @pytest.fixture
 def active(svc):
     staff = make_staff(svc)
-    return staff, _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    return staff, make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
 
 
 def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_path):
@@ -91,20 +91,6 @@ def test_destroy_records_what_was_deleted(svc, active, tmp_path):
     with svc.engine.connect() as conn:
         last = audit.events(conn, subject=f"permit:{permit}")[-1]
     assert last.action == "workspace.destroyed" and last.payload["key_retained"] is True
-
-
-def test_workspace_rules_table_is_complete_and_says_who_may():
-    from permits.permissions import Role
-    from secure_env.workspace_rules import NAMED, WORKSPACE_ACTIONS, can_workspace, check_can_workspace
-
-    assert set(WORKSPACE_ACTIONS) == {"create", "start", "stop", "status", "token", "destroy", "audit"}
-    for action, roles in WORKSPACE_ACTIONS.items():
-        assert roles, action
-        for role in Role:
-            assert can_workspace(action, user="u", roles={role}, named=False) == (role in roles)
-        assert can_workspace(action, user="u", roles=set(), named=True) == (NAMED in roles)
-    with pytest.raises(PermissionDenied, match="only .*handler"):
-        check_can_workspace("destroy", user="bob", roles=set(), named=True)
 
 
 def test_isolation_probe_fails_closed(svc, active, tmp_path, monkeypatch):

@@ -18,8 +18,7 @@ import pytest
 
 from secure_env import workspace as W
 from secure_env import workspace_server as S
-from tests.factories import make_delivery, make_service, make_staff, who
-from tests.test_permit_service import _to_active
+from tests.factories import make_case, make_delivery, make_service, make_staff, who
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 CHROMIUM = "/usr/bin/chromium"
@@ -45,7 +44,7 @@ def workspace(tmp_path):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     svc = make_service(tmp_path / "home")
     staff = make_staff(svc)
-    permit = _to_active(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
     tokens = W.create(svc, who(svc, "hanna"), permit, make_delivery(tmp_path / "delivery", permit))
     code = ("import os, pandas as pd\n"
             "persons = pd.read_parquet(os.path.join(os.environ['TOISIO_DATA'], 'persons'))\n"

@@ -17,8 +17,7 @@ from permits.service import act, submit_form
 from secure_env import workspace as W
 from secure_env import workspace_server as S
 from secure_env.workspace_client import KernelSession, request
-from tests.factories import invoke_as, make_delivery, make_form, make_service, make_staff, who
-from tests.test_permit_service import _to_active
+from tests.factories import invoke_as, make_case, make_delivery, make_form, make_service, make_staff, who
 from toisio import audit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -27,7 +26,7 @@ BLOB = 2 * 1024 * 1024  # larger than the quota
 
 
 def _active_permit(svc, staff, **form):
-    return _to_active(svc, staff, form=make_form(**form) if form else None,
+    return make_case(svc, staff, form=make_form(**form) if form else None,
                       day=date.today() - timedelta(days=40)).case_id
 
 

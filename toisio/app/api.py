@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from permits.api import permits_router
 from toisio import identity
-from toisio.errors import ToisioError, Unauthenticated
+from toisio.errors import ToisioError, Unauthenticated, Unavailable
 from toisio.identity import Actor
 from toisio.service import Service
 from toisio.web import LimitsMiddleware
@@ -93,7 +93,11 @@ def _oidc_client(svc: Service):
     st = svc.settings
     if not (st.oidc_issuer and st.oidc_client_id):
         return None
-    from authlib.integrations.starlette_client import OAuth
+    import warnings
+
+    with warnings.catch_warnings():  # authlib 1.9 asks for httpx2, not in this stack; it works with httpx
+        warnings.filterwarnings("ignore", "The httpx module is deprecated", DeprecationWarning)
+        from authlib.integrations.starlette_client import OAuth
 
     oauth = OAuth()
     oauth.register("provider", client_id=st.oidc_client_id, client_secret=st.oidc_client_secret,
@@ -117,11 +121,17 @@ def _oidc_routes(app: FastAPI, svc: Service, oidc) -> None:
         linked user signed in with a new API token."""
         from authlib.integrations.base_client.errors import OAuthError
 
+        import httpx
+
         try:
             token = await oidc.authorize_access_token(request)
         except OAuthError as exc:
             raise Unauthenticated(f"the identity provider's answer was refused: {exc.error}",
                                   code="oidc_failed") from None
+        except httpx.HTTPError as exc:
+            log.warning("identity provider failed: %s", exc)
+            raise Unavailable("the identity provider did not answer properly; try again later",
+                              code="oidc_provider_error") from None
         claims = dict(token.get("userinfo") or {})
         new = await run_in_threadpool(identity.login_oidc, svc, claims, token_name="oidc",
                                       require_mfa=svc.settings.oidc_require_mfa)
