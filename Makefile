@@ -50,5 +50,6 @@ clean:
 
 docs: install
 	$(BIN)/python -m permits.docs
-	$(BIN)/python -m secure_env.docs
-	$(BIN)/python -m secure_env.workspace_docs
+	$(BIN)/python -m secure_env.airlock.docs
+	$(BIN)/python -m secure_env.workspace.docs
+	$(BIN)/python scripts/layout.py --write-doc

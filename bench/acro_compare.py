@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from pseudonymise.synthetic import generate
-from secure_env.disclosure import check_table, table_from_rows
-from secure_env.profiles import profile
+from secure_env.airlock.disclosure import check_table, table_from_rows
+from secure_env.airlock.profiles import profile
 
 ACRO_RULES = {"MinimumThresholdCheck": "min_count", "NKCheck": "dominance_nk", "PPercentCheck": "dominance_p_percent",
               "threshold": "min_count", "nk-rule": "dominance_nk", "p-ratio": "dominance_p_percent"}

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from secure_env.disclosure import Table, check_table, suppress
-from secure_env.profiles import profile
+from secure_env.airlock.disclosure import Table, check_table, suppress
+from secure_env.airlock.profiles import profile
 
 REPEATS = 30
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from catalogue.codes import CODE_SYSTEMS, icd10_codes, table_codes
+from catalogue.registries import load_schema
 from permits.scope import PermitScope
-from pseudonymise.codes import CODE_SYSTEMS, icd10_codes, table_codes
 from pseudonymise.hetu import CENTURY_SIGNS, CHECK_ALPHABET, FORMAT
-from pseudonymise.registry_schema import load_schema
 
 CHUNK = 500_000
 _PY_DATE = {"yyyy-MM-dd": "%Y-%m-%d", "d.M.yyyy": "%d.%m.%Y"}

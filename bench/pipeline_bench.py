@@ -26,10 +26,10 @@ from pathlib import Path
 
 import psutil
 
+from catalogue.registries import REGISTRIES, load_schema
 from permits.scope import load_scope
 from pseudonymise.keys import derive_permit_key
 from pseudonymise.pipeline import run_extraction
-from pseudonymise.registry_schema import REGISTRIES, load_schema
 from pseudonymise.spark_session import get_spark
 from pseudonymise.synthetic import generate
 from pseudonymise.validate import parse_and_validate, read_lines

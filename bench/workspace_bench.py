@@ -57,7 +57,7 @@ def _baseline_kernel_seconds(runs: int = 3) -> float:
 
 def _workspaces(tmp: Path, n: int):
     from bench.fixtures import active_permits
-    from secure_env import workspace as W
+    from secure_env.workspace import provision as W
     from tests.factories import make_delivery, who
 
     svc, permits = active_permits(tmp / f"home-{n}", n, day=date.today() - timedelta(days=40))
@@ -67,8 +67,8 @@ def _workspaces(tmp: Path, n: int):
 
 
 def _start_to_ready(svc, permit: str, token: str):
-    from secure_env import workspace_server as S
-    from secure_env.workspace_client import KernelSession
+    from secure_env.workspace import server as S
+    from secure_env.workspace.client import KernelSession
     from tests.factories import who
 
     t0 = time.perf_counter()
@@ -81,7 +81,7 @@ def _start_to_ready(svc, permit: str, token: str):
 
 def run(tmp: Path) -> dict:
     """Start 1, then 5 workspaces; report start-to-ready times and idle memory per workspace."""
-    from secure_env import workspace_server as S
+    from secure_env.workspace import server as S
     from tests.factories import who
 
     report: dict = {"baseline_plain_kernel_seconds": round(_baseline_kernel_seconds(), 3), "runs": []}

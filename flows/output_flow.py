@@ -13,8 +13,8 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from flows.pauses import pause_key, resume_tagged, tagged_runs
-from secure_env.airlock import request_state
-from secure_env.airlock_lifecycle import RequestState
+from secure_env.airlock.lifecycle import RequestState
+from secure_env.airlock.outputs import request_state
 from toisio.service import service
 
 FINAL = {RequestState.RELEASED, RequestState.REJECTED, RequestState.WITHDRAWN}

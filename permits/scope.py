@@ -160,7 +160,7 @@ def _did_you_mean(word: str, choices) -> str:
 def extraction_problems(registries: dict, cohort, generalise) -> list[str]:
     """Every problem of an extraction description against the registry schemas, at once, each naming the
     registry or variable (with a suggestion for a misspelt one)."""
-    from pseudonymise.registry_schema import REGISTRIES, load_schema
+    from catalogue.registries import REGISTRIES, load_schema
 
     out: list[str] = []
     for name, reg in registries.items():

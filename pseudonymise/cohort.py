@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from catalogue.registries import load_schema
 from permits.scope import Cohort
-from pseudonymise.registry_schema import load_schema
 
 
 @dataclass(frozen=True)

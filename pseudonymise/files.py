@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pseudonymise.registry_schema import RegistrySchema
+from catalogue.registries import RegistrySchema
 from toisio.errors import Invalid
 
 BOM = "\ufeff"

@@ -8,8 +8,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType
 
+from catalogue.codes import municipality_to_county
 from permits.scope import Generalisation
-from pseudonymise.codes import municipality_to_county
 
 
 def coarsen_dates(df: DataFrame, rule: Generalisation) -> DataFrame:

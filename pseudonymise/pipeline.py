@@ -33,6 +33,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sqlalchemy import select
 
+from catalogue.registries import load_schema
 from permits.scope import PermitScope
 from pseudonymise import deliver
 from pseudonymise.cohort import match_controls, one_row_per_person, select_cases
@@ -40,7 +41,6 @@ from pseudonymise.files import ExtractFileError, check_extract
 from pseudonymise.generalise import age_band, coarsen_dates, municipality_to_wellbeing_county
 from pseudonymise.keys import derive_permit_key
 from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudonym
-from pseudonymise.registry_schema import load_schema
 from pseudonymise.runs import finish_run, start_run
 from pseudonymise.spark_session import apply_pipeline_conf, get_spark
 from pseudonymise.validate import REASONS, mark_duplicates, parse_and_validate, read_lines, with_repeated_flag

@@ -1,7 +1,7 @@
 """Synthetic registry extracts, as the data controllers would deliver them.
 
 ``toisio synth --persons N --seed S --out DIR [--defect-rate R]`` writes one CSV
-per registry in the layout of its schema (``pseudonymise/schemas``), plus
+per registry in the layout of its schema (``catalogue/schemas``), plus
 ``ground_truth.csv`` listing every injected defect with the quarantine reason
 the pipeline must give it.  Generation is vectorised with numpy and streamed in
 chunks of persons, so memory stays flat whatever ``N`` is; the same seed gives
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pseudonymise.codes import table_rows
+from catalogue.codes import table_rows
+from catalogue.registries import REGISTRIES, RegistrySchema, load_schema
 from pseudonymise.hetu import CHECK_ALPHABET
-from pseudonymise.registry_schema import REGISTRIES, RegistrySchema, load_schema
 
 EPOCH = np.datetime64("1970-01-01", "D")
 WINDOW_START = int((np.datetime64("2000-01-01", "D") - EPOCH).astype(int))

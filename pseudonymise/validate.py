@@ -15,10 +15,10 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from catalogue.codes import CODE_SYSTEMS, COMBINATION_JOINERS, icd10_codes, table_codes
+from catalogue.registries import Column as SchemaColumn
+from catalogue.registries import RegistrySchema
 from pseudonymise import hetu as H
-from pseudonymise.codes import CODE_SYSTEMS, COMBINATION_JOINERS, icd10_codes, table_codes
-from pseudonymise.registry_schema import Column as SchemaColumn
-from pseudonymise.registry_schema import RegistrySchema
 
 # Quarantine reasons, in the order rules are checked (a row gets the first one it breaks).
 REASONS: tuple[str, ...] = (

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from secure_env.workspace_client import run_notebook
+from secure_env.workspace.client import run_notebook
 
 url, token_file, analyst, notebook = sys.argv[1:5]
 token = json.loads(Path(token_file).read_text())[analyst]

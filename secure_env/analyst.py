@@ -4,7 +4,7 @@
 true number of persons behind every cell and the largest contributors), run the permit's
 disclosure profile, apply primary and secondary suppression and rounding, and return the
 releasable table with its report.  ``request_release`` puts files into an output request.
-The DP versions are in :class:`secure_env.dp.DpSession`.
+The DP versions are in :class:`secure_env.airlock.dp.DpSession`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from secure_env.disclosure import Statistic, check_regression, check_table, round_counts, suppress, table_from_rows
-from secure_env.profiles import profile
+from secure_env.airlock.disclosure import (
+    Statistic,
+    check_regression,
+    check_table,
+    round_counts,
+    suppress,
+    table_from_rows,
+)
+from secure_env.airlock.profiles import profile
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ def safe_regression_summary(coefficients: pd.DataFrame, residual_df: int, *,
 
 def request_release(svc, actor, permit_id: str, files: list[tuple[str | Path, dict]]) -> str:
     """Create an output request with ``(path, context)`` files and submit it; returns its id."""
-    from secure_env.airlock import add_file, create_request, submit
+    from secure_env.airlock.outputs import add_file, create_request, submit
 
     request_id = create_request(svc, actor, permit_id)
     for path, context in files:

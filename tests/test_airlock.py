@@ -5,7 +5,7 @@ import json
 import pytest
 
 from permits.permissions import PermissionDenied
-from secure_env import airlock as A
+from secure_env.airlock import outputs as A
 from tests.factories import make_case, make_staff, make_user
 from toisio import audit
 

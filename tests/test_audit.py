@@ -102,7 +102,7 @@ def test_the_head_is_kept_outside_the_database_after_each_commit(svc):
         assert audit.read_head_file(svc.audit_key) == audit.head(conn)
     assert (audit.head_path(svc.audit_key).stat().st_mode & 0o077) == 0
     with pytest.raises(RuntimeError), svc.engine.begin() as conn:  # a rolled-back append moves no head
-        audit.append(conn, svc.audit_key, actor="a", action="x.y", subject="s")
+        audit.append(conn, svc.audit_key, actor="a", action="case.viewed", subject="s")
         raise RuntimeError("rolled back")
     assert audit.read_head_file(svc.audit_key)[0] == 3 and _verify(svc).ok
 
@@ -172,7 +172,7 @@ def test_concurrent_appends_keep_the_chain(svc):
     def worker(k):
         try:
             for i in range(15):
-                svc.record(actor=f"t{k}", action="x.y", subject="s", payload={"i": i})
+                svc.record(actor=f"t{k}", action="case.viewed", subject="s", payload={"i": i})
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -5,12 +5,14 @@ from itertools import chain, combinations
 
 import pytest
 
-from secure_env import airlock as A
-from secure_env import data_requests, dp, ingress
-from secure_env import workspace as W
-from secure_env import workspace_server as S
-from secure_env.airlock_rules import OUTPUTS, file_status
-from secure_env.workspace_rules import WORKSPACE
+from flows import data_request as data_requests
+from secure_env.airlock import dp
+from secure_env.airlock import outputs as A
+from secure_env.airlock.rules import OUTPUTS, file_status
+from secure_env.workspace import ingress
+from secure_env.workspace import provision as W
+from secure_env.workspace import server as S
+from secure_env.workspace.rules import WORKSPACE
 from tests.factories import make_case, make_delivery, make_staff, make_user
 from toisio import identity
 from toisio.authz import PermissionDenied, Table, rule
@@ -210,9 +212,11 @@ def test_the_airlock_refuses_in_its_domain_functions(svc, world, tmp_path):
 
 def test_data_requests_dp_and_imports_refuse_in_their_domain_functions(svc, world, tmp_path):
     staff, permit, delivery = world
-    with pytest.raises(PermissionDenied, match="may not produce a data request's statistics: only a handler or the service may"):
+    with pytest.raises(PermissionDenied, match="may not produce a data request's statistics: only a handler or the "
+                                               "service may"):
         data_requests.produce_statistics(svc, staff["alice"], permit)
-    with pytest.raises(PermissionDenied, match="may not set a permit's privacy budget: only a decider or the service may"):
+    with pytest.raises(PermissionDenied, match="may not set a permit's privacy budget: only a decider or the "
+                                               "service may"):
         dp.set_budget(svc, staff["hanna"], permit, 1.0, 0.0)
     dp.set_budget(svc, staff["dora"], permit, 1.0, 0.0)
     with pytest.raises(PermissionDenied, match="only an analyst named on the permit or the service may"):

@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from secure_env.browser_rules import DATA_EXTENSIONS, BrowserLimits, looks_tabular, read_refusal, write_refusal
+from secure_env.workspace.browser_rules import (
+    DATA_EXTENSIONS,
+    BrowserLimits,
+    looks_tabular,
+    read_refusal,
+    write_refusal,
+)
 
 L = BrowserLimits(text_bytes=1000, image_bytes=2000, notebook_bytes=5000)
 TABLE = "".join(f"{i};{i * 2};x\n" for i in range(12))

@@ -26,7 +26,7 @@ def test_audit_head_and_verify(tmp_path, monkeypatch):
     monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
     from toisio.service import service
 
-    service().record(actor="a", action="b.c", subject="s")
+    service().record(actor="a", action="case.viewed", subject="s")
     r = runner.invoke(app, ["audit", "head"])
     assert r.exit_code == 0 and r.stdout.startswith("1:")
     anchor = r.stdout.strip()

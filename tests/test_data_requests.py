@@ -5,11 +5,11 @@ from datetime import date
 
 import pytest
 
+from flows.data_request import aggregate_dir, produce_statistics
 from permits.permissions import PermissionDenied
 from permits.service import act, frozen_scope
 from pseudonymise.pipeline import run_extraction
-from secure_env import airlock as A
-from secure_env.data_requests import aggregate_dir, produce_statistics
+from secure_env.airlock import outputs as A
 from tests.factories import make_form, make_staff
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

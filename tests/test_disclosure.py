@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from secure_env.disclosure import (
+from secure_env.airlock.disclosure import (
     CELL_RULES,
     Table,
     check_differencing,
@@ -14,7 +14,7 @@ from secure_env.disclosure import (
     suppress,
     table_from_rows,
 )
-from secure_env.profiles import profile, profiles
+from secure_env.airlock.profiles import profile, profiles
 
 
 def count_table(counts, rows=None, cols=None, name=""):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secure_env.dp import BudgetExceeded, DpSession, MissingBounds, NoBudget, budget, charge, set_budget
+from secure_env.airlock.dp import BudgetExceeded, DpSession, MissingBounds, NoBudget, budget, charge, set_budget
 from tests.factories import make_service
 from toisio import audit
 from toisio.identity import SYSTEM, Actor, Role
@@ -87,7 +87,7 @@ def test_budget_never_exceeded(tmp_path_factory, queries, eps_total, delta_total
 def test_dp_crosstab_and_describe(svc):
     import pandas as pd
 
-    from secure_env.dp import dp_crosstab, dp_describe
+    from secure_env.airlock.dp import dp_crosstab, dp_describe
 
     set_budget(svc, DECIDER, "TOISIO-2026-1", 3.0, 0.0)
     s = DpSession(svc, SYSTEM, "TOISIO-2026-1", random_state=5)

@@ -14,12 +14,12 @@ import permits.scope
 import permits.service
 import pseudonymise.files
 import pseudonymise.pipeline
-import secure_env.airlock
-import secure_env.airlock_lifecycle
-import secure_env.dp
-import secure_env.ingress
-import secure_env.sandbox
-import secure_env.workspace
+import secure_env.airlock.dp
+import secure_env.airlock.lifecycle
+import secure_env.airlock.outputs
+import secure_env.workspace.ingress
+import secure_env.workspace.provision
+import secure_env.workspace.sandbox
 import toisio.audit
 import toisio.keystore
 from tests.factories import invoke_as
@@ -27,9 +27,10 @@ from toisio.app.cli import app
 from toisio.errors import ToisioError
 
 MODULES = [permits.attachments, permits.lifecycle, permits.permissions, permits.rules, permits.scope,
-           permits.service, pseudonymise.files, pseudonymise.pipeline, secure_env.airlock,
-           secure_env.airlock_lifecycle, secure_env.dp, secure_env.ingress, secure_env.sandbox,
-           secure_env.workspace, toisio.audit, toisio.keystore]
+           permits.service, pseudonymise.files, pseudonymise.pipeline, secure_env.airlock.outputs,
+           secure_env.airlock.lifecycle, secure_env.airlock.dp, secure_env.workspace.ingress,
+           secure_env.workspace.sandbox, secure_env.workspace.provision, toisio.audit, toisio.keystore, toisio.identity,
+           toisio.authz]
 
 
 def test_every_error_class_of_the_stages_is_a_coded_error_with_a_status():

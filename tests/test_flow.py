@@ -112,7 +112,7 @@ def test_output_review_flow_waits_for_the_reviewers(harness, tmp_path, monkeypat
     import time
 
     from flows.output_flow import output_flow_runs, resume_output_flows, start_output_flow
-    from secure_env import airlock as A
+    from secure_env.airlock import outputs as A
     from tests.factories import make_case, make_staff, make_user
     from toisio.identity import Actor
     from toisio.service import service

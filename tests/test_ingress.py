@@ -7,8 +7,8 @@ from datetime import date, timedelta
 import pytest
 
 from permits.permissions import PermissionDenied
-from secure_env import ingress
-from secure_env import workspace as W
+from secure_env.workspace import ingress
+from secure_env.workspace import provision as W
 from tests.factories import make_case, make_delivery, make_staff, who
 from toisio import audit
 

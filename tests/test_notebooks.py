@@ -13,8 +13,8 @@ import yaml
 
 from permits.scope import PermitScope
 from pseudonymise.pipeline import run_extraction
-from secure_env import workspace as W
-from secure_env import workspace_server as S
+from secure_env.workspace import provision as W
+from secure_env.workspace import server as S
 from tests.factories import make_case, make_service, make_staff, who
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))

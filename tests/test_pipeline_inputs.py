@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from catalogue.registries import load_schema
 from pseudonymise.files import ExtractFileError, check_extract, header_problem
 from pseudonymise.pipeline import ExtractionError, cleanup_stale_runs, run_extraction
-from pseudonymise.registry_schema import load_schema
 from pseudonymise.runs import runs_for
 from tests.factories import extraction_subprocess_code, make_scope, make_service
 from toisio import audit

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_env import sandbox as SB
+from secure_env.workspace import sandbox as SB
 
 
 def _spec(base: Path, python: tuple[Path, ...]) -> SB.SandboxSpec:

@@ -6,8 +6,8 @@ import hashlib
 import pandas as pd
 import pytest
 
+from catalogue.registries import all_schemas
 from pseudonymise import hetu as H
-from pseudonymise.registry_schema import all_schemas
 from pseudonymise.synthetic import generate
 
 

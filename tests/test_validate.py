@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
+from catalogue.registries import all_schemas, load_schema
 from pseudonymise import hetu as H
-from pseudonymise.registry_schema import all_schemas, load_schema
 from pseudonymise.validate import REASONS, parse_and_validate, read_lines, validate_lines
 
 pytestmark = pytest.mark.slow

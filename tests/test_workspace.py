@@ -9,8 +9,8 @@ import pytest
 
 from permits.permissions import PermissionDenied
 from permits.service import act, submit_form
-from secure_env import workspace as W
-from secure_env.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME
+from secure_env.workspace import provision as W
+from secure_env.workspace.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME
 from tests.factories import make_case, make_form, make_staff, who
 from tests.test_permit_service import DAY
 
@@ -94,8 +94,8 @@ def test_destroy_records_what_was_deleted(svc, active, tmp_path):
 
 
 def test_isolation_probe_fails_closed(svc, active, tmp_path, monkeypatch):
-    from secure_env import sandbox
-    from secure_env import workspace_server as S
+    from secure_env.workspace import sandbox
+    from secure_env.workspace import server as S
 
     staff, permit = active
     W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))
@@ -118,8 +118,8 @@ def test_isolation_probe_fails_closed(svc, active, tmp_path, monkeypatch):
 
 
 def test_no_process_limit_as_root_fails_closed(svc, active, tmp_path, monkeypatch):
-    from secure_env import sandbox
-    from secure_env import workspace_server as S
+    from secure_env.workspace import sandbox
+    from secure_env.workspace import server as S
 
     staff, permit = active
     W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))
@@ -131,7 +131,7 @@ def test_no_process_limit_as_root_fails_closed(svc, active, tmp_path, monkeypatc
 
 
 def test_outputs_of_a_permit_with_a_workspace_must_come_from_it(svc, active, tmp_path):
-    from secure_env import airlock
+    from secure_env.airlock import outputs as airlock
 
     staff, permit = active
     W.create(svc, who(svc, "hanna"), permit, _delivery(tmp_path, permit))

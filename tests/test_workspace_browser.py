@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from secure_env import workspace as W
-from secure_env import workspace_server as S
+from secure_env.workspace import provision as W
+from secure_env.workspace import server as S
 from tests.factories import make_case, make_delivery, make_service, make_staff, who
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from permits.service import act, submit_form
-from secure_env import workspace as W
-from secure_env import workspace_server as S
-from secure_env.workspace_client import KernelSession, request
+from secure_env.workspace import provision as W
+from secure_env.workspace import server as S
+from secure_env.workspace.client import KernelSession, request
 from tests.factories import invoke_as, make_case, make_delivery, make_form, make_service, make_staff, who
 from toisio import audit
 

@@ -23,6 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,34 @@ from toisio.keystore import Secret
 GENESIS = "0" * 64
 HEAD_FILE = "audit.head"
 _PENDING = "toisio_audit_head"
+
+
+#: Every action the audit log records, one catalogue across the stages (the foundation names them; it imports
+#: no stage).  :func:`append` refuses any other name, and tests/test_layout.py checks that each stage's
+#: lifecycle events have theirs.
+_CASE_EVENTS = ("created", "submitted", "returned", "resubmitted", "sent_back", "completeness_confirmed",
+                "estimates_requested", "estimate_recorded", "estimate_sent", "accepted", "presented", "approved",
+                "rejected", "extraction_started", "delivered", "activated", "expired", "closed", "revoked",
+                "withdrawn", "deleted", "handler_assigned", "deadline_extended", "amended", "remarked", "reminded")
+_OUTPUT_EVENTS = ("submit", "review_submitted", "approve", "reject", "return", "resubmit", "revoke_approval",
+                  "release", "withdraw")
+_ACTIONS = {
+    "auth": ("login", "login_failed"),
+    "user": ("created", "credentials_set", "deactivated", "reactivated", "roles_changed", "oidc_linked",
+             "password_changed", "baseline_recorded"),
+    "token": ("created", "revoked"),
+    "case": (*_CASE_EVENTS, "listed", "viewed"),
+    "extraction": ("started", "delivered", "failed", "stale_cleaned"),
+    "workspace": ("created", "destroyed", "started", "stopped", "token_issued", "audit_viewed", "login",
+                  "login_refused", "kernel_started", "kernel_stopped", "cell_executed", "file_read", "file_written",
+                  "upload_refused", "quota_exceeded", "quota_refused"),
+    "import": ("requested", "approved", "rejected"),
+    "output": (*_OUTPUT_EVENTS, "created", "file_added", "voted", "viewed"),
+    "dp": ("budget_set", "query_charged"),
+}
+AuditAction = StrEnum("AuditAction", {f"{area}_{a}".upper(): f"{area}.{a}"
+                                      for area, names in _ACTIONS.items() for a in names})
+_KNOWN = frozenset(a.value for a in AuditAction)
 
 
 class AuditEventRow(Base):
@@ -124,6 +153,9 @@ def append(
     """Append one event in the caller's transaction and return it."""
     if not actor or not action or not subject:
         raise AuditError("audit events need an actor, an action and a subject")
+    if action not in _KNOWN:
+        raise AuditError(f"{action!r} is not in the audit action catalogue (toisio.audit.AuditAction)",
+                         code="unknown_audit_action")
     _lock_for_append(conn)
     last = conn.execute(
         select(AuditEventRow.seq, AuditEventRow.entry_hash).order_by(AuditEventRow.seq.desc()).limit(1)

@@ -41,7 +41,7 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 @asynccontextmanager
 async def _stage_reactions(svc: Service):
     """While the API runs, a permit that ends through it stops its running workspace at once."""
-    from secure_env.workspace_server import enforce_permit_events, withdraw_permit_events
+    from secure_env.workspace.server import enforce_permit_events, withdraw_permit_events
 
     handler = enforce_permit_events(lambda: svc)
     try:
@@ -119,9 +119,8 @@ def _oidc_routes(app: FastAPI, svc: Service, oidc) -> None:
     async def oidc_callback(request: Request) -> NewTokenOut:
         """The provider returns here; the ID token is verified (signature, issuer, audience, nonce) and the
         linked user signed in with a new API token."""
-        from authlib.integrations.base_client.errors import OAuthError
-
         import httpx
+        from authlib.integrations.base_client.errors import OAuthError
 
         try:
             token = await oidc.authorize_access_token(request)

@@ -29,8 +29,8 @@ app.add_typer(db_app, name="db")
 
 def _register_stage_commands() -> None:
     from permits.cli import permits_app
-    from secure_env.cli import imports_app, outputs_app
-    from secure_env.workspace_cli import workspace_app
+    from secure_env.airlock.cli import outputs_app
+    from secure_env.workspace.cli import imports_app, workspace_app
     from toisio.app.identity_cli import register
 
     register(app)
@@ -43,7 +43,7 @@ def _register_stage_commands() -> None:
 @app.callback()
 def _main() -> None:
     """Wire the stages' event reactions for this command (a running workspace stops when its permit ends)."""
-    from secure_env.workspace_server import enforce_permit_events
+    from secure_env.workspace.server import enforce_permit_events
     from toisio.service import service
 
     global _wired

@@ -7,6 +7,6 @@ def import_all_models() -> None:
     """Import every stage's table module so that ``toisio.db.Base.metadata`` is complete."""
     import permits.models  # noqa: F401
     import pseudonymise.runs  # noqa: F401
-    import secure_env.models  # noqa: F401
+    import secure_env.airlock.models  # noqa: F401
     import toisio.audit  # noqa: F401
     import toisio.identity  # noqa: F401

@@ -1,4 +1,5 @@
-"""``toisio workspace ...``: thin commands over the per-permit workspaces."""
+"""``toisio workspace ...`` and ``toisio imports ...``: thin commands over the per-permit workspaces and the
+imports into them."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _ctx(as_operator: bool = False):
     from toisio.service import service
 
     svc = service()
-    return svc, acting(svc, as_operator=as_operator)
+    return svc, run_or_exit(lambda: acting(svc, as_operator=as_operator), err)
 
 
 def _run(fn):
@@ -44,7 +45,7 @@ def create_cmd(permit: str = PERMIT,
 
     def go():
         from pseudonymise.runs import latest_delivery
-        from secure_env.workspace import create
+        from secure_env.workspace.provision import create
 
         svc, actor = _ctx()
         source = delivery
@@ -75,7 +76,7 @@ def start_cmd(permit: str = PERMIT, as_operator: bool = OPERATOR) -> None:
     """Start the permit's JupyterLab server (refused unless the permit is in force)."""
 
     def go():
-        from secure_env.workspace_server import start
+        from secure_env.workspace.server import start
 
         st = start(*_ctx(as_operator), permit)
         console.print(f"workspace {permit} running at {st.url} (pid {st.pid}); "
@@ -90,7 +91,7 @@ def stop_cmd(permit: str = PERMIT, as_operator: bool = OPERATOR,
     """Stop the permit's server and its kernels."""
 
     def go():
-        from secure_env.workspace_server import stop
+        from secure_env.workspace.server import stop
 
         was = stop(*_ctx(as_operator), permit, reason=reason)
         console.print(f"workspace {permit} stopped" if was else f"workspace {permit} was not running")
@@ -106,7 +107,7 @@ def status_cmd(permit: str = PERMIT, as_operator: bool = OPERATOR,
     def go():
         from dataclasses import asdict
 
-        from secure_env.workspace_server import status
+        from secure_env.workspace.server import status
 
         st = status(*_ctx(as_operator), permit)
         if as_json:
@@ -129,7 +130,7 @@ def token_cmd(permit: str = PERMIT, analyst: str = typer.Option(..., "--analyst"
     """Issue a new login token to an analyst named on the permit (replaces their old one)."""
 
     def go():
-        from secure_env.workspace import issue_token
+        from secure_env.workspace.provision import issue_token
 
         token = issue_token(*_ctx(), permit, analyst)
         console.print(f"{analyst}: {token}\n(shown once; the previous token, if any, no longer works)")
@@ -142,7 +143,7 @@ def destroy_cmd(permit: str = PERMIT, as_operator: bool = OPERATOR) -> None:
     """Delete the workspace's data copy and scratch space (the pseudonymisation key is kept)."""
 
     def go():
-        from secure_env.workspace import destroy
+        from secure_env.workspace.provision import destroy
 
         deleted = destroy(*_ctx(as_operator), permit)
         console.print(f"workspace {permit} destroyed: {deleted['files']} files, {deleted['bytes']:,} bytes deleted; "
@@ -157,7 +158,7 @@ def audit_cmd(permit: str = PERMIT,
     """The session audit: logins, kernel starts, executed cells (code, output size), files written."""
 
     def go():
-        from secure_env.workspace import session_audit
+        from secure_env.workspace.provision import session_audit
 
         found = session_audit(*_ctx(), permit)
         if as_json:
@@ -183,3 +184,51 @@ def _detail(payload: dict) -> str:
         return (f"{code[:70]}{'…' if len(code) > 70 else ''}{whole} | {payload['status']}, "
                 f"{payload['output_bytes']:,} B out" + (f" | wrote {files}" if files else ""))
     return ", ".join(f"{k}={v}" for k, v in payload.items() if k not in ("analysts",))[:120]
+
+
+imports_app = typer.Typer(help="Import requests: code or lookup tables into a workspace, approved by a data steward.",
+                          no_args_is_help=True)
+
+
+def _print_import(r) -> None:
+    console.print(styled((r.import_id, "bold"), f" permit {r.permit_id} by {r.requester}: {r.name} "
+                         f"({r.size:,} B, sha256 {r.sha256[:12]}) ", (r.state, "bold"),
+                         f" - {r.purpose}" + (f" [{r.decided_by}: {r.reason}]" if r.reason else "")))
+
+
+@imports_app.command("request")
+def import_request(permit: str = typer.Option(..., "--permit"), file: Path = typer.Option(..., "--file"),
+                   purpose: str = typer.Option(..., "--purpose")) -> None:
+    """Ask for a file (code, a lookup table) to be imported into the permit's workspace."""
+    from secure_env.workspace.ingress import request_import
+
+    svc, actor = _ctx()
+    _print_import(_run(lambda: request_import(svc, actor, permit, file, purpose=purpose)))
+
+
+@imports_app.command("approve")
+def import_approve(import_id: str) -> None:
+    """Approve an import: the file is copied read-only into the workspace's imports/ folder."""
+    from secure_env.workspace.ingress import decide_import
+
+    svc, actor = _ctx()
+    _print_import(_run(lambda: decide_import(svc, actor, import_id, approve=True)))
+
+
+@imports_app.command("reject")
+def import_reject(import_id: str, reason: str = typer.Option(..., "--reason")) -> None:
+    """Reject an import, with a reason the analyst can act on."""
+    from secure_env.workspace.ingress import decide_import
+
+    svc, actor = _ctx()
+    _print_import(_run(lambda: decide_import(svc, actor, import_id, approve=False, reason=reason)))
+
+
+@imports_app.command("list")
+def import_list(permit: str | None = typer.Option(None, "--permit")) -> None:
+    """Import requests you may see."""
+    from secure_env.workspace.ingress import list_imports
+
+    svc, actor = _ctx()
+    for r in _run(lambda: list_imports(svc, actor, permit)):
+        _print_import(r)

@@ -1,7 +1,7 @@
 """The output airlock: nothing leaves a workspace except files two independent checkers approved.
 
 * An analyst named on the permit creates a request, adds files with their context, and submits.
-  Each table is checked automatically (:mod:`secure_env.disclosure`) when it is added; the report
+  Each table is checked automatically (:mod:`secure_env.airlock.disclosure`) when it is added; the report
   is stored with the file, so reviewers see it first.
 * Output checkers review independently: a checker votes on every file, then submits the review;
   until a checker has submitted, the other checkers' votes are hidden from them.  Nobody named on
@@ -29,11 +29,11 @@ from sqlalchemy import Connection, func, select, update
 
 from permits.permissions import PermissionDenied, Role
 from permits.service import permit_access
-from secure_env import airlock_rules as rules
-from secure_env.airlock_lifecycle import RequestEvent, RequestState, next_request_state
-from secure_env.disclosure import Table, check_differencing, check_table
-from secure_env.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
-from secure_env.profiles import DisclosureProfile, profile, profile_for_permit
+from secure_env.airlock import rules
+from secure_env.airlock.disclosure import Table, check_differencing, check_table
+from secure_env.airlock.lifecycle import RequestEvent, RequestState, next_request_state
+from secure_env.airlock.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
+from secure_env.airlock.profiles import DisclosureProfile, profile, profile_for_permit
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.identity import Actor
@@ -96,7 +96,7 @@ def _relations(svc: Service, actor: Actor, permit_id: str, requester: str | None
 
 def check_can(action: str, svc: Service, actor: Actor, permit_id: str, requester: str | None) -> str:
     """Raise :class:`PermissionDenied` saying who may, unless ``actor`` may take ``action`` on a request
-    (:data:`secure_env.airlock_rules.OUTPUTS`)."""
+    (:data:`secure_env.airlock.rules.OUTPUTS`)."""
     return rules.OUTPUTS.check_can(action, actor, _relations(svc, actor, permit_id, requester))
 
 
@@ -211,7 +211,7 @@ def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
 
 def _check_source(svc: Service, permit_id: str, path: Path) -> None:
     """Where the permit has a workspace, an output must come from the workspace's Jupyter root."""
-    from secure_env.workspace import paths
+    from secure_env.workspace.provision import paths
 
     root = paths(svc, permit_id).root
     if root.exists() and not path.resolve().is_relative_to(root.resolve()):
@@ -346,7 +346,7 @@ def submit_review(svc: Service, actor: Actor, request_id: str) -> RequestState:
 
 def file_status(conn: Connection, row, f, policy: Policy = Policy()) -> str:
     """``approved``, ``rejected``, ``changes_requested``, ``conflicted`` or ``pending`` for one file
-    (:func:`secure_env.airlock_rules.file_status` over this round's submitted votes)."""
+    (:func:`secure_env.airlock.rules.file_status` over this round's submitted votes)."""
     submitted = _submitted(conn, row.request_id, row.round)
     votes = [v for v in _votes(conn, row.request_id, row.round) if v.file_id == f.id and v.reviewer in submitted]
     needed = policy.dp_approvals_needed if f.differentially_private else policy.approvals_needed

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select, text
 
-from secure_env.models import DpBudgetRow, DpSpendRow
+from secure_env.airlock.models import DpBudgetRow, DpSpendRow
 from toisio import audit
 from toisio.authz import Table, rule
 from toisio.errors import Conflict, Invalid

@@ -27,8 +27,9 @@ class DisclosureProfile(BaseModel):
 
 @cache
 def profiles() -> dict[str, DisclosureProfile]:
-    """Every named profile from ``secure_env/disclosure_profiles.yaml``."""
-    raw = yaml.safe_load(resources.files("secure_env").joinpath("disclosure_profiles.yaml").read_text("utf-8"))
+    """Every named profile from ``secure_env/airlock/disclosure_profiles.yaml``."""
+    raw = yaml.safe_load(resources.files("secure_env.airlock").joinpath("disclosure_profiles.yaml")
+                         .read_text("utf-8"))
     return {name: DisclosureProfile(name=name, **body) for name, body in raw["profiles"].items()}
 
 

@@ -1,6 +1,6 @@
 """Governed ingress: code or lookup tables come into a workspace only through an approved import request.
 
-The browser cannot upload files into a workspace (:mod:`secure_env.browser_rules`).  An analyst
+The browser cannot upload files into a workspace (:mod:`secure_env.workspace.browser_rules`).  An analyst
 named on a permit in force asks for a file to be imported, with a purpose; a data steward (an
 output checker who is neither the requester nor named on the permit) approves or rejects it.  On
 approval the file, re-checked against the SHA-256 recorded at the request, is copied read-only
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from permits.permissions import Role
 from permits.service import permit_access
-from secure_env.workspace_rules import check_named_on_permit_in_force
+from secure_env.workspace.rules import check_named_on_permit_in_force
 from toisio import audit
 from toisio.authz import Table, rule
 from toisio.documents import CodedError
@@ -163,7 +163,7 @@ def decide_import(svc: Service, actor: Actor, import_id: str, *, approve: bool, 
     staged = _staging(svc, import_id) / req.name
     target = None
     if approve:
-        from secure_env.workspace import existing
+        from secure_env.workspace.provision import existing
 
         if hashlib.sha256(staged.read_bytes()).hexdigest() != req.sha256:
             raise IngressError(f"the staged file of {import_id} changed after it was requested", "tampered")

@@ -2,7 +2,7 @@
 
 Each workspace gets its own server process on 127.0.0.1 and its own port, with its own Jupyter
 config, data and runtime directories (so nothing is shared between permits), started from the
-configuration :mod:`secure_env.lockdown` generates afresh on every start.  Before the first start
+configuration :mod:`secure_env.workspace.lockdown` generates afresh on every start.  Before the first start
 the kernel isolation is probed; where the namespaces cannot be created the workspace fails closed.
 """
 
@@ -22,10 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from permits.service import permit_access
-from secure_env import sandbox
-from secure_env.lockdown import KERNEL_NAME, Lockdown, write_config
-from secure_env.workspace import WorkspaceError, check_in_force, existing, lockdown_for, paths, used_bytes
-from secure_env.workspace_rules import check_can_workspace
+from secure_env.workspace import sandbox
+from secure_env.workspace.lockdown import KERNEL_NAME, Lockdown, write_config
+from secure_env.workspace.provision import (
+    WorkspaceError,
+    check_in_force,
+    existing,
+    lockdown_for,
+    paths,
+    used_bytes,
+)
+from secure_env.workspace.rules import check_can_workspace
 from toisio import events
 from toisio.identity import SYSTEM, Actor
 from toisio.service import Service

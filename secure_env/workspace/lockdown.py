@@ -5,7 +5,7 @@ shared platform notes), so the controls that matter are on the server: the data 
 Jupyter root, the ``/files`` route is removed, nbconvert and terminals are refused by the
 authorizer, hidden files are not served, the scratch quota is enforced by the contents manager,
 data-like files are not served to the browser and uploads are refused, and kernels start only from
-one kernelspec that runs in the bubblewrap sandbox of :mod:`secure_env.sandbox` (no network, an
+one kernelspec that runs in the bubblewrap sandbox of :mod:`secure_env.workspace.sandbox` (no network, an
 unprivileged uid with no capabilities, the data read-only, no service state mounted at all, an
 empty environment, limits on processes, memory, CPU time and file size).  The page config removes the
 download, share, copy-output and open-in-new-tab commands and locks all plugins.
@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from secure_env.sandbox import (
+from secure_env.workspace.sandbox import (
     LAUNCH_SCRIPT,
     Cgroups,
     KernelLimits,
@@ -114,12 +114,12 @@ c.ServerApp.allow_remote_access = False
 c.ServerApp.allow_unauthenticated_access = False
 c.ServerApp.allow_root = True
 c.ServerApp.terminals_enabled = False
-c.ServerApp.identity_provider_class = "secure_env.jupyter_auth.WorkspaceIdentityProvider"
-c.ServerApp.authorizer_class = "secure_env.jupyter_auth.WorkspaceAuthorizer"
-c.ServerApp.contents_manager_class = "secure_env.jupyter_audit.QuotaContentsManager"
-c.ServerApp.kernel_manager_class = "secure_env.jupyter_audit.AuditedKernelManager"
-c.ServerApp.kernel_websocket_connection_class = "secure_env.jupyter_audit.AuditedKernelConnection"
-c.ServerApp.jpserver_extensions = {{"secure_env.jupyter_audit": True}}
+c.ServerApp.identity_provider_class = "secure_env.workspace.jupyter_auth.WorkspaceIdentityProvider"
+c.ServerApp.authorizer_class = "secure_env.workspace.jupyter_auth.WorkspaceAuthorizer"
+c.ServerApp.contents_manager_class = "secure_env.workspace.jupyter_audit.QuotaContentsManager"
+c.ServerApp.kernel_manager_class = "secure_env.workspace.jupyter_audit.AuditedKernelManager"
+c.ServerApp.kernel_websocket_connection_class = "secure_env.workspace.jupyter_audit.AuditedKernelConnection"
+c.ServerApp.jpserver_extensions = {{"secure_env.workspace.jupyter_audit": True}}
 c.ServerApp.tornado_settings = {settings!r}
 c.FileContentsManager.files_handler_class = None
 c.ContentsManager.allow_hidden = False

@@ -42,7 +42,7 @@ SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf")
 SYSTEM_ETC_DIRS = ("/etc/fonts", "/etc/alternatives")
 #: The service's code packages a kernel may import (the analyst helpers live in secure_env); never the
 #: repository root, which may hold a service home (``var/``) or ``.git``.
-CODE_PACKAGES = ("toisio", "permits", "secure_env", "pseudonymise", "flows")
+CODE_PACKAGES = ("toisio", "catalogue", "permits", "secure_env", "pseudonymise", "flows")
 CGROUP_V1 = Path("/sys/fs/cgroup")
 CGROUP_PREFIX = "toisio"
 STARTUP_FILE = "profile_default/startup/00-toisio-limits.py"
@@ -186,7 +186,7 @@ def python_dirs() -> tuple[Path, ...]:
 
 def code_dirs() -> tuple[Path, ...]:
     """The service's code packages, each bound on its own (never the repository root)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     return tuple(root / pkg for pkg in CODE_PACKAGES if (root / pkg).is_dir())
 
 

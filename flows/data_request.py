@@ -18,7 +18,7 @@ from permits.application import Kind, Tabulation
 from permits.permissions import PermissionDenied, Role
 from permits.service import form_of, frozen_scope, permit_access
 from pseudonymise.pipeline import PERSONS
-from secure_env.airlock import add_file, create_request, submit
+from secure_env.airlock.outputs import add_file, create_request, submit
 from secure_env.analyst import safe_crosstab
 from toisio.authz import Table, rule
 from toisio.identity import Actor

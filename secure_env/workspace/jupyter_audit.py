@@ -1,6 +1,6 @@
 """Session audit and quota for a workspace's Jupyter server (all named in the generated config).
 
-Every login (:mod:`secure_env.jupyter_auth`), kernel start and stop, executed cell (its code and the
+Every login (:mod:`secure_env.workspace.jupyter_auth`), kernel start and stop, executed cell (its code and the
 size of its output, with the files the cell wrote) and every file saved through the contents API is
 appended to the service's audit log with the analyst and the permit.  The contents manager refuses
 a write that would take the Jupyter root over its quota; kernels get the quota as their file-size
@@ -24,9 +24,9 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from tornado import web
 from tornado.ioloop import PeriodicCallback
 
-from secure_env.browser_rules import BrowserLimits, read_refusal, write_refusal
-from secure_env.jupyter_auth import current_analyst, server_service
-from secure_env.workspace import tree_usage, used_bytes
+from secure_env.workspace.browser_rules import BrowserLimits, read_refusal, write_refusal
+from secure_env.workspace.jupyter_auth import current_analyst, server_service
+from secure_env.workspace.provision import tree_usage, used_bytes
 
 OUTPUT_MSG_TYPES = frozenset({"stream", "execute_result", "display_data", "update_display_data", "error"})
 
@@ -48,8 +48,9 @@ def _model_size(model: dict[str, Any]) -> int:
 
 
 class QuotaContentsManager(AsyncLargeFileManager):
-    """Contents API with a size quota on the Jupyter root, the browser rules of :mod:`secure_env.browser_rules`
-    (no data-like file served, no upload accepted), and an audit event for each file read or written."""
+    """Contents API with a size quota on the Jupyter root, the browser rules of
+    :mod:`secure_env.workspace.browser_rules` (no data-like file served, no upload accepted), and an audit
+    event for each file read or written."""
 
     def _settings(self) -> dict[str, Any]:
         return self.parent.web_app.settings
@@ -65,7 +66,8 @@ class QuotaContentsManager(AsyncLargeFileManager):
         return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
 
     def _check_read(self, path: str, os_path: Path, requested_type: str | None) -> None:
-        """Record the read and refuse it (403) unless :func:`~secure_env.browser_rules.read_refusal` allows it."""
+        """Record the read and refuse it (403) unless
+        :func:`~secure_env.workspace.browser_rules.read_refusal` allows it."""
         size = os_path.stat().st_size if os_path.is_file() else 0
         # A notebook asked for as a plain file is still judged as a notebook (its cells are checked).
         kind = "notebook" if (requested_type == "notebook" or os_path.suffix == ".ipynb") else "file"
@@ -243,13 +245,13 @@ class AuditedKernelConnection(ZMQChannelsWebsocketConnection):
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "secure_env.jupyter_audit"}]
+    return [{"module": "secure_env.workspace.jupyter_audit"}]
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
     """Refuse the locked routes, and stop the server (and its kernels) once its permit is no longer in force."""
     from permits.service import permit_access
-    from secure_env.jupyter_auth import refuse_routes
+    from secure_env.workspace.jupyter_auth import refuse_routes
 
     refuse_routes(serverapp.web_app, serverapp.base_url)
     settings = serverapp.web_app.settings

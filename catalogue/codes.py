@@ -24,7 +24,7 @@ class CodeSystem:
 
     name: str
     pattern: str
-    table: str | None = None  # CSV file in pseudonymise/code_tables with a ``code`` column
+    table: str | None = None  # CSV file in catalogue/code_tables with a ``code`` column
     description: str = ""
 
 
@@ -58,7 +58,7 @@ def table_codes(system: str) -> frozenset[str]:
     cs = CODE_SYSTEMS[system]
     if cs.table is None:
         return frozenset()
-    with resources.files("pseudonymise.code_tables").joinpath(cs.table).open(encoding="utf-8") as fh:
+    with resources.files("catalogue.code_tables").joinpath(cs.table).open(encoding="utf-8") as fh:
         return frozenset(row["code"] for row in csv.DictReader(fh))
 
 
@@ -68,7 +68,7 @@ def table_rows(system: str) -> tuple[dict[str, str], ...]:
     cs = CODE_SYSTEMS[system]
     if cs.table is None:
         return ()
-    with resources.files("pseudonymise.code_tables").joinpath(cs.table).open(encoding="utf-8") as fh:
+    with resources.files("catalogue.code_tables").joinpath(cs.table).open(encoding="utf-8") as fh:
         return tuple(csv.DictReader(fh))
 
 

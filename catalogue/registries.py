@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from pseudonymise.codes import CODE_SYSTEMS
+from catalogue.codes import CODE_SYSTEMS
 
 ColumnType = Literal["hetu", "date", "int", "decimal", "code", "string"]
 
@@ -99,7 +99,7 @@ def load_schema(registry: str) -> RegistrySchema:
     """The schema of ``registry`` (one of :data:`REGISTRIES`)."""
     if registry not in REGISTRIES:
         raise KeyError(f"unknown registry {registry!r}; known: {', '.join(REGISTRIES)}")
-    text = resources.files("pseudonymise.schemas").joinpath(f"{registry}.yaml").read_text("utf-8")
+    text = resources.files("catalogue.schemas").joinpath(f"{registry}.yaml").read_text("utf-8")
     return RegistrySchema.model_validate(yaml.safe_load(text))
 
 

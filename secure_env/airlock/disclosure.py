@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from secure_env.profiles import DisclosureProfile
+from secure_env.airlock.profiles import DisclosureProfile
 
 Statistic = Literal["count", "percent", "sum", "mean", "median"]
 PASS, REVIEW, FAIL = 0, 1, 2

@@ -29,15 +29,15 @@ from pathlib import Path
 from permits.application import Kind
 from permits.permissions import PermissionDenied
 from permits.service import form_of, permit_access
-from secure_env.lockdown import Lockdown, write_config
-from secure_env.sandbox import KernelLimits, code_dirs, find_cgroups, python_dirs
-from secure_env.workspace_rules import check_can_workspace
+from secure_env.workspace.lockdown import Lockdown, write_config
+from secure_env.workspace.rules import check_can_workspace
+from secure_env.workspace.sandbox import KernelLimits, code_dirs, find_cgroups, python_dirs
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.identity import Actor, token_hash
 from toisio.service import Service
 
-EXAMPLE_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+EXAMPLE_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 class WorkspaceError(CodedError):
@@ -223,7 +223,7 @@ def still_authorised(svc: Service, permit_id: str, analyst: str) -> bool:
 
 def destroy(svc: Service, actor: Actor, permit_id: str) -> dict:
     """Delete the workspace (data copy and scratch space) and record what was deleted."""
-    from secure_env.workspace_server import stop
+    from secure_env.workspace.server import stop
 
     check_can_workspace(svc, actor, permit_id, "destroy")
     p = paths(svc, permit_id)

@@ -1,4 +1,4 @@
-"""``toisio outputs ...``: thin commands over the output airlock (:mod:`secure_env.airlock`)."""
+"""``toisio outputs ...``: thin commands over the output airlock (:mod:`secure_env.airlock.outputs`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _run(fn):
 @outputs_app.command("create")
 def create(permit: str = typer.Option(..., "--permit")) -> None:
     """Start an output request for a permit."""
-    from secure_env.airlock import create_request
+    from secure_env.airlock.outputs import create_request
 
     svc, actor = _ctx()
     console.print(_run(lambda: create_request(svc, actor, permit)))
@@ -44,7 +44,7 @@ def add(request_id: str, path: Path, description: str = typer.Option(..., "--des
         method: str = typer.Option(..., "--method"), index: str | None = typer.Option(None, "--index"),
         statistic: str = typer.Option("count", "--statistic")) -> None:
     """Add a file with its context; tables are checked at once."""
-    from secure_env.airlock import add_file
+    from secure_env.airlock.outputs import add_file
 
     svc, actor = _ctx()
     ctx = {"description": description, "method": method, "statistic": statistic}
@@ -56,7 +56,7 @@ def add(request_id: str, path: Path, description: str = typer.Option(..., "--des
 
 def _simple(name: str, fn_name: str, doc: str):
     def command(request_id: str) -> None:
-        from secure_env import airlock
+        from secure_env.airlock import outputs as airlock
 
         svc, actor = _ctx()
         result = _run(lambda: getattr(airlock, fn_name)(svc, actor, request_id))
@@ -76,7 +76,7 @@ _simple("release", "release", "Release an approved request to the release store.
 def vote_cmd(request_id: str, file: str, decision: str, comment: str = typer.Option("", "--comment"),
              ) -> None:
     """Vote approve, reject or request_changes on one file."""
-    from secure_env.airlock import vote
+    from secure_env.airlock.outputs import vote
 
     svc, actor = _ctx()
     _run(lambda: vote(svc, actor, request_id, file, decision, comment))
@@ -86,7 +86,7 @@ def vote_cmd(request_id: str, file: str, decision: str, comment: str = typer.Opt
 @outputs_app.command("decide")
 def decide_cmd(request_id: str, outcome: str) -> None:
     """Approve, reject or return a reviewed request."""
-    from secure_env.airlock import decide
+    from secure_env.airlock.outputs import decide
 
     svc, actor = _ctx()
     console.print(f"{request_id}: {_run(lambda: decide(svc, actor, request_id, outcome)).value}")
@@ -95,7 +95,7 @@ def decide_cmd(request_id: str, outcome: str) -> None:
 @outputs_app.command("revoke-approval")
 def revoke_cmd(request_id: str, reason: str = typer.Option(..., "--reason")) -> None:
     """Take your approval back before release."""
-    from secure_env.airlock import revoke_approval
+    from secure_env.airlock.outputs import revoke_approval
 
     svc, actor = _ctx()
     console.print(f"{request_id}: {_run(lambda: revoke_approval(svc, actor, request_id, reason)).value}")
@@ -104,7 +104,7 @@ def revoke_cmd(request_id: str, reason: str = typer.Option(..., "--reason")) -> 
 @outputs_app.command("show")
 def show_cmd(request_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a request as you may see it (the view is audited)."""
-    from secure_env.airlock import view
+    from secure_env.airlock.outputs import view
 
     svc, actor = _ctx()
     v = _run(lambda: view(svc, actor, request_id))
@@ -125,7 +125,7 @@ def show_cmd(request_id: str, as_json: bool = typer.Option(False, "--json")) -> 
 @outputs_app.command("queue")
 def queue_cmd() -> None:
     """Requests awaiting your review, across all permits."""
-    from secure_env.airlock import checker_queue
+    from secure_env.airlock.outputs import checker_queue
 
     svc, actor = _ctx()
     t = Table(title=f"awaiting {actor.user_id}")
@@ -134,55 +134,3 @@ def queue_cmd() -> None:
     for r in checker_queue(svc, actor):
         t.add_row(r["request_id"], r["permit_id"], r["state"], r["waiting_since"][:19])
     console.print(t)
-
-
-imports_app = typer.Typer(help="Import requests: code or lookup tables into a workspace, approved by a data steward.",
-                          no_args_is_help=True)
-
-
-def _run_import(fn):
-    return run_or_exit(fn, err)
-
-
-def _print_import(r) -> None:
-    console.print(styled((r.import_id, "bold"), f" permit {r.permit_id} by {r.requester}: {r.name} "
-                         f"({r.size:,} B, sha256 {r.sha256[:12]}) ", (r.state, "bold"),
-                         f" - {r.purpose}" + (f" [{r.decided_by}: {r.reason}]" if r.reason else "")))
-
-
-@imports_app.command("request")
-def import_request(permit: str = typer.Option(..., "--permit"), file: Path = typer.Option(..., "--file"),
-                   purpose: str = typer.Option(..., "--purpose")) -> None:
-    """Ask for a file (code, a lookup table) to be imported into the permit's workspace."""
-    from secure_env.ingress import request_import
-
-    svc, actor = _ctx()
-    _print_import(_run_import(lambda: request_import(svc, actor, permit, file, purpose=purpose)))
-
-
-@imports_app.command("approve")
-def import_approve(import_id: str) -> None:
-    """Approve an import: the file is copied read-only into the workspace's imports/ folder."""
-    from secure_env.ingress import decide_import
-
-    svc, actor = _ctx()
-    _print_import(_run_import(lambda: decide_import(svc, actor, import_id, approve=True)))
-
-
-@imports_app.command("reject")
-def import_reject(import_id: str, reason: str = typer.Option(..., "--reason")) -> None:
-    """Reject an import, with a reason the analyst can act on."""
-    from secure_env.ingress import decide_import
-
-    svc, actor = _ctx()
-    _print_import(_run_import(lambda: decide_import(svc, actor, import_id, approve=False, reason=reason)))
-
-
-@imports_app.command("list")
-def import_list(permit: str | None = typer.Option(None, "--permit")) -> None:
-    """Import requests you may see."""
-    from secure_env.ingress import list_imports
-
-    svc, actor = _ctx()
-    for r in _run_import(lambda: list_imports(svc, actor, permit)):
-        _print_import(r)

@@ -1,6 +1,6 @@
 """Who is acting in a workspace's Jupyter server, and what the server refuses whatever the browser asks.
 
-Loaded by the generated server config (:mod:`secure_env.lockdown`).  Each analyst logs in with
+Loaded by the generated server config (:mod:`secure_env.workspace.lockdown`).  Each analyst logs in with
 their own token; the server never accepts a shared token.  A token or login cookie stops working
 as soon as the analyst is no longer named on the permit or the permit is no longer in force: the
 check runs on every request (cached for a few seconds).
@@ -59,7 +59,7 @@ class WorkspaceIdentityProvider(IdentityProvider):
         return ""
 
     def _authorised(self, permit: str, analyst: str) -> bool:
-        from secure_env.workspace import still_authorised
+        from secure_env.workspace.provision import still_authorised
 
         checked = self.__dict__.setdefault("_checked", {})
         if time.monotonic() - checked.get(analyst, -1e9) < RECHECK_SECONDS:
@@ -72,7 +72,7 @@ class WorkspaceIdentityProvider(IdentityProvider):
 
     def _analyst_for(self, handler, token: str) -> str | None:
         from permits.permissions import PermissionDenied
-        from secure_env.workspace import WorkspaceError, analyst_for_token
+        from secure_env.workspace.provision import WorkspaceError, analyst_for_token
 
         svc, permit = server_service(), permit_of(handler)
         try:
