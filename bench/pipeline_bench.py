@@ -127,8 +127,8 @@ def bench_size(persons: int, work: Path, pandas_max: int) -> dict:
         "checks_only_ratio_to_baseline": round(baseline / checks_only, 3),
         "peak_rss_driver_jvm_mb": round(mem.jvm / 2**20),
         "peak_rss_python_mb": round(mem.python / 2**20),
-        "delivered_rows": {k: v["rows"] for k, v in extraction.manifest["datasets"].items()},
-        "quarantined_rows": sum(c["quarantined_total"] for c in extraction.manifest["counts"].values()),
+        "delivered_rows": {k: v.rows for k, v in extraction.manifest.datasets.items()},
+        "quarantined_rows": sum(c.quarantined_total for c in extraction.manifest.counts.values()),
         "pipeline_phase_seconds": extraction.seconds,
     })
     if persons <= pandas_max:

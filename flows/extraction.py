@@ -58,7 +58,7 @@ def _transient(task, task_run, state) -> bool:
 def _summary(result: ExtractionResult) -> dict:
     return {"run_id": result.run_id, "output_dir": str(result.output_dir),
             "manifest_sha256": result.manifest_sha256,
-            "delivered": {k: v["rows"] for k, v in result.manifest["datasets"].items()}}
+            "delivered": {k: v.rows for k, v in result.manifest.datasets.items()}}
 
 
 @task(retries=2, retry_delay_seconds=[1, 10], retry_condition_fn=_transient, persist_result=False)

@@ -40,6 +40,7 @@ from pseudonymise.cohort import match_controls, one_row_per_person, select_cases
 from pseudonymise.files import ExtractFileError, check_extract
 from pseudonymise.generalise import age_band, coarsen_dates, municipality_to_wellbeing_county
 from pseudonymise.keys import derive_permit_key
+from pseudonymise.manifest import Manifest
 from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudonym
 from pseudonymise.runs import finish_run, start_run
 from pseudonymise.spark_session import apply_pipeline_conf, get_spark
@@ -70,7 +71,7 @@ class ExtractionResult:
 
     run_id: str
     output_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     manifest_sha256: str
     quarantine_dir: Path
     seconds: dict[str, float]  # wall time per phase (not in the manifest, which must not vary)
@@ -571,7 +572,7 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
                 c.update(excluded_not_in_scope=c["valid"], delivered=0)
             _check_accounting(registry, c)
         scope_sha = deliver.write_json(staging / "scope.json", scope.model_dump(mode="json"))
-        manifest = {
+        manifest = Manifest.model_validate({
             "manifest_version": 1,
             "permit_id": scope.permit_id,
             "delivery": scope.delivery,
@@ -584,8 +585,8 @@ def run_extraction(scope: PermitScope, in_dir: str | Path, out_dir: str | Path, 
             "cohort": cohort_summary,
             "counts": dict(sorted(counts.items())),
             "datasets": dict(sorted(datasets.items())),
-        }
-        manifest_sha = deliver.write_json(staging / "manifest.json", manifest)
+        })
+        manifest_sha = deliver.write_json(staging / "manifest.json", manifest.to_json())
         if quarantine.exists():
             shutil.rmtree(quarantine)
         quarantine.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@
 ``safe_crosstab`` and ``safe_pivot`` build the table from row-level data (so the checks see the
 true number of persons behind every cell and the largest contributors), run the permit's
 disclosure profile, apply primary and secondary suppression and rounding, and return the
-releasable table with its report.  ``request_release`` puts files into an output request.
+releasable table with its report.  These helpers run inside a workspace's kernel: they never import the
+database or any part of the service that could reach it (tests/test_layout.py checks it).
 The DP versions are in :class:`secure_env.airlock.dp.DpSession`.
 """
 
@@ -72,14 +73,3 @@ def safe_regression_summary(coefficients: pd.DataFrame, residual_df: int, *,
     report = check_regression(residual_df, profile(profile_name)).to_dict()
     table = coefficients if report["status"] == "pass" else coefficients.map(lambda _: np.nan)
     return SafeTable(table, report, 0 if report["status"] == "pass" else int(coefficients.size), 0)
-
-
-def request_release(svc, actor, permit_id: str, files: list[tuple[str | Path, dict]]) -> str:
-    """Create an output request with ``(path, context)`` files and submit it; returns its id."""
-    from secure_env.airlock.outputs import add_file, create_request, submit
-
-    request_id = create_request(svc, actor, permit_id)
-    for path, context in files:
-        add_file(svc, actor, request_id, path, context)
-    submit(svc, actor, request_id)
-    return request_id

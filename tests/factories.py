@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from permits.scope import PermitScope
 from toisio.config import load_settings
 from toisio.service import Service
+
+#: The submission day the case factories use unless told otherwise.
+DAY = date(2026, 3, 2)
 
 
 def make_service(home: Path, **overrides) -> Service:
@@ -118,18 +122,33 @@ def make_staff(svc):
 
 
 def make_delivery(directory: Path, permit_id: str, *, blob_bytes: int = 0) -> Path:
-    """A small delivery for a permit: a person table in Parquet, an optional large blob, a manifest."""
-    import json
+    """A small delivery for a permit: a person table in Parquet, an optional large blob, a valid manifest."""
+    import hashlib
 
     import pandas as pd
 
+    from pseudonymise import deliver
+    from pseudonymise.manifest import Manifest
+
     (directory / "persons").mkdir(parents=True)
+    part = directory / "persons" / "part-00000.parquet"
     pd.DataFrame({"pseudonym": ["a1", "b2", "c3"], "sex": [1, 2, 2], "birth_year": [1950, 1961, 1977]}
-                 ).to_parquet(directory / "persons" / "part-00000.parquet")
+                 ).to_parquet(part)
     if blob_bytes:
         (directory / "extra").mkdir()
         (directory / "extra" / "blob.bin").write_bytes(b"\x01" * blob_bytes)
-    (directory / "manifest.json").write_text(json.dumps({"permit_id": permit_id}))
+    manifest = Manifest.model_validate({
+        "permit_id": permit_id, "delivery": "pseudonymised", "scope_sha256": "0" * 64, "scope_file_sha256": "0" * 64,
+        "key": {"key_id": f"{permit_id}/v1/test", "version": 1, "pseudonym": "test"},
+        "software": {"toisio": "test"}, "generalisation": {}, "cohort": None,
+        "counts": {"population": {"rows_in": 3, "valid": 3, "quarantined": {}, "quarantined_total": 0,
+                                  "delivered": 3}},
+        "datasets": {"persons": {"rows": 3, "schema": [{"name": "pseudonym", "type": "string"}],
+                                 "files": [{"path": "persons/part-00000.parquet",
+                                            "sha256": hashlib.sha256(part.read_bytes()).hexdigest(),
+                                            "bytes": part.stat().st_size, "rows": 3}]}},
+    })
+    deliver.write_json(directory / "manifest.json", manifest.to_json())
     return directory
 
 
@@ -213,13 +232,13 @@ def make_case(svc, staff, *, state: str = "active", form=None, day=None, **form_
     """A case brought to ``state`` through the domain functions (as the people of :func:`make_staff` would);
     returns its CaseView.  ``day`` is the submission date (default 2026-03-02); form overrides go to
     :func:`make_form`."""
-    from datetime import date, timedelta
+    from datetime import timedelta
 
     from permits.lifecycle import State
     from permits.service import act, create_draft, show, submit_form
 
     target = State(state)
-    day = day or date(2026, 3, 2)
+    day = day or DAY
     form = form or make_form(**form_overrides)
     if target is State.DRAFT:
         return show(svc, staff["alice"], create_draft(svc, staff["alice"], form))

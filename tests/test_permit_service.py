@@ -21,10 +21,8 @@ from permits.service import (
     submit_form,
     tidy_drafts,
 )
-from tests.factories import make_case, make_form, make_staff
+from tests.factories import DAY, make_case, make_form, make_staff
 from toisio import audit, events
-
-DAY = date(2026, 3, 2)
 
 
 @pytest.fixture

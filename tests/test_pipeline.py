@@ -47,10 +47,9 @@ def test_every_row_is_accounted_for(delivered, extracts):
     _, result = delivered
     with open(extracts / "ground_truth.csv", encoding="utf-8") as fh:
         truth = collections.Counter((t["registry"], t["expected_reason"]) for t in csv.DictReader(fh))
-    for registry, c in result.manifest["counts"].items():
-        excluded = sum(v for k, v in c.items() if k.startswith("excluded_"))
-        assert c["rows_in"] == c["quarantined_total"] + excluded + c["delivered"]
-        for reason, n in c["quarantined"].items():
+    for registry, c in result.manifest.counts.items():
+        assert c.rows_in == c.quarantined_total + c.excluded + c.delivered
+        for reason, n in c.quarantined.items():
             if reason != "hetu_temporary":
                 assert truth[(registry, reason)] == n, (registry, reason)
     assert result.quarantine_dir.exists() and (result.quarantine_dir / "summary.json").exists()
@@ -58,13 +57,13 @@ def test_every_row_is_accounted_for(delivered, extracts):
 
 def test_manifest_matches_files(delivered):
     _, result = delivered
-    for name, ds in result.manifest["datasets"].items():
-        assert ds["files"], name
-        for f in ds["files"]:
-            assert deliver.sha256_file(result.output_dir / f["path"]) == f["sha256"]
-        assert sum(f["rows"] for f in ds["files"]) == ds["rows"]
+    for name, ds in result.manifest.datasets.items():
+        assert ds.files, name
+        for f in ds.files:
+            assert deliver.sha256_file(result.output_dir / f.path) == f.sha256
+        assert sum(f.rows for f in ds.files) == ds.rows
     assert (result.output_dir / "scope.json").exists()
-    assert result.manifest["key"]["key_id"].startswith("TOISIO-2026-1/v1/")
+    assert result.manifest.key.key_id.startswith("TOISIO-2026-1/v1/")
 
 
 def test_only_scope_variables_and_periods_leave(delivered):
@@ -102,7 +101,7 @@ def test_cohort_controls_match_their_case(delivered):
     assert (joined["sex"] == joined["sex_case"]).all()
     birth_years = joined["birth_date"].map(lambda d: d.year)
     assert (birth_years == joined["birth_date_case"].map(lambda d: d.year)).all()
-    assert result.manifest["cohort"]["controls"] == len(controls)
+    assert result.manifest.cohort.controls == len(controls)
     # a control is alive at its case's index date (dates are coarsened to months in this scope)
     dead = controls[controls["death_date"].notna()]
     assert len(dead) > 0 and (dead["death_date"] >= dead["index_date"]).all()
@@ -184,7 +183,7 @@ def test_spark_hmac_equals_python_and_key_stays_out_of_plan(spark, tmp_path, cap
 def test_scope_is_the_frozen_document(delivered):
     _, result = delivered
     scope = PermitScope.model_validate_json((result.output_dir / "scope.json").read_text())
-    assert scope.sha256 == result.manifest["scope_sha256"] == make_scope().sha256
+    assert scope.sha256 == result.manifest.scope_sha256 == make_scope().sha256
 
 
 def _quarantine_rows(result):
@@ -208,7 +207,7 @@ def test_flagging_at_validation_changes_nothing_delivered(spark, extracts, tmp_p
     assert fast.manifest == slow.manifest
     assert _files(fast.output_dir) == _files(slow.output_dir)
     assert _quarantine_rows(fast) == _quarantine_rows(slow)
-    assert sum(c["quarantined"].get("duplicate", 0) for c in fast.manifest["counts"].values()) > 0
+    assert sum(c.quarantined.get("duplicate", 0) for c in fast.manifest.counts.values()) > 0
 
 
 def test_a_run_leaves_nothing_cached(delivered, spark):

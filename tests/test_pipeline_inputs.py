@@ -116,7 +116,7 @@ def test_a_file_whose_every_row_is_quarantined_fails_unless_explicitly_allowed(s
     with svc.engine.connect() as conn:
         assert runs_for(conn, "TOISIO-2026-2")[-1].status == "failed"
     result = run_extraction(scope, src, tmp_path / "out", svc, spark=spark, max_quarantined_share=1.0)
-    assert result.manifest["counts"]["hilmo"]["delivered"] == 0  # published only because it was asked for
+    assert result.manifest.counts["hilmo"].delivered == 0  # published only because it was asked for
 
 
 @pytest.mark.slow

@@ -3,8 +3,7 @@
 from datetime import date, timedelta
 
 from permits.report import build, write
-from tests.factories import make_case, make_staff
-from tests.test_permit_service import DAY
+from tests.factories import DAY, make_case, make_staff
 
 
 def test_report_figures(svc, tmp_path):

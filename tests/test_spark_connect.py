@@ -48,4 +48,4 @@ def test_connect_gives_the_same_delivery_as_classic(spark, extracts, tmp_path):
         cols = list(a.columns)
         pd.testing.assert_frame_equal(a.sort_values(cols).reset_index(drop=True),
                                       b.sort_values(cols).reset_index(drop=True))
-    assert classic.manifest["counts"]["hilmo"]["delivered"] > 0
+    assert classic.manifest.counts["hilmo"].delivered > 0

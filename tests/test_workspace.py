@@ -11,16 +11,27 @@ from permits.permissions import PermissionDenied
 from permits.service import act, submit_form
 from secure_env.workspace import provision as W
 from secure_env.workspace.lockdown import DISABLED_EXTENSIONS, KERNEL_NAME
-from tests.factories import make_case, make_form, make_staff, who
-from tests.test_permit_service import DAY
+from tests.factories import DAY, make_case, make_delivery, make_form, make_staff, who
 
 
 def _delivery(tmp_path, permit_id):
-    d = tmp_path / "delivery"
+    d = make_delivery(tmp_path / "delivery", permit_id)
     (d / "hilmo").mkdir(parents=True)
     (d / "hilmo" / "part-00000.parquet").write_bytes(b"PAR1 not really")
-    (d / "manifest.json").write_text(json.dumps({"permit_id": permit_id}))
     return d
+
+
+def test_a_delivery_with_a_malformed_or_foreign_manifest_is_refused(svc, active, tmp_path):
+    from pseudonymise.manifest import ManifestError
+
+    staff, permit = active
+    d = _delivery(tmp_path, "TOISIO-2026-999")
+    with pytest.raises(W.WorkspaceError, match="belongs to another permit"):
+        W.create(svc, who(svc, "hanna"), permit, d)
+    (d / "manifest.json").write_text(json.dumps({"permit_id": permit}))
+    with pytest.raises(ManifestError, match="not a valid delivery manifest") as exc:
+        W.create(svc, who(svc, "hanna"), permit, d)
+    assert exc.value.code == "bad_manifest" and exc.value.http_status == 422
 
 
 @pytest.fixture

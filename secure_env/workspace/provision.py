@@ -29,6 +29,7 @@ from pathlib import Path
 from permits.application import Kind
 from permits.permissions import PermissionDenied
 from permits.service import form_of, permit_access
+from pseudonymise.manifest import load as load_manifest
 from secure_env.workspace.lockdown import Lockdown, write_config
 from secure_env.workspace.rules import check_can_workspace
 from secure_env.workspace.sandbox import KernelLimits, code_dirs, find_cgroups, python_dirs
@@ -157,7 +158,7 @@ def create(svc: Service, actor: Actor, permit_id: str, delivery: Path, *, quota_
     manifest = delivery / "manifest.json"
     if not manifest.exists():
         raise WorkspaceError(f"{delivery} is not a delivery (no manifest.json)", "no_delivery")
-    if json.loads(manifest.read_text())["permit_id"] != permit_id:
+    if load_manifest(manifest).permit_id != permit_id:
         raise WorkspaceError(f"{delivery} belongs to another permit", "wrong_delivery")
     p = paths(svc, permit_id)
     if p.base.exists():

@@ -16,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pseudonymise.manifest import load as load_manifest
 from toisio.console import make_console, run_or_exit, styled
 
 app = typer.Typer(help="Toisio: secondary-use health and social data access service.", no_args_is_help=True)
@@ -171,7 +172,7 @@ def _extract_permit(permit: str, in_dir: Path, out_dir: Path, via_flow: bool, **
         from flows.extraction import permit_extraction_flow
 
         summary = run_or_exit(lambda: permit_extraction_flow(permit, str(in_dir), str(out_dir), me.user_id), err)
-        manifest = json.loads((Path(summary["output_dir"]) / "manifest.json").read_text())
+        manifest = load_manifest(Path(summary["output_dir"]))
         sha = summary["manifest_sha256"]
     else:
         from flows.extraction import extract_for_permit
@@ -193,28 +194,27 @@ def _extract_via_flow(scope: Path, in_dir: Path, out_dir: Path, actor: str) -> N
 
     start = time.perf_counter()
     summary = extraction_flow(str(scope), str(in_dir), str(out_dir), actor)
-    manifest = json.loads((Path(summary["output_dir"]) / "manifest.json").read_text())
-    print_manifest(manifest, title=f"Prefect flow delivered {manifest['permit_id']} to {summary['output_dir']} "
+    manifest = load_manifest(Path(summary["output_dir"]))
+    print_manifest(manifest, title=f"Prefect flow delivered {manifest.permit_id} to {summary['output_dir']} "
                                    f"in {time.perf_counter() - start:.1f} s")
     console.print(f"manifest sha256 {summary['manifest_sha256']}")
 
 
-def print_manifest(manifest: dict, title: str) -> None:
+def print_manifest(manifest, title: str) -> None:
     """Print a manifest's per-registry accounting as a table."""
     table = Table(title=title)
     for col in ("registry", "rows in", "quarantined", "outside period", "not in cohort", "other", "delivered"):
         table.add_column(col, justify="left" if col == "registry" else "right")
-    for registry, c in manifest["counts"].items():
-        other = c.get("excluded_duplicate_person", 0) + c.get("excluded_not_in_scope", 0)
-        table.add_row(registry, f"{c['rows_in']:,}", f"{c['quarantined_total']:,}",
-                      f"{c['excluded_outside_period']:,}", f"{c['excluded_not_in_cohort']:,}", f"{other:,}",
-                      f"{c['delivered']:,}")
+    for registry, c in manifest.counts.items():
+        other = c.excluded_duplicate_person + c.excluded_not_in_scope
+        table.add_row(registry, f"{c.rows_in:,}", f"{c.quarantined_total:,}", f"{c.excluded_outside_period:,}",
+                      f"{c.excluded_not_in_cohort:,}", f"{other:,}", f"{c.delivered:,}")
     console.print(table)
-    if manifest.get("cohort"):
-        c = manifest["cohort"]
-        console.print(f"cohort: {c['cases']:,} cases, {c['controls']:,} controls "
-                      f"({c['cases_short_of_controls']:,} cases short of controls)")
-    console.print("datasets: " + ", ".join(f"{k} {v['rows']:,} rows" for k, v in manifest["datasets"].items()))
+    if manifest.cohort:
+        c = manifest.cohort
+        console.print(f"cohort: {c.cases:,} cases, {c.controls:,} controls "
+                      f"({c.cases_short_of_controls:,} cases short of controls)")
+    console.print("datasets: " + ", ".join(f"{k} {v.rows:,} rows" for k, v in manifest.datasets.items()))
 
 
 @scope_app.command("schema")
