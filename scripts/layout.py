@@ -1,4 +1,4 @@
-"""The package import graph, computed from the source (for tests/test_layout.py and docs/architecture.md).
+"""The package import graph, computed from the source (for tests/unit/test_layout.py and docs/architecture.md).
 
 The layers follow the flow of data; a module may import its own layer or a lower one, never a higher
 one.  ``flows`` orchestrates the stages and ``toisio.app`` wires everything, so they sit on top.

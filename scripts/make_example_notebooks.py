@@ -1,6 +1,6 @@
 """Writes notebooks/*.ipynb, the example analyses copied into each workspace (outputs empty).
 
-Run `.venv/bin/python scripts/make_example_notebooks.py` after editing a notebook here; tests/test_notebooks.py
+Run `.venv/bin/python scripts/make_example_notebooks.py` after editing a notebook here; tests/e2e/test_notebooks.py
 runs each one in a workspace kernel."""
 from pathlib import Path
 

@@ -4,7 +4,7 @@
 true number of persons behind every cell and the largest contributors), run the permit's
 disclosure profile, apply primary and secondary suppression and rounding, and return the
 releasable table with its report.  These helpers run inside a workspace's kernel: they never import the
-database or any part of the service that could reach it (tests/test_layout.py checks it).
+database or any part of the service that could reach it (tests/unit/test_layout.py checks it).
 The DP versions are in :class:`secure_env.airlock.dp.DpSession`.
 """
 

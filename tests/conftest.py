@@ -24,6 +24,17 @@ def _own_config_dir(tmp_path_factory, monkeypatch):
 
 
 PG_URL = os.environ.get("TOISIO_TEST_POSTGRES_URL")
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test is marked with its tier, from its directory (tests/unit, tests/integration, tests/e2e), so
+    `pytest -m unit` runs the fast core; a test outside the tiers is an error."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/integration or tests/e2e")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -41,7 +41,7 @@ _PENDING = "toisio_audit_head"
 
 
 #: Every action the audit log records, one catalogue across the stages (the foundation names them; it imports
-#: no stage).  :func:`append` refuses any other name, and tests/test_layout.py checks that each stage's
+#: no stage).  :func:`append` refuses any other name, and tests/unit/test_layout.py checks that each stage's
 #: lifecycle events have theirs.
 _CASE_EVENTS = ("created", "submitted", "returned", "resubmitted", "sent_back", "completeness_confirmed",
                 "estimates_requested", "estimate_recorded", "estimate_sent", "accepted", "presented", "approved",

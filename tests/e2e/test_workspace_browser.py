@@ -22,7 +22,7 @@ from tests.factories import make_case, make_delivery, make_service, make_staff, 
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FORBIDDEN_MENU_LABELS = ("Download", "Copy Download Link", "Open in New Browser Tab", "Copy Shareable Link",
                          "Save and Export Notebook As", "Export Notebook", "Copy Output to Clipboard",
                          "New Terminal", "Terminal")

@@ -123,7 +123,7 @@ def test_rerun_in_another_process_is_byte_identical(delivered, extracts, service
     out = tmp_path / "later"
     code = extraction_subprocess_code(extracts, out, service_home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOISIO_")}
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, env=env,
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _files(first.output_dir) == _files(out)

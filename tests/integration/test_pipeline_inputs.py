@@ -142,7 +142,7 @@ def test_a_killed_run_leaves_private_work_files_that_the_next_start_removes(extr
     code = extraction_subprocess_code(extracts, tmp_path / "out", home,
                                       prelude="import time; P.check_quality = lambda *a, **k: time.sleep(600);")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOISIO_")}
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, env=env,
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     work_root = home / "work"
     deadline = time.monotonic() + 240

@@ -12,7 +12,7 @@ import pytest
 from scripts import layout
 from toisio import audit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_no_import_runs_up_against_the_flow_and_there_is_no_cycle():

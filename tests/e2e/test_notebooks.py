@@ -17,8 +17,8 @@ from secure_env.workspace import provision as W
 from secure_env.workspace import server as S
 from tests.factories import make_case, make_service, make_staff, who
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
-SCOPE = Path(__file__).resolve().parent.parent / "examples" / "scope-diabetes.yaml"
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+SCOPE = Path(__file__).resolve().parents[2] / "examples" / "scope-diabetes.yaml"
 
 
 def test_there_are_example_notebooks_and_their_outputs_are_stripped():

@@ -67,7 +67,7 @@ def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_pat
     assert ["--ro-bind", str(p.data), str(p.data)] == bw[bw.index(str(p.data)) - 1:bw.index(str(p.data)) + 2]
     bound = {bw[i + 2] for i, a in enumerate(bw) if a in ("--bind", "--ro-bind")}
     assert str(svc.settings.home) not in bound and str(svc.settings.keys) not in bound
-    assert not any(str(svc.settings.keys) in b or b == str(Path(__file__).resolve().parent.parent) for b in bound)
+    assert not any(str(svc.settings.keys) in b or b == str(Path(__file__).resolve().parents[2]) for b in bound)
     script = (p.config / "kernel-launch.sh").read_text()
     assert "set -eu" in script and "cgroup.procs" in script
 

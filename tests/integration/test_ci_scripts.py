@@ -4,7 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "pg-test-server.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pg-test-server.sh"
 
 
 def _run(tmp_path, require: bool, bin_dir: Path):
