@@ -189,7 +189,8 @@ def _server_env(svc: Service, lock: Lockdown) -> dict[str, str]:
     p = paths(svc, lock.permit_id)
     keep = {k: v for k, v in os.environ.items()
             if k in ("PATH", "LANG", "LC_ALL", "HOME", "TZ", "PYTHONPATH", "VIRTUAL_ENV") or
-            k in ("TOISIO_AUDIT_KEY", "TOISIO_MASTER_KEY")}
+            k in ("TOISIO_AUDIT_KEY", "TOISIO_MASTER_KEY") or
+            k == "COVERAGE_PROCESS_CONFIG"}  # only set under the tests' coverage measurement
     return {**keep, "TOISIO_HOME": str(svc.settings.home), "TOISIO_DATABASE_URL": svc.settings.db_url,
             "TOISIO_KEY_DIR": str(svc.settings.keys), "JUPYTER_CONFIG_DIR": str(p.config),
             "JUPYTER_PATH": str(p.config), "JUPYTER_DATA_DIR": str(p.config / "data"),
