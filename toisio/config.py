@@ -42,6 +42,7 @@ class Settings:
     workspace_read_max_kb: int = 256  # largest text file the contents API serves to the browser
     pipeline_max_quarantined_share: float = 0.5  # a registry with more of its rows quarantined fails the run
     pipeline_allow_empty_extracts: bool = False  # an extract with a header and no rows fails the run
+    api_url: str = ""  # the REST API the command line calls; empty: the same API in-process
     oidc_issuer: str = ""  # an OpenID Connect provider's issuer URL; empty: local accounts only
     oidc_client_id: str = ""
     oidc_client_secret: str = field(default="", repr=False)  # a secret: never printed

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from secure_env.airlock.disclosure import CELL_RULES
+from secure_env.airlock.dp import DP
 from secure_env.airlock.lifecycle import TRANSITIONS
 from secure_env.airlock.profiles import DisclosureProfile, profiles
+from secure_env.airlock.rules import OUTPUTS
 from toisio.documents import write_generated
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "airlock.md"
@@ -22,6 +24,13 @@ def render() -> str:
            "the first two checkers disagree on is *conflicted*, and a third checker's vote settles it. An approval "
            "can be revoked until release. Release copies the files, with a manifest, to the release store outside "
            "every workspace. Every view, vote, comment and release is in the audit log.", "",
+           "## Who may do what", "",
+           "From the `OUTPUTS` table, which the airlock's own domain functions check:", "", OUTPUTS.describe(), "",
+           "A file's status comes from the votes of the checkers who submitted their review "
+           "(`secure_env.airlock.rules.file_status`): the first *n* votes decide if they agree, where *n* is the "
+           "policy's number of approvals (2; `TOISIO_DP_APPROVALS_NEEDED` for differentially private files), at "
+           "least the first two when two have voted; a disagreement is settled by the next vote.", "",
+           "The differential-privacy budget, from the `DP` table:", "", DP.describe(), "",
            "## Request lifecycle", "", "```mermaid", "stateDiagram-v2", "    [*] --> pending"]
     out += [f"    {s.value} --> {t.value}: {e.value}" for (s, e), t in TRANSITIONS.items()]
     out += ["```", "", "## Automatic disclosure checks", "",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from secure_env.workspace.browser_rules import DATA_EXTENSIONS, IMAGE_EXTENSIONS, BrowserLimits
+from secure_env.workspace.ingress import IMPORTS
 from secure_env.workspace.jupyter_audit import OUTPUT_MSG_TYPES
 from secure_env.workspace.jupyter_auth import REFUSED_RESOURCES, REFUSED_ROUTES
 from secure_env.workspace.lockdown import DISABLED_EXTENSIONS, PAGE_SETTINGS
-from secure_env.workspace.rules import NAMED, WORKSPACE_ACTIONS
+from secure_env.workspace.rules import WORKSPACE
 from secure_env.workspace.sandbox import CODE_PACKAGES, SANDBOX_UID, KernelLimits
 from toisio.documents import write_generated
 
@@ -44,10 +45,10 @@ def render() -> str:
            "SHA-256 of each token is stored). The delivered dataset is copied read-only *outside* the Jupyter "
            "root, so the contents API cannot serve it; the root holds the example notebooks and scratch space "
            "under a size quota.", "",
-           "## Who may do what", "", "| operation | who |", "| --- | --- |"]
-    for action, roles in WORKSPACE_ACTIONS.items():
-        who = ", ".join(sorted("analysts named on the permit" if r == NAMED else str(r) for r in roles))
-        out.append(f"| `toisio workspace {action}` | {who} |")
+           "## Who may do what", "",
+           "From the `WORKSPACE` table, which the workspace's own domain functions check (the command line, the "
+           "API and the flows hold no rules); `toisio workspace <action>`:", "", WORKSPACE.describe(), "",
+           "Imports into a workspace (`toisio imports ...`), from the `IMPORTS` table:", "", IMPORTS.describe()]
     out += ["", "A workspace refuses to start unless its permit is in force. A running one stops when the permit "
             "is expired, revoked or closed (an event from the permit service, and the server's own check every "
             "`TOISIO_WORKSPACE_CHECK_SECONDS`). An analyst removed by amendment is refused within seconds (the "

@@ -59,7 +59,7 @@ def home(tmp_path, monkeypatch):
     (None, ["users", "add", "hanna", "--name", "H", "--email", "h@x.example"], "user_exists"),
     (None, ["users", "add", "x1", "--name", "X", "--email", "x@x.example", "--role", "wizard"], "unknown_role"),
     ("hanna", ["permits", "record-estimate", "TOISIO-2026-1", "--set", "registry=hilmo",
-               "--set", "cost_eur=6OO", "--set", "working_days=3"], "invalid_body"),
+               "--set", "cost_eur=6OO", "--set", "working_days=3"], "invalid_document"),
     (None, ["outputs", "queue"], "unauthenticated"),
     ("forged", ["workspace", "status", "--permit", "TOISIO-2026-9"], "token_unknown"),
     (None, ["imports", "list"], "unauthenticated"),
@@ -91,4 +91,4 @@ def test_a_malformed_amount_is_named(tmp_path, monkeypatch):
         assert invoke_as(svc, "hanna", ["permits", step, case]).exit_code == 0
     r = invoke_as(svc, "thl1", ["permits", "record-estimate", case, "--set", "registry=hilmo",
                                  "--set", "cost_eur=6OO", "--set", "working_days=3"])
-    assert r.exit_code == 1 and "refused (invalid_body)" in r.output and "cost_eur" in r.output
+    assert r.exit_code == 1 and "refused (invalid_document)" in r.output and "cost_eur" in r.output

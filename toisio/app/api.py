@@ -152,8 +152,18 @@ def create_app(svc: Service) -> FastAPI:
                            max_age=600, same_site="lax", https_only=svc.settings.oidc_redirect_base.startswith("https"))
     bearer = HTTPBearer(auto_error=False)
 
-    def actor(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Actor:
-        return identity.authenticate(svc, creds.credentials if creds else None)
+    def actor(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Actor:
+        a = identity.authenticate(svc, creds.credentials if creds else None)
+        request.state.user_id = a.user_id
+        return a
+
+    @app.middleware("http")
+    async def _log_request(request: Request, call_next):
+        """Every request is logged with the authenticated user it ran as (the audit log has what it changed)."""
+        response = await call_next(request)
+        log.info("%s %s -> %s as %s", request.method, request.url.path, response.status_code,
+                 getattr(request.state, "user_id", "(not signed in)"))
+        return response
 
     @app.exception_handler(ToisioError)
     async def _coded(request: Request, exc: ToisioError):

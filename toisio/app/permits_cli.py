@@ -1,9 +1,11 @@
-"""``toisio permits ...``: thin commands over :mod:`permits.service`.
+"""``toisio permits ...``: a client of the REST API (:mod:`toisio.app.client`).
 
-One command per action of the permission matrix is generated from
-:data:`permits.permissions.ACTIONS`; action parameters are passed as
-``--set key=value`` (for example ``--set valid_until=2028-12-31``) or ``--reason``.
-The acting user is whoever is signed in (``toisio login`` or ``TOISIO_TOKEN``).
+Every command that reads or changes a case goes through the API as the signed-in user, to
+``TOISIO_API_URL`` or to the same API in-process; the API authenticates the token and the permit
+service checks the permission.  One command per action of the permission matrix is generated from
+:data:`permits.permissions.ACTIONS`; its parameters are ``--set key=value`` (for example
+``--set valid_until=2028-12-31``) or ``--reason``.  The scheduled jobs (``expire``, ``tidy-drafts``,
+``digest``) are operator commands on the service host.
 """
 
 from __future__ import annotations
@@ -24,37 +26,40 @@ permits_app = typer.Typer(help="Permit applications, decisions and permits.", no
 console = make_console(width=140)
 err = make_console(stderr=True)
 
+
 def _svc():
     from toisio.service import service
 
     return service()
 
 
-def _actor(svc):
-    """The signed-in user (``toisio login`` or ``TOISIO_TOKEN``)."""
-    from toisio.cli_auth import current_actor
-
-    return run_or_exit(lambda: current_actor(svc), err)
-
-
 def _run(fn):
     return run_or_exit(fn, err)
 
 
-def _print_case(v) -> None:
-    console.print(styled((v.case_id, "bold"), f" {v.title} - ", (v.state.value, "bold"), f" ({v.kind})"))
-    facts = {"applicant": v.applicant_id, "handler": v.handler_id, "members": ", ".join(v.members),
-             "decision due": v.decision_due, "valid": f"{v.valid_from} - {v.valid_until}" if v.valid_until else None,
-             "scope sha256": v.scope_sha256, "fee": v.fee and f"{v.fee['total']} {v.fee['currency']}"}
+def _api():
+    from toisio.app.client import api_client
+
+    return _run(lambda: api_client(_svc()))
+
+
+def _print_case(v: dict) -> None:
+    console.print(styled((v["case_id"], "bold"), f" {v['title']} - ", (v["state"], "bold"), f" ({v['kind']})"))
+    fee = v.get("fee")
+    facts = {"applicant": v["applicant_id"], "handler": v["handler_id"], "members": ", ".join(v["members"]),
+             "decision due": v["decision_due"],
+             "valid": f"{v['valid_from']} - {v['valid_until']}" if v["valid_until"] else None,
+             "scope sha256": v["scope_sha256"], "fee": fee and f"{fee['total']} {fee['currency']}"}
     for k, val in facts.items():
         if val:
             console.print(f"  {k}: {val}")
-    if v.history:
+    if v["history"]:
         t = Table(title="history")
         for c in ("#", "event", "by", "role", "time", "details"):
             t.add_column(c)
-        for e in v.history:
-            t.add_row(str(e.seq), e.event, e.actor, e.role, e.ts[:19], json.dumps(e.payload, ensure_ascii=False)[:80])
+        for e in v["history"]:
+            t.add_row(str(e["seq"]), e["event"], e["actor"], e["role"], e["ts"][:19],
+                      json.dumps(e["payload"], ensure_ascii=False)[:80])
         console.print(t)
 
 
@@ -70,9 +75,14 @@ def schema() -> None:
 def attach(path: Path) -> None:
     """Store a research plan or ethics statement; prints the reference for the application file."""
     from permits.attachments import store
+    from toisio.cli_auth import current_actor
 
     svc = _svc()
-    _actor(svc)  # only a signed-in user stores files in the service
+    if svc.settings.api_url:
+        err.print(styled(("refused", "bold red"), " (not_on_the_host): attachments are stored on the service host "
+                         "for now; the API takes uploads with the portal"))
+        raise typer.Exit(1)
+    _run(lambda: current_actor(svc))  # only a signed-in user stores files in the service
     a = store(svc, path)
     console.print(json.dumps(a.model_dump()))
 
@@ -81,53 +91,42 @@ def attach(path: Path) -> None:
 def submit(path: Path, draft: bool = typer.Option(False, "--draft")) -> None:
     """Submit an application file (JSON or YAML); --draft stores it without submitting."""
     from permits.application import load_form
-    from permits.service import create_draft, submit_form
 
-    svc = _svc()
-    actor = _actor(svc)
     form = _run(lambda: load_form(path))
-    if draft:
-        case_id = _run(lambda: create_draft(svc, actor, form))
-        console.print(f"draft {case_id} saved")
-    else:
-        v = _run(lambda: submit_form(svc, actor, form))
-        console.print(f"submitted as {v.case_id}")
+    api = _api()
+    body = form.model_dump(mode="json")
+    v = _run(lambda: api.post("/cases", json=body, draft="true" if draft else None))
+    console.print(f"draft {v['case_id']} saved" if draft else f"submitted as {v['case_id']}")
 
 
 @permits_app.command("list")
 def list_cmd(state: str | None = typer.Option(None)) -> None:
     """List the cases you may see."""
-    from permits.service import list_cases
-
-    svc = _svc()
-    rows = _run(lambda: list_cases(svc, _actor(svc), state=state))
+    api = _api()
+    rows = _run(lambda: api.get("/cases", state=state))
     t = Table(title="cases")
     for c in ("case", "kind", "state", "title", "applicant", "handler", "decision due"):
         t.add_column(c)
     for v in rows:
-        t.add_row(v.case_id, v.kind, v.state.value, v.title, v.applicant_id, v.handler_id or "",
-                  str(v.decision_due or ""))
+        t.add_row(v["case_id"], v["kind"], v["state"], v["title"], v["applicant_id"], v["handler_id"] or "",
+                  str(v["decision_due"] or ""))
     console.print(t)
 
 
 @permits_app.command("show")
 def show_cmd(case_id: str) -> None:
     """Show a case with its history (the read is audited)."""
-    from permits.service import show
-
-    svc = _svc()
-    _print_case(_run(lambda: show(svc, _actor(svc), case_id)))
+    api = _api()
+    _print_case(_run(lambda: api.get(f"/cases/{case_id}")))
 
 
 @permits_app.command("queue")
 def queue_cmd(all_cases: bool = typer.Option(False, "--all")) -> None:
-    """A handler's open cases by deadline (--all: everyone's)."""
-    from permits.service import queue
-
-    svc = _svc()
-    me = _actor(svc)
-    items = _run(lambda: queue(svc, me, all_handlers=all_cases))
-    _print_queue(items, f"queue of {'all handlers' if all_cases else me.user_id}")
+    """Your open cases by deadline (--all: every handler's)."""
+    api = _api()
+    me = _run(lambda: api.get("/me"))
+    items = _run(lambda: api.get("/queue", all_handlers="true" if all_cases else None))
+    _print_queue(items, f"queue of {'all handlers' if all_cases else me['user_id']}")
 
 
 def _print_queue(items, title: str) -> None:
@@ -135,15 +134,16 @@ def _print_queue(items, title: str) -> None:
     for c in ("case", "state", "handler", "deadline", "for", "status"):
         t.add_column(c)
     for i in items:
-        style = {"overdue": "bold red", "near": "yellow"}.get(i.status, "")
-        t.add_row(i.case_id, i.state, i.handler_id or "-", str(i.deadline or "-"), i.deadline_kind,
-                  styled((i.status, style)) if style else i.status)
+        i = i if isinstance(i, dict) else {**i.__dict__, "deadline": i.deadline}
+        style = {"overdue": "bold red", "near": "yellow"}.get(i["status"], "")
+        t.add_row(i["case_id"], i["state"], i["handler_id"] or "-", str(i["deadline"] or "-"), i["deadline_kind"],
+                  styled((i["status"], style)) if style else i["status"])
     console.print(t)
 
 
 @permits_app.command("digest")
 def digest_cmd() -> None:
-    """Cases nearing or past a deadline (the reminder digest)."""
+    """Operator: cases nearing or past a deadline (the reminder digest)."""
     from permits.service import digest
 
     _print_queue(digest(_svc()), "reminder digest: deadlines within 14 days or past")
@@ -151,7 +151,7 @@ def digest_cmd() -> None:
 
 @permits_app.command("expire")
 def expire_cmd(on: str | None = typer.Option(None, help="run as of this date (YYYY-MM-DD)")) -> None:
-    """Expire permits past their end date (scheduled job)."""
+    """Operator: expire permits past their end date (scheduled job)."""
     from permits.service import expire_due
 
     done = expire_due(_svc(), today=date.fromisoformat(on) if on else None)
@@ -160,7 +160,7 @@ def expire_cmd(on: str | None = typer.Option(None, help="run as of this date (YY
 
 @permits_app.command("tidy-drafts")
 def tidy_cmd(remind_after: int = typer.Option(30), delete_after: int = typer.Option(60)) -> None:
-    """Remind owners of idle drafts, then delete them (scheduled job; deletions are audited)."""
+    """Operator: remind owners of idle drafts, then delete them (scheduled job; deletions are audited)."""
     from permits.service import tidy_drafts
 
     result = tidy_drafts(_svc(), remind_after_days=remind_after, delete_after_days=delete_after)
@@ -181,9 +181,6 @@ def _parse_sets(values: list[str]) -> dict:
 def _make_action_command(name: str):
     def command(case_id: str, reason: str | None = typer.Option(None, "--reason"),
                 sets: list[str] = typer.Option([], "--set", help="action parameter key=value")) -> None:
-        from permits.service import act
-
-        svc = _svc()
         payload = _parse_sets(sets)
         if reason:
             fields = ACTION_BODIES[name].model_fields
@@ -192,15 +189,16 @@ def _make_action_command(name: str):
                 err.print(styled(("refused", "bold red"), f" (invalid_body): '{name}' takes no --reason"))
                 raise typer.Exit(1)
             payload[takes[0]] = reason
-        v = _run(lambda: act(svc, _actor(svc), case_id, name, **payload))
-        console.print(styled(f"{v.case_id}: {name.replace('_', ' ')} -> ", (v.state.value, "bold")))
+        api = _api()
+        v = _run(lambda: api.post(f"/cases/{case_id}/actions/{name}", json=payload or None))
+        console.print(styled(f"{v['case_id']}: {name.replace('_', ' ')} -> ", (v["state"], "bold")))
 
     command.__doc__ = ACTIONS[name].description[:1].upper() + ACTIONS[name].description[1:] + "."
     return command
 
 
-# Actions taken by scheduled jobs or applied by an approved amendment get no command of their own;
-# submitting a stored draft is "submit-draft" ("submit" takes a file).
+# Actions taken by scheduled jobs or applied by an approved amendment get no command of their own (nor an API
+# route); submitting a stored draft is "submit-draft" ("submit" takes a file).
 _NOT_COMMANDS = {"amend", "remind", "expire"}
 _RENAMED = {"submit": "submit-draft"}
 for _name, _action in ACTIONS.items():
