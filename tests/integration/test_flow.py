@@ -152,3 +152,31 @@ def test_output_review_flow_waits_for_the_reviewers(harness, tmp_path, monkeypat
         resume_output_flows(rid, "step", actor.user_id)
     runner.join(timeout=60)
     assert result["state"] == "released"
+
+
+def test_extract_for_permit_records_the_start_and_the_delivery_on_the_permit(spark, extracts, tmp_path):
+    """`toisio extract --permit` is one sequence in flows/: the permit's own table decides who may, the frozen
+    scope is handed over typed, and the delivery is recorded on the permit with its manifest's SHA-256; a retry
+    of a started extraction continues from the permit's state."""
+    import hashlib
+
+    from flows.extraction import extract_for_permit
+    from permits.lifecycle import State
+    from permits.permissions import PermissionDenied
+    from permits.service import act, permit_access, show
+    from tests.factories import make_case, make_service, make_staff
+
+    svc = make_service(tmp_path / "home")
+    staff = make_staff(svc)
+    case = make_case(svc, staff, state="approved").case_id
+    with pytest.raises(PermissionDenied, match="only"):
+        extract_for_permit(svc, staff["alice"], case, extracts, tmp_path / "out")
+    assert permit_access(svc, case).state is State.APPROVED  # refused before anything ran
+    act(svc, staff["hanna"], case, "start_extraction")  # as if an earlier attempt had started and died
+    result = extract_for_permit(svc, staff["hanna"], case, extracts, tmp_path / "out")
+    view = show(svc, staff["hanna"], case)
+    assert view.state is State.DELIVERED
+    delivered = [e for e in view.history if e.event == "delivered"][-1]
+    assert delivered.payload["manifest_sha256"] == result.manifest_sha256
+    assert hashlib.sha256((tmp_path / "out" / "manifest.json").read_bytes()).hexdigest() == result.manifest_sha256
+    assert result.manifest.permit_id == case and result.manifest.counts["hilmo"].delivered > 0
