@@ -160,9 +160,48 @@ def bench_report(home: Path, n: int = 10_000) -> dict:
             "indicators": len(r.indicators)}
 
 
+def bench_authenticate(home: Path, calls: int = 500, repeats: int = 5) -> dict:
+    """What authenticating a request costs: `identity.authenticate` (token lookup, expiry and revocation, the
+    user's and the token's state checked against the audit chain and its head) against the baseline of a
+    plain lookup of the token's hash (what the API did before identity was chained), in the same run;
+    medians of ``repeats`` runs of ``calls`` calls each."""
+    import statistics
+
+    from sqlalchemy import select
+
+    from toisio import identity
+
+    svc = Service(load_settings(home=home))
+    make_staff(svc)
+    token = make_token(svc, "hanna")
+    digest = identity.token_hash(token)
+
+    def plain() -> None:
+        with svc.engine.connect() as conn:
+            conn.execute(select(identity.ApiTokenRow).where(identity.ApiTokenRow.sha256 == digest)).one()
+
+    def full() -> None:
+        identity.authenticate(svc, token)
+
+    out = {}
+    for name, fn in (("plain_lookup", plain), ("authenticate", full)):
+        fn()
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            runs.append((time.perf_counter() - start) / calls * 1e6)
+        out[name] = {"median_us": round(statistics.median(runs), 1), "min_us": round(min(runs), 1),
+                     "max_us": round(max(runs), 1)}
+    out["ratio"] = round(out["authenticate"]["median_us"] / out["plain_lookup"]["median_us"], 2)
+    out["calls_per_run"], out["runs"] = calls, repeats
+    return out
+
+
 def run(work: Path) -> dict:
-    return {"api": bench_api(work / "api"), "concurrent_writers": bench_writers(work / "writers"),
-            "report": bench_report(work / "report")}
+    return {"authenticate": bench_authenticate(work / "auth"), "api": bench_api(work / "api"),
+            "concurrent_writers": bench_writers(work / "writers"), "report": bench_report(work / "report")}
 
 
 if __name__ == "__main__":

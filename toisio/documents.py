@@ -20,8 +20,13 @@ class CodedError(Invalid):
 
     default_code = "invalid_request"
 
+    #: codes whose status is not 422: a missing thing is 404, a wrong state 409
+    STATUS_OF_CODE = {"not_found": 404, "no_workspace": 404, "illegal_state": 409, "exists": 409,
+                      "already_decided": 409, "already_submitted": 409, "running": 409}
+
     def __init__(self, message: str, code: str | None = None, *, http_status: int | None = None):
-        super().__init__(message, code=code or self.default_code, http_status=http_status)
+        code = code or self.default_code
+        super().__init__(message, code=code, http_status=http_status or self.STATUS_OF_CODE.get(code))
 
 
 def load_model(path: str | Path, model: type[M], what: str, error: type[Exception] = ValueError) -> M:

@@ -219,6 +219,14 @@ def _check_source(svc: Service, permit_id: str, path: Path) -> None:
                            "outside_workspace")
 
 
+def check_can_add_file(svc: Service, actor: Actor, request_id: str) -> str:
+    """Raise unless ``actor`` may add files to the request; return its permit id."""
+    with svc.engine.connect() as conn:
+        row = _row(conn, request_id)
+    check_can("add_file", svc, actor, row.permit_id, row.requester)
+    return row.permit_id
+
+
 def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, context: dict[str, Any], *,
              profile_name: str | None = None) -> int:
     """Add a file with its context (what it shows, the counts behind it, how it was produced)."""

@@ -58,6 +58,11 @@ class ImportRequest:
     reason: str | None = None
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is a plain file name (letters, digits, ``. _ -``; no path)."""
+    return bool(_SAFE_NAME.match(name))
+
+
 def _staging(svc: Service, import_id: str) -> Path:
     return svc.settings.home / "imports" / import_id
 

@@ -67,3 +67,75 @@ def test_in_process_the_same_api_checks_the_token(svc, tmp_path, monkeypatch):
     assert r.exit_code == 0 and case in r.output
     r = _cli(["permits", "show", case], TOISIO_TOKEN="tsk_000000000000_forged", TOISIO_API_URL="")
     assert r.exit_code == 1 and "refused (token_unknown)" in r.output
+
+
+@pytest.fixture
+def active_world(svc, tmp_path):
+    from datetime import date, timedelta
+
+    from secure_env.workspace import provision
+    from tests.factories import make_delivery
+
+    staff = make_staff(svc)
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    provision.create(svc, staff["hanna"], permit, make_delivery(tmp_path / "delivery", permit))
+    with serve_in_thread(create_app(svc)) as root:
+        yield svc, staff, permit, root + "/api/v1"
+
+
+def test_the_api_reads_output_files_only_from_the_workspace(active_world, tmp_path):
+    import httpx
+
+    from secure_env.workspace.provision import paths
+
+    svc, staff, permit, api = active_world
+    bob = {"Authorization": f"Bearer {make_token(svc, 'bob')}"}
+    rid = httpx.post(f"{api}/outputs", json={"permit_id": permit}, headers=bob).json()["request_id"]
+    secret = tmp_path / "outside.csv"
+    secret.write_text("k,n\na,50\n")
+    ctx = {"description": "d", "method": "m", "index": "k"}
+    for given in (str(secret), "../../../outside.csv", "../delivery/manifest.json", "/etc/passwd"):
+        r = httpx.post(f"{api}/outputs/{rid}/files", json={"path": given, **ctx}, headers=bob)
+        assert r.status_code in (404, 422) and r.json()["error"]["code"] in ("outside_workspace", "not_found"), \
+            (given, r.text)
+    (paths(svc, permit).root / "scratch" / "t.csv").write_text("k,n\na,50\nb,60\n")
+    hanna = {"Authorization": f"Bearer {make_token(svc, 'hanna')}"}
+    r = httpx.post(f"{api}/outputs/{rid}/files", json={"path": "scratch/t.csv", **ctx}, headers=hanna)
+    assert r.status_code == 403  # only the request's author adds files (checked before the path is looked at)
+    r = httpx.post(f"{api}/outputs/{rid}/files", json={"path": "scratch/t.csv", **ctx}, headers=bob)
+    assert r.status_code == 201, r.text
+    assert httpx.post(f"{api}/outputs/{rid}/submit", headers=bob).json()["state"] == "submitted"
+    r = httpx.post(f"{api}/outputs/{rid}/votes", json={"file": "t.csv", "decision": "approve"}, headers=bob)
+    assert r.status_code == 403 and "output checker" in r.json()["error"]["message"]
+    r = httpx.get(f"{api}/outputs/no-such", headers=bob)
+    assert r.status_code == 404
+
+
+def test_imports_and_workspace_through_the_api(active_world):
+    import base64
+
+    import httpx
+
+    svc, staff, permit, api = active_world
+    bob = {"Authorization": f"Bearer {make_token(svc, 'bob')}"}
+    oscar = {"Authorization": f"Bearer {make_token(svc, 'oscar')}"}
+    body = {"permit_id": permit, "name": "../evil.py", "purpose": "p",
+            "content_base64": base64.b64encode(b"x = 1\n").decode()}
+    r = httpx.post(f"{api}/imports", json=body, headers=bob)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_name"
+    r = httpx.post(f"{api}/imports", json={**body, "name": "tool.py", "content_base64": "not base64!"}, headers=bob)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_content"
+    imp = httpx.post(f"{api}/imports", json={**body, "name": "tool.py"}, headers=bob).json()
+    assert imp["state"] == "requested" and imp["requester"] == "bob"
+    assert [i["import_id"] for i in httpx.get(f"{api}/imports", headers=oscar).json()] == [imp["import_id"]]
+    r = httpx.post(f"{api}/imports/{imp['import_id']}/approve", headers=bob)
+    assert r.status_code == 403
+    assert httpx.post(f"{api}/imports/{imp['import_id']}/approve", headers=oscar).json()["state"] == "approved"
+    status = httpx.get(f"{api}/workspaces/{permit}", headers=bob).json()
+    assert status["exists"] and status["analysts"] == ["bob"]
+    assert httpx.delete(f"{api}/workspaces/{permit}", headers=bob).status_code == 403
+    hanna = {"Authorization": f"Bearer {make_token(svc, 'hanna')}"}
+    assert httpx.post(f"{api}/workspaces/{permit}/tokens/bob", headers=hanna).json()["token"]
+    assert "workspace.token_issued" in {e["action"] for e in
+                                        httpx.get(f"{api}/workspaces/{permit}/audit", headers=hanna).json()}
+    assert httpx.post(f"{api}/workspaces/{permit}", headers=hanna).json()["error"]["code"] == "no_delivery"

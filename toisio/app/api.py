@@ -25,6 +25,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from permits.api import permits_router
+from secure_env.airlock.api import airlock_router
+from secure_env.workspace.api import workspace_router
 from toisio import identity
 from toisio.errors import ToisioError, Unauthenticated, Unavailable
 from toisio.identity import Actor
@@ -223,4 +225,6 @@ def create_app(svc: Service) -> FastAPI:
         return _token_out(identity.revoke_token(svc, a, token_id))
 
     app.include_router(permits_router(svc, actor))
+    app.include_router(workspace_router(svc, actor))
+    app.include_router(airlock_router(svc, actor))
     return app

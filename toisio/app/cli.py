@@ -29,10 +29,10 @@ app.add_typer(db_app, name="db")
 
 
 def _register_stage_commands() -> None:
-    from secure_env.airlock.cli import outputs_app
-    from secure_env.workspace.cli import imports_app, workspace_app
+    from toisio.app.airlock_cli import outputs_app
     from toisio.app.identity_cli import register
     from toisio.app.permits_cli import permits_app
+    from toisio.app.workspace_cli import imports_app, workspace_app
 
     register(app)
     app.add_typer(permits_app, name="permits")

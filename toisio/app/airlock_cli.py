@@ -1,4 +1,5 @@
-"""``toisio outputs ...``: thin commands over the output airlock (:mod:`secure_env.airlock.outputs`)."""
+"""``toisio outputs ...``: a client of the REST API's airlock routes (:mod:`secure_env.airlock.api`), as the
+signed-in user, to ``TOISIO_API_URL`` or to the same API in-process."""
 
 from __future__ import annotations
 
@@ -17,50 +18,54 @@ console = make_console(width=140)
 err = make_console(stderr=True)
 
 
-def _ctx():
-    """The service and the signed-in user (``toisio login`` or ``TOISIO_TOKEN``)."""
-    from toisio.cli_auth import current_actor
-    from toisio.service import service
-
-    svc = service()
-    return svc, run_or_exit(lambda: current_actor(svc), err)
-
-
 def _run(fn):
     return run_or_exit(fn, err)
+
+
+def _api():
+    from toisio.app.client import api_client
+    from toisio.service import service
+
+    return _run(lambda: api_client(service()))
+
+
+def _workspace_path(path: Path) -> str:
+    """A file in the permit's workspace as the API wants it: relative to the workspace root when the path given
+    is inside a workspace root on this host (``.../workspaces/<permit>/root/...``), otherwise as given."""
+    parts = path.parts
+    if "workspaces" in parts and "root" in parts[parts.index("workspaces"):]:
+        i = parts.index("root", parts.index("workspaces"))
+        return str(Path(*parts[i + 1:]))
+    return str(path)
 
 
 @outputs_app.command("create")
 def create(permit: str = typer.Option(..., "--permit")) -> None:
     """Start an output request for a permit."""
-    from secure_env.airlock.outputs import create_request
-
-    svc, actor = _ctx()
-    console.print(_run(lambda: create_request(svc, actor, permit)))
+    api = _api()
+    console.print(_run(lambda: api.post("/outputs", json={"permit_id": permit}))["request_id"])
 
 
 @outputs_app.command("add")
-def add(request_id: str, path: Path, description: str = typer.Option(..., "--description"),
+def add(request_id: str, path: Path = typer.Argument(..., help="the file in the permit's workspace (relative to "
+                                                                 "its root, e.g. scratch/table.csv)"),
+        description: str = typer.Option(..., "--description"),
         method: str = typer.Option(..., "--method"), index: str | None = typer.Option(None, "--index"),
         statistic: str = typer.Option("count", "--statistic")) -> None:
-    """Add a file with its context; tables are checked at once."""
-    from secure_env.airlock.outputs import add_file
-
-    svc, actor = _ctx()
-    ctx = {"description": description, "method": method, "statistic": statistic}
-    if index:
-        ctx["index"] = index
-    _run(lambda: add_file(svc, actor, request_id, path, ctx))
+    """Add a file from the workspace with its context; tables are checked at once (the server reads the file
+    in the workspace; nothing is uploaded)."""
+    api = _api()
+    body = {"path": _workspace_path(path), "description": description, "method": method, "statistic": statistic,
+            "index": index}
+    _run(lambda: api.post(f"/outputs/{request_id}/files", json=body))
     console.print(f"added {path.name} to {request_id}")
 
 
-def _simple(name: str, fn_name: str, doc: str):
+def _simple(name: str, route: str, doc: str):
     def command(request_id: str) -> None:
-        from secure_env.airlock import outputs as airlock
-
-        svc, actor = _ctx()
-        result = _run(lambda: getattr(airlock, fn_name)(svc, actor, request_id))
-        console.print(f"{request_id}: {getattr(result, 'value', result)}")
+        api = _api()
+        result = _run(lambda: api.post(f"/outputs/{request_id}/{route}"))
+        console.print(f"{request_id}: {result['state']}")
 
     command.__doc__ = doc
     outputs_app.command(name)(command)
@@ -76,38 +81,33 @@ _simple("release", "release", "Release an approved request to the release store.
 def vote_cmd(request_id: str, file: str, decision: str, comment: str = typer.Option("", "--comment"),
              ) -> None:
     """Vote approve, reject or request_changes on one file."""
-    from secure_env.airlock.outputs import vote
-
-    svc, actor = _ctx()
-    _run(lambda: vote(svc, actor, request_id, file, decision, comment))
+    api = _api()
+    _run(lambda: api.post(f"/outputs/{request_id}/votes", json={"file": file, "decision": decision,
+                                                                 "comment": comment}))
     console.print(f"{request_id}: {file} {decision}")
 
 
 @outputs_app.command("decide")
 def decide_cmd(request_id: str, outcome: str) -> None:
     """Approve, reject or return a reviewed request."""
-    from secure_env.airlock.outputs import decide
-
-    svc, actor = _ctx()
-    console.print(f"{request_id}: {_run(lambda: decide(svc, actor, request_id, outcome)).value}")
+    api = _api()
+    r = _run(lambda: api.post(f"/outputs/{request_id}/decide", json={"outcome": outcome}))
+    console.print(f"{request_id}: {r['state']}")
 
 
 @outputs_app.command("revoke-approval")
 def revoke_cmd(request_id: str, reason: str = typer.Option(..., "--reason")) -> None:
     """Take your approval back before release."""
-    from secure_env.airlock.outputs import revoke_approval
-
-    svc, actor = _ctx()
-    console.print(f"{request_id}: {_run(lambda: revoke_approval(svc, actor, request_id, reason)).value}")
+    api = _api()
+    r = _run(lambda: api.post(f"/outputs/{request_id}/revoke_approval", json={"reason": reason}))
+    console.print(f"{request_id}: {r['state']}")
 
 
 @outputs_app.command("show")
 def show_cmd(request_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a request as you may see it (the view is audited)."""
-    from secure_env.airlock.outputs import view
-
-    svc, actor = _ctx()
-    v = _run(lambda: view(svc, actor, request_id))
+    api = _api()
+    v = _run(lambda: api.get(f"/outputs/{request_id}"))
     if as_json:
         sys.stdout.write(json.dumps(v, indent=2, default=str) + "\n")
         return
@@ -125,12 +125,11 @@ def show_cmd(request_id: str, as_json: bool = typer.Option(False, "--json")) -> 
 @outputs_app.command("queue")
 def queue_cmd() -> None:
     """Requests awaiting your review, across all permits."""
-    from secure_env.airlock.outputs import checker_queue
-
-    svc, actor = _ctx()
-    t = Table(title=f"awaiting {actor.user_id}")
+    api = _api()
+    me = _run(lambda: api.get("/me"))
+    t = Table(title=f"awaiting {me['user_id']}")
     for c in ("request", "permit", "state", "waiting since"):
         t.add_column(c)
-    for r in checker_queue(svc, actor):
+    for r in _run(lambda: api.get("/outputs/queue")):
         t.add_row(r["request_id"], r["permit_id"], r["state"], r["waiting_since"][:19])
     console.print(t)

@@ -1,0 +1,137 @@
+"""The airlock's REST routes: output requests, their files (read by the server from the permit's workspace),
+votes, reviews, decisions and release.  A thin layer over :mod:`secure_env.airlock.outputs`; the
+application that serves them (authentication, errors) is built by :mod:`toisio.app.api`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from secure_env.airlock import outputs as A
+from toisio.identity import Actor
+from toisio.service import Service
+from toisio.text import MAX_TEXT
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewRequest(_Body):
+    permit_id: str = Field(min_length=1, max_length=64)
+
+
+class AddFile(_Body):
+    path: str = Field(min_length=1, max_length=1000,
+                      description="the file in the permit's workspace, relative to its root (for example "
+                                  "scratch/table.csv); the server reads it there, nothing is uploaded")
+    description: str = Field(min_length=1, max_length=MAX_TEXT)
+    method: str = Field(min_length=1, max_length=MAX_TEXT)
+    index: str | None = Field(None, max_length=1000)
+    statistic: str = Field("count", max_length=64)
+
+
+class Vote(_Body):
+    file: str = Field(min_length=1, max_length=255)
+    decision: Literal["approve", "reject", "request_changes"]
+    comment: str = Field("", max_length=MAX_TEXT)
+
+
+class Decide(_Body):
+    outcome: Literal["approve", "reject", "return"]
+
+
+class Reason(_Body):
+    reason: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class RequestState(BaseModel):
+    request_id: str
+    state: str
+
+
+def _workspace_file(svc: Service, permit_id: str, given: str) -> Path:
+    """The file a request names, inside the permit's workspace root (never elsewhere on the server)."""
+    from secure_env.workspace.provision import existing
+
+    root = existing(svc, permit_id).root.resolve()
+    path = Path(given)
+    path = (path if path.is_absolute() else root / path).resolve()
+    if not path.is_relative_to(root):
+        raise A.AirlockError(f"{given}: outputs of permit {permit_id} must come from its workspace",
+                             "outside_workspace")
+    return path
+
+
+def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
+    r = APIRouter(tags=["output requests"])
+
+    def state(request_id: str, s) -> RequestState:
+        return RequestState(request_id=request_id, state=getattr(s, "value", s))
+
+    @r.post("/api/v1/outputs", status_code=201)
+    def create(body: NewRequest, a: Actor = Depends(actor)) -> RequestState:
+        """Start an output request for a permit (an analyst named on it)."""
+        request_id = A.create_request(svc, a, body.permit_id)
+        return state(request_id, "pending")
+
+    @r.get("/api/v1/outputs/queue")
+    def queue(a: Actor = Depends(actor)) -> list[dict[str, Any]]:
+        """Requests awaiting this output checker's review, across all permits."""
+        return A.checker_queue(svc, a)
+
+    @r.get("/api/v1/outputs/{request_id}")
+    def show(request_id: str, a: Actor = Depends(actor)) -> dict[str, Any]:
+        """The request as the caller may see it (other checkers' votes hidden until they submit theirs)."""
+        return A.view(svc, a, request_id)
+
+    @r.post("/api/v1/outputs/{request_id}/files", status_code=201)
+    def add(request_id: str, body: AddFile, a: Actor = Depends(actor)) -> dict[str, Any]:
+        """Add a file from the permit's workspace with its context; a table is checked at once."""
+        permit_id = A.check_can_add_file(svc, a, request_id)
+        path = _workspace_file(svc, permit_id, body.path)
+        context = {"description": body.description, "method": body.method, "statistic": body.statistic}
+        if body.index:
+            context["index"] = body.index
+        A.add_file(svc, a, request_id, path, context)
+        return {"request_id": request_id, "file": path.name}
+
+    def step(fn, doc: str):
+        def endpoint(request_id: str, a: Actor = Depends(actor)) -> RequestState:
+            return state(request_id, fn(svc, a, request_id))
+
+        endpoint.__doc__, endpoint.__name__ = doc, fn.__name__
+        return endpoint
+
+    for fn, doc in ((A.submit, "Submit (or resubmit) for review."), (A.withdraw, "Withdraw before release."),
+                    (A.submit_review, "Finish your review (after voting on every file).")):
+        r.add_api_route(f"/api/v1/outputs/{{request_id}}/{fn.__name__}", step(fn, doc), methods=["POST"],
+                        name=f"output_{fn.__name__}")
+
+    @r.post("/api/v1/outputs/{request_id}/votes")
+    def vote(request_id: str, body: Vote, a: Actor = Depends(actor)) -> dict[str, str]:
+        """Vote on one file (replacing your earlier vote on it in this round)."""
+        A.vote(svc, a, request_id, body.file, body.decision, body.comment)
+        return {"request_id": request_id, "file": body.file, "decision": body.decision}
+
+    @r.post("/api/v1/outputs/{request_id}/decide")
+    def decide(request_id: str, body: Decide, a: Actor = Depends(actor)) -> RequestState:
+        """Approve, reject or return a reviewed request."""
+        return state(request_id, A.decide(svc, a, request_id, body.outcome))
+
+    @r.post("/api/v1/outputs/{request_id}/revoke_approval")
+    def revoke(request_id: str, body: Reason, a: Actor = Depends(actor)) -> RequestState:
+        """Take your approval back before release."""
+        return state(request_id, A.revoke_approval(svc, a, request_id, body.reason))
+
+    @r.post("/api/v1/outputs/{request_id}/release")
+    def release(request_id: str, a: Actor = Depends(actor)) -> dict[str, str]:
+        """Release an approved request to the release store."""
+        target = A.release(svc, a, request_id)
+        return {"request_id": request_id, "state": "released", "released_to": str(target)}
+
+    return r
