@@ -651,14 +651,14 @@ def frozen_scope(svc: Service, permit_id: str) -> PermitScope:
 
 # ---------------------------------------------------------------- scheduled jobs
 
-def expire_due(svc: Service, *, today: date | None = None) -> list[str]:
+def expire_due(svc: Service, *, today: date | None = None, by: Actor = SYSTEM) -> list[str]:
     """Expire every active permit whose end date has passed; other stages are told by an event."""
     today = today or _today()
     with svc.engine.connect() as conn:
         due = [r[0] for r in conn.execute(select(CaseRow.case_id).where(
             CaseRow.state == State.ACTIVE.value, CaseRow.valid_until < today))]
     for case_id in due:
-        act(svc, SYSTEM, case_id, "expire", today=today)
+        act(svc, by, case_id, "expire", today=today)
     return due
 
 
@@ -715,7 +715,7 @@ def digest(svc: Service, *, today: date | None = None) -> list[QueueItem]:
 
 
 def tidy_drafts(svc: Service, *, today: date | None = None, remind_after_days: int = 30,
-                delete_after_days: int = 60) -> dict[str, list[str]]:
+                delete_after_days: int = 60, by: Actor = SYSTEM) -> dict[str, list[str]]:
     """Remind owners of drafts untouched for ``remind_after_days``; delete those untouched for
     ``delete_after_days`` (each deletion audited)."""
     today = today or _today()
@@ -729,9 +729,9 @@ def tidy_drafts(svc: Service, *, today: date | None = None, remind_after_days: i
     for d in drafts:
         idle = (today - last_touch[d.case_id]).days
         if idle >= delete_after_days or (d.case_id in was_reminded and idle >= remind_after_days):
-            act(svc, SYSTEM, d.case_id, "delete_draft", today=today, reason=f"untouched for {idle} days")
+            act(svc, by, d.case_id, "delete_draft", today=today, reason=f"untouched for {idle} days")
             deleted.append(d.case_id)
         elif idle >= remind_after_days and d.case_id not in was_reminded:
-            act(svc, SYSTEM, d.case_id, "remind", today=today, reason=f"draft untouched for {idle} days")
+            act(svc, by, d.case_id, "remind", today=today, reason=f"draft untouched for {idle} days")
             reminded.append(d.case_id)
     return {"reminded": reminded, "deleted": deleted}

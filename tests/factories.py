@@ -253,3 +253,54 @@ def make_case(svc, staff, *, state: str = "active", form=None, day=None, **form_
         if reaches == target.value:
             break
     return view
+
+
+def make_workspace(svc, staff, *, permit: str | None = None, tmp: Path | None = None):
+    """An active data permit (made with :func:`make_case` unless given) with its workspace created by the
+    handler from a small delivery; returns (permit_id, {analyst: workspace token})."""
+    import tempfile
+    from datetime import date, timedelta
+
+    from secure_env.workspace import provision
+
+    permit = permit or make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    tmp = tmp or Path(tempfile.mkdtemp(prefix="toisio-delivery-"))
+    tokens = provision.create(svc, staff["hanna"], permit, make_delivery(tmp / f"delivery-{permit}", permit))
+    return permit, tokens
+
+
+#: make_output_request's way from a new request to a released one: (state reached, step)
+OUTPUT_PATH = ("pending", "submitted", "partially_reviewed", "reviewed", "approved", "released")
+
+
+def make_output_request(svc, staff, *, state: str = "submitted", permit: str | None = None,
+                        rows: str = "k,n\na,50\nb,60\n"):
+    """An output request by the analyst 'bob' with one table from the permit's workspace, brought to ``state``
+    through the airlock's domain functions by the checkers 'oscar' and 'olga' (made if missing); returns
+    (request_id, permit_id)."""
+    from secure_env.airlock import outputs as A
+    from secure_env.workspace.provision import paths
+    from toisio.identity import actor_for
+
+    if state not in OUTPUT_PATH:
+        raise ValueError(f"make_output_request reaches {', '.join(OUTPUT_PATH)} (not {state})")
+    if permit is None:
+        permit, _ = make_workspace(svc, staff)
+    with svc.engine.connect() as conn:
+        bob = actor_for(conn, "bob")
+    checkers = [staff.get("oscar") or make_user(svc, "oscar", ("output_checker",)),
+                staff.get("olga") or make_user(svc, "olga", ("output_checker",))]
+    table = paths(svc, permit).root / "scratch" / "table.csv"
+    table.write_text(rows)
+    request_id = A.create_request(svc, bob, permit)
+    A.add_file(svc, bob, request_id, table, {"description": "persons by k", "method": "count", "index": "k"})
+    steps = [lambda: A.submit(svc, bob, request_id)]
+    for c in checkers:
+        steps.append(lambda c=c: (A.vote(svc, c, request_id, "table.csv", "approve"),
+                                  A.submit_review(svc, c, request_id)))
+    steps.append(lambda: A.decide(svc, checkers[0], request_id, "approve"))
+    steps.append(lambda: A.release(svc, checkers[1], request_id))
+    for step in steps[:OUTPUT_PATH.index(state)]:
+        step()
+    assert A.request_state(svc, request_id).value == state
+    return request_id, permit

@@ -103,9 +103,13 @@ class Actor:
 SYSTEM = Actor("system", frozenset({Role.SYSTEM}), method=AuthMethod.SERVICE)
 
 
-def operator(name: str | None = None) -> Actor:
-    """The operating-system user running an operator command on the service host (``operator:<name>``)."""
-    return Actor(f"operator:{name or getpass.getuser()}", frozenset({Role.OPERATOR}), method=AuthMethod.OPERATOR)
+def operator(name: str | None = None, *, scheduled_job: bool = False) -> Actor:
+    """The operating-system user running an operator command on the service host (``operator:<name>``).
+
+    With ``scheduled_job`` they run one of the service's own jobs (expiring permits, tidying drafts) and so
+    also hold the ``system`` role for it; the audit log still names them."""
+    roles = {Role.OPERATOR, Role.SYSTEM} if scheduled_job else {Role.OPERATOR}
+    return Actor(f"operator:{name or getpass.getuser()}", frozenset(roles), method=AuthMethod.OPERATOR)
 
 
 # ---------------------------------------------------------------- tables

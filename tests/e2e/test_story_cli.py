@@ -135,8 +135,18 @@ def test_the_whole_story_signed_in(story, tmp_path):
     assert json.loads(s.run("bob", "outputs", "show", req, "--json").output)["state"] == "approved"
     s.run("olga", "outputs", "release", req)
     assert (svc.settings.home / "releases" / case / req / "manifest.json").exists()
-    # 6. The end: the workspace destroyed; tokens, users and the audit chain
+    # 6. The end: the workspace destroyed, the permit expired by the scheduled job (run by an operator, and
+    # recorded as them); tokens, users and the audit chain
     assert "destroyed" in s.run("hanna", "workspace", "destroy", "--permit", case).output
+    assert case in s.run(None, "permits", "expire", "--on", "2031-01-02").output
+    assert "deleted: none" in s.run(None, "permits", "tidy-drafts").output
+    import getpass
+
+    from toisio import audit
+
+    with svc.engine.connect() as conn:
+        expired = [e.actor for e in audit.events(conn, subject=f"case:{case}") if e.action == "case.expired"]
+    assert expired == [f"operator:{getpass.getuser()}"]
     new = s.run("alice", "tokens", "create", "--name", "script", "--days", "7").stdout.strip().splitlines()[-1]
     token_id = new.split("_")[1]
     assert "script" in s.run("alice", "tokens", "list").output

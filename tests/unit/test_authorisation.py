@@ -245,3 +245,15 @@ def test_the_system_and_operators_act_under_their_own_names(svc, world):
     with svc.engine.connect() as conn:
         actors = {e.actor for e in audit.events(conn, subject=f"permit:{permit}") if e.action.startswith("workspace.")}
     assert actors == {"system"}  # stopping a server that is not running records nothing
+
+
+@pytest.mark.parametrize("state", ["pending", "submitted", "partially_reviewed", "reviewed", "approved", "released"])
+def test_the_output_request_factory_reaches_each_state(svc, state):
+    from tests.factories import make_output_request
+
+    staff = make_staff(svc)
+    request_id, permit = make_output_request(svc, staff, state=state)
+    assert A.request_state(svc, request_id).value == state
+    # whatever its state, the requester never reviews it
+    with pytest.raises(PermissionDenied):
+        A.check_can_review(svc, identity.Actor("bob", frozenset({Role.OUTPUT_CHECKER})), permit, "bob")

@@ -153,8 +153,10 @@ def digest_cmd() -> None:
 def expire_cmd(on: str | None = typer.Option(None, help="run as of this date (YYYY-MM-DD)")) -> None:
     """Operator: expire permits past their end date (scheduled job)."""
     from permits.service import expire_due
+    from toisio.identity import operator
 
-    done = expire_due(_svc(), today=date.fromisoformat(on) if on else None)
+    done = _run(lambda: expire_due(_svc(), today=date.fromisoformat(on) if on else None,
+                                   by=operator(scheduled_job=True)))
     console.print(f"expired: {', '.join(done) or 'none'}")
 
 
@@ -162,8 +164,10 @@ def expire_cmd(on: str | None = typer.Option(None, help="run as of this date (YY
 def tidy_cmd(remind_after: int = typer.Option(30), delete_after: int = typer.Option(60)) -> None:
     """Operator: remind owners of idle drafts, then delete them (scheduled job; deletions are audited)."""
     from permits.service import tidy_drafts
+    from toisio.identity import operator
 
-    result = tidy_drafts(_svc(), remind_after_days=remind_after, delete_after_days=delete_after)
+    result = _run(lambda: tidy_drafts(_svc(), remind_after_days=remind_after, delete_after_days=delete_after,
+                                      by=operator(scheduled_job=True)))
     console.print(f"reminded: {', '.join(result['reminded']) or 'none'}; "
                   f"deleted: {', '.join(result['deleted']) or 'none'}")
 
