@@ -27,7 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Integer, String, Text, event, select, text
+from sqlalchemy import Connection, Integer, String, Text, event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -310,14 +310,33 @@ def _table_exists(conn: Connection) -> bool:
 
 def check_head(conn: Connection, key: Secret) -> None:
     """Raise :class:`AuditError` unless the database still holds the head recorded outside it (O(1): for use
-    before trusting state the chain covers)."""
+    before trusting state the chain covers).
+
+    A reader may see a head file whose entry is not yet visible to it: the head is written just before the
+    appending commit lands, and SQLite WAL fixes a reader's snapshot at its first read.  When the recorded head
+    is newer than anything the reader sees, a fresh read after the append lock is free decides between such a
+    concurrent commit and a truncated log."""
     anchor = read_head_file(key)
     if anchor is None or anchor[0] == 0:
         return
-    row = conn.execute(select(AuditEventRow.entry_hash).where(AuditEventRow.seq == anchor[0])).first()
-    if row is None or row[0] != anchor[1]:
-        raise AuditError(f"the audit log no longer holds its recorded head (entry {anchor[0]}): it was truncated "
-                         f"or an older copy of the database was restored")
+    q = select(AuditEventRow.entry_hash).where(AuditEventRow.seq == anchor[0])
+    row = conn.execute(q).first()
+    if row is not None and row[0] == anchor[1]:
+        return
+    if row is None:
+        newest = conn.execute(select(func.max(AuditEventRow.seq))).scalar() or 0
+        # A writer records the head while it still holds the append lock, just before its commit lands; a
+        # reader that sees the head but not yet the entry waits for that lock and looks again.  (A SQLite
+        # write transaction holds the lock itself, and no commit can be in flight then.)
+        may_wait = conn.get_execution_options().get("toisio_readonly") or conn.dialect.name == "postgresql"
+        if newest < anchor[0] and may_wait:
+            with conn.engine.begin() as fresh:
+                _lock_for_append(fresh)
+                again = fresh.execute(q).first()
+            if again is not None and again[0] == anchor[1]:
+                return
+    raise AuditError(f"the audit log no longer holds its recorded head (entry {anchor[0]}): it was truncated "
+                     f"or an older copy of the database was restored")
 
 
 def _verify(conn: Connection, key: Secret, *, anchor: tuple[int, str] | None) -> VerifyResult:

@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DatabaseError
 
 from toisio import audit
@@ -189,3 +189,19 @@ def test_concurrent_appends_keep_the_chain(svc):
 def test_append_needs_actor_action_subject(svc):
     with pytest.raises(audit.AuditError), svc.engine.begin() as conn:
         audit.append(conn, svc.audit_key, actor="", action="a", subject="s")
+
+
+def test_a_reader_whose_snapshot_predates_a_commit_is_not_told_the_log_was_truncated(svc):
+    """Under load a reader saw the head file of a commit newer than its own snapshot and refused a valid token
+    as tampered (found by the permits benchmark: 87 of 799 reads).  The reader now looks again once the append
+    lock is free; a real truncation is still refused."""
+    from toisio.db import read_connection
+
+    svc.record(actor="a", action="case.viewed", subject="s")
+    with read_connection(svc.engine) as reader:
+        reader.execute(select(audit.AuditEventRow.seq)).all()  # the snapshot starts here
+        svc.record(actor="b", action="case.viewed", subject="s")  # commits and writes the head file
+        audit.check_head(reader, svc.audit_key)  # no false alarm
+    _raw(svc, "DELETE FROM audit_event WHERE seq=2")
+    with read_connection(svc.engine) as reader, pytest.raises(audit.AuditError, match="no longer holds"):
+        audit.check_head(reader, svc.audit_key)
