@@ -10,23 +10,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from toisio.console import make_console, run_or_exit, styled
+from toisio.app.cli_common import api as _api
+from toisio.app.cli_common import run as _run
+from toisio.console import make_console, styled
 
 outputs_app = typer.Typer(help="Output requests: disclosure checks, two-person review, release.",
                           no_args_is_help=True)
 console = make_console(width=140)
-err = make_console(stderr=True)
-
-
-def _run(fn):
-    return run_or_exit(fn, err)
-
-
-def _api():
-    from toisio.app.client import api_client
-    from toisio.service import service
-
-    return _run(lambda: api_client(service()))
 
 
 def _workspace_path(path: Path) -> str:

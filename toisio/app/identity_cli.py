@@ -12,29 +12,20 @@ import sys
 import typer
 from rich.table import Table
 
-from toisio.console import make_console, run_or_exit
+from toisio.app.cli_common import run as _run
+from toisio.app.cli_common import svc as _svc
+from toisio.console import make_console
 from toisio.errors import ToisioError
 
 users_app = typer.Typer(help="Users of the service (operator, on the service host).", no_args_is_help=True)
 tokens_app = typer.Typer(help="Your API tokens: create, list, rotate, revoke.", no_args_is_help=True)
 console = make_console(width=140)
-err = make_console(stderr=True)
-
-
-def _svc():
-    from toisio.service import service
-
-    return service()
 
 
 def _me(svc):
     from toisio.cli_auth import current_actor
 
     return current_actor(svc)
-
-
-def _run(fn):
-    return run_or_exit(fn, err)
 
 
 def _secret_input(prompt: str, from_stdin: bool) -> str:

@@ -20,27 +20,14 @@ from rich.table import Table
 
 from permits.actions import ACTION_BODIES
 from permits.permissions import ACTIONS
-from toisio.console import make_console, run_or_exit, styled
+from toisio.app.cli_common import api as _api
+from toisio.app.cli_common import err
+from toisio.app.cli_common import run as _run
+from toisio.app.cli_common import svc as _svc
+from toisio.console import make_console, styled
 
 permits_app = typer.Typer(help="Permit applications, decisions and permits.", no_args_is_help=True)
 console = make_console(width=140)
-err = make_console(stderr=True)
-
-
-def _svc():
-    from toisio.service import service
-
-    return service()
-
-
-def _run(fn):
-    return run_or_exit(fn, err)
-
-
-def _api():
-    from toisio.app.client import api_client
-
-    return _run(lambda: api_client(_svc()))
 
 
 def _print_case(v: dict) -> None:

@@ -15,26 +15,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from toisio.console import make_console, run_or_exit, styled
+from toisio.app.cli_common import api as _api
+from toisio.app.cli_common import err
+from toisio.app.cli_common import run as _run
+from toisio.console import make_console, styled
 
 workspace_app = typer.Typer(help="Per-permit JupyterLab workspaces: create, start, stop, status, destroy, audit.",
                             no_args_is_help=True)
 console = make_console(width=160)
-err = make_console(stderr=True)
 PERMIT = typer.Option(..., "--permit", help="the permit (case id)")
 OPERATOR = typer.Option(False, "--operator", help="act as the operating-system user (operator:<name>) on the "
                                                   "service host, for process control; default: the signed-in user")
-
-
-def _run(fn):
-    return run_or_exit(fn, err)
-
-
-def _api():
-    from toisio.app.client import api_client
-    from toisio.service import service
-
-    return _run(lambda: api_client(service()))
 
 
 def _host(as_operator: bool = False):
