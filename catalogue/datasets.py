@@ -79,6 +79,7 @@ class Dataset(_Frozen):
     health_categories: tuple[str, ...]
     purposes: tuple[str, ...]
     variables: tuple[Variable, ...]
+    event_date: str | None = Field(None, description="the variable a permit's period applies to (none: no period)")
 
     @property
     def variable_names(self) -> tuple[str, ...]:
@@ -149,7 +150,7 @@ def datasets() -> tuple[Dataset, ...]:
                            controller=load_schema(registry).controller, controller_email=e.email,
                            coverage=e.coverage, records=e.records, individuals=e.individuals, ages=e.ages,
                            health_categories=e.health_categories, purposes=e.purposes,
-                           variables=_variables(registry)))
+                           variables=_variables(registry), event_date=load_schema(registry).event_date))
     return tuple(out)
 
 

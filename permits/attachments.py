@@ -63,6 +63,11 @@ def verify_form(svc: Service, form: ApplicationForm) -> None:
             verify(svc, a)
 
 
+def read(svc: Service, attachment: Attachment) -> bytes:
+    verify(svc, attachment)
+    return (_root(svc) / attachment.sha256).read_bytes()
+
+
 def copy_to(svc: Service, attachment: Attachment, dest: Path) -> Path:
     verify(svc, attachment)
     return Path(shutil.copy(_root(svc) / attachment.sha256, dest))

@@ -129,6 +129,15 @@ DECIDED = frozenset({S.APPROVED, S.REJECTED, S.EXTRACTION, S.DELIVERED, S.ACTIVE
                      S.REVOKED})
 PERMIT_IN_FORCE = frozenset({S.APPROVED, S.EXTRACTION, S.DELIVERED, S.ACTIVE})
 
+#: whom a case in each state waits for ("" when it waits for nobody): the queues and the portal's timeline
+WAITING_FOR: dict[State, str] = {
+    S.DRAFT: "applicant", S.SUBMITTED: "handler", S.RETURNED: "applicant", S.COMPLETE: "handler",
+    S.ESTIMATES_REQUESTED: "controller", S.ESTIMATES_RECEIVED: "handler", S.ESTIMATE_SENT: "applicant",
+    S.ACCEPTED: "handler", S.PRESENTED: "decider", S.APPROVED: "service", S.EXTRACTION: "service",
+    S.DELIVERED: "handler", S.ACTIVE: "", S.REJECTED: "", S.EXPIRED: "", S.CLOSED: "", S.REVOKED: "",
+    S.WITHDRAWN: "", S.DELETED: "",
+}
+
 
 class IllegalTransition(Conflict):
     """An event that the case's current state does not allow."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,7 +22,15 @@ from permits import deadlines
 from permits.actions import BodyError, parse_body
 from permits.application import ApplicationForm, Kind
 from permits.fees import compute_fee
-from permits.lifecycle import BEFORE_DECISION, PERMIT_IN_FORCE, Event, State, next_state, state_after
+from permits.lifecycle import (
+    BEFORE_DECISION,
+    PERMIT_IN_FORCE,
+    WAITING_FOR,
+    Event,
+    State,
+    next_state,
+    state_after,
+)
 from permits.models import CaseCounter, CaseEventRow, CaseRow, EstimateRow, MemberRow
 from permits.permissions import ACTIONS, PermissionDenied, Role, check_can, check_can_see_queue
 from permits.rules import RuleViolation, check_form
@@ -97,6 +105,7 @@ class PermitAccess:
     users: tuple[str, ...]
     valid_until: date | None
     scope: PermitScope | None
+    holder: str = ""  # the permit holder (its applicant)
 
 
 def _now() -> str:
@@ -196,6 +205,14 @@ def derived_state(conn: Connection, case_id: str) -> State:
     return state_after([(Event(e.event), e.all_estimates_in) for e in _history(conn, case_id)])
 
 
+def _for_role(events: tuple[CaseEvent, ...], role: Role) -> tuple[CaseEvent, ...]:
+    """The history as ``role`` sees it: the applicant and the named users do not see the authority's internal
+    remarks."""
+    if role not in (Role.APPLICANT, Role.MEMBER):
+        return events
+    return tuple(e for e in events if not (e.event == Event.REMARKED.value and e.payload.get("public") is False))
+
+
 def _view(conn: Connection, row: CaseRow, with_history: bool) -> CaseView:
     history = tuple(CaseEvent(e.seq, e.event, e.actor, e.role, e.ts, json.loads(e.payload))
                     for e in _history(conn, row.case_id)) if with_history else ()
@@ -213,7 +230,8 @@ def show(svc: Service, actor: Actor, case_id: str) -> CaseView:
         role = _check(conn, actor, row, "view")
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
                      payload={"role": role.value})
-        return _view(conn, row, with_history=True)
+        view = _view(conn, row, with_history=True)
+        return replace(view, history=_for_role(view.history, role))
 
 
 def list_cases(svc: Service, actor: Actor, *, state: str | None = None) -> list[CaseView]:
@@ -596,6 +614,15 @@ def _on_revoke(conn, svc, actor, row, today, payload):
     return {"reason": _need(payload, "reason", "the reason for revoking the permit")}, False
 
 
+def _on_remark(conn, svc, actor, row, today, payload):
+    """A message on the case: public (the applicant sees it) or internal to the authority."""
+    if not payload.get("public", True) and (actor.user_id == row.applicant_id
+                                            or actor.user_id in _members(conn, row.case_id)):
+        raise InvalidRequest("an applicant's or named user's message is always visible to the authority and the "
+                             "applicant; only the authority writes internal remarks", code="internal_remark_refused")
+    return {"text": payload["text"], "public": payload.get("public", True)}, False
+
+
 def _on_delivered(conn, svc, actor, row, today, payload):
     return {"manifest_sha256": payload.get("manifest_sha256")}, False
 
@@ -605,7 +632,7 @@ _HANDLERS = {
     "request_estimates": _on_request_estimates, "record_estimate": _on_record_estimate,
     "send_estimate": _on_send_estimate, "accept": _on_accept, "present": _on_present, "approve": _on_approve,
     "reject": _on_reject, "extend_deadline": _on_extend, "assign_handler": _on_assign, "revoke": _on_revoke,
-    "close": _on_close, "mark_delivered": _on_delivered,
+    "close": _on_close, "mark_delivered": _on_delivered, "remark": _on_remark,
 }
 
 
@@ -625,14 +652,15 @@ def permit_access(svc: Service, permit_id: str, *, today: date | None = None) ->
     if row.kind == Kind.AMENDMENT.value:
         return PermitAccess(permit_id, state, False, "an amendment is not a permit", (), None, None)
     if state not in PERMIT_IN_FORCE:
-        return PermitAccess(permit_id, state, False, f"permit is {state.value}", users, row.valid_until, scope)
+        return PermitAccess(permit_id, state, False, f"permit is {state.value}", users, row.valid_until, scope,
+                            row.applicant_id)
     if row.valid_until is not None and today > row.valid_until:
         return PermitAccess(permit_id, state, False, f"permit ended on {row.valid_until}", users,
                             row.valid_until, scope)
     if row.valid_from is not None and today < row.valid_from:
         return PermitAccess(permit_id, state, False, f"permit starts on {row.valid_from}", users,
                             row.valid_until, scope)
-    return PermitAccess(permit_id, state, True, "in force", users, row.valid_until, scope)
+    return PermitAccess(permit_id, state, True, "in force", users, row.valid_until, scope, row.applicant_id)
 
 
 def frozen_scope(svc: Service, permit_id: str) -> PermitScope:
@@ -671,6 +699,7 @@ class QueueItem:
     deadline: date | None
     deadline_kind: str
     status: str
+    waiting_for: str = ""
 
 
 def _deadline_of(conn: Connection, row: CaseRow) -> tuple[date | None, str]:
@@ -705,7 +734,7 @@ def _queue(svc: Service, handler_id: str | None, *, today: date | None = None) -
         for row in conn.execute(q):
             due, kind = _deadline_of(conn, row)
             items.append(QueueItem(row.case_id, row.title, row.state, row.handler_id, due, kind,
-                                   deadlines.status(due, today)))
+                                   deadlines.status(due, today), WAITING_FOR[State(row.state)]))
     return sorted(items, key=lambda i: (i.deadline or date.max, i.case_id))
 
 

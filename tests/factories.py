@@ -304,3 +304,50 @@ def make_output_request(svc, staff, *, state: str = "submitted", permit: str | N
         step()
     assert A.request_state(svc, request_id).value == state
     return request_id, permit
+
+
+class PortalUser:
+    """A user with a local account (password and TOTP) who signs in to the portal; ``code()`` gives a fresh
+    one-time code each call (the next time step when the current one was used: the service refuses a code
+    used before)."""
+
+    PASSWORD = "correct horse battery staple 42"
+
+    def __init__(self, svc, user_id: str, roles=(), registries=(), *, name: str | None = None):
+        import pyotp
+
+        from toisio.identity import create_user, operator
+
+        enrolment = create_user(svc, operator("test"), user_id, name or user_id.title(), f"{user_id}@x.example",
+                                roles, registries, password=self.PASSWORD)
+        self.user_id, self.totp, self._used = user_id, pyotp.TOTP(enrolment.totp_secret), set()
+
+    def code(self) -> str:
+        import time
+
+        for step in range(0, 3):
+            at = time.time() + 30 * step
+            value = self.totp.at(at)
+            key = int(at // 30)
+            if key not in self._used:
+                self._used.add(key)
+                return value
+        raise RuntimeError("three sign-ins within a minute: wait for the next time step")
+
+
+def portal_login(client, user: PortalUser, *, next_path: str = "/"):
+    """Sign a TestClient in to the portal as ``user`` (through the sign-in form, with its CSRF token)."""
+    page = client.get("/login")
+    token = csrf_of(page.text)
+    return client.post("/login", data={"user_id": user.user_id, "password": user.PASSWORD, "code": user.code(),
+                                       "next": next_path, "csrf_token": token}, follow_redirects=False)
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of a rendered portal page."""
+    import re
+
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    if not found:
+        raise AssertionError("no CSRF token on the page")
+    return found.group(1)

@@ -54,14 +54,16 @@ _ACTIONS = {
     "user": ("created", "credentials_set", "deactivated", "reactivated", "roles_changed", "oidc_linked",
              "password_changed", "baseline_recorded"),
     "token": ("created", "revoked"),
-    "case": (*_CASE_EVENTS, "listed", "viewed"),
+    "case": (*_CASE_EVENTS, "listed", "viewed", "draft_updated"),
+    "attachment": ("stored", "read"),
     "extraction": ("started", "delivered", "failed", "stale_cleaned"),
     "workspace": ("created", "destroyed", "started", "stopped", "token_issued", "audit_viewed", "login",
                   "login_refused", "kernel_started", "kernel_stopped", "cell_executed", "file_read", "file_written",
                   "upload_refused", "quota_exceeded", "quota_refused"),
     "import": ("requested", "approved", "rejected"),
-    "output": (*_OUTPUT_EVENTS, "created", "file_added", "voted", "viewed"),
+    "output": (*_OUTPUT_EVENTS, "created", "file_added", "voted", "viewed", "file_read", "downloaded"),
     "dp": ("budget_set", "query_charged"),
+    "audit": ("searched",),
 }
 AuditAction = StrEnum("AuditAction", {f"{area}_{a}".upper(): f"{area}.{a}"
                                       for area, names in _ACTIONS.items() for a in names})

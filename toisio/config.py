@@ -48,6 +48,7 @@ class Settings:
     oidc_client_secret: str = field(default="", repr=False)  # a secret: never printed
     oidc_require_mfa: bool = True  # refuse a sign-in whose provider reports no multi-factor authentication
     oidc_redirect_base: str = ""  # the API's public URL for the callback; default: as the request came in
+    public_url: str = ""  # the portal's public address; https://... makes its cookies Secure
 
     @property
     def db_url(self) -> str:

@@ -125,6 +125,7 @@ class UserRow(Base):
     roles: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of service roles
     registries: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, for controllers
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    language: Mapped[str | None] = mapped_column(String(5), nullable=True)  # the portal's language, once chosen
 
 
 class CredentialRow(Base):
@@ -427,6 +428,21 @@ def get_user(svc, user_id: str) -> User:
             select(OidcIdentityRow).where(OidcIdentityRow.user_id == user_id)))
     return User(row.user_id, row.name, row.email, frozenset(Role(r) for r in json.loads(row.roles)),
                 frozenset(json.loads(row.registries)), bool(row.active), local is not None, oidc)
+
+
+def language_of(svc, actor: Actor) -> str | None:
+    """The language the user last chose in the portal (fi, sv or en), if any."""
+    with read_connection(svc.engine) as conn:
+        row = _user_row(conn, actor.user_id)
+    return row.language if row is not None else None
+
+
+def set_language(svc, actor: Actor, language: str) -> None:
+    """Remember the user's language (a preference: it decides no permission, so it is not chained)."""
+    if language not in ("fi", "sv", "en"):
+        raise Invalid(f"unknown language {language!r}; use fi, sv or en", code="unknown_language")
+    with svc.engine.begin() as conn:
+        conn.execute(update(UserRow).where(UserRow.user_id == actor.user_id).values(language=language))
 
 
 def list_users(svc) -> list[User]:

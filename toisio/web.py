@@ -15,6 +15,9 @@ import json
 from toisio.text import find_bad_text
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+#: paths that take a document upload (an attachment of at most 10 MB, with its multipart framing)
+UPLOAD_PATHS = frozenset({"/api/v1/attachments", "/apply/attach"})
+MAX_UPLOAD_BYTES = 11 * 1024 * 1024
 
 
 def _reply(status: int, code: str, message: str):
@@ -33,10 +36,11 @@ class LimitsMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
+        limit = MAX_UPLOAD_BYTES if scope.get("path") in UPLOAD_PATHS else self.max_body
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        too_big = f"the request body is over the limit of {self.max_body:,} bytes"
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+        too_big = f"the request body is over the limit of {limit:,} bytes"
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             for message in _reply(413, "request_too_large", too_big):
                 await send(message)
             return
@@ -47,7 +51,7 @@ class LimitsMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
+            if size > limit:
                 for reply in _reply(413, "request_too_large", too_big):
                     await send(reply)
                 return

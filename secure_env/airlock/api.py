@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from secure_env.airlock import outputs as A
@@ -83,6 +83,25 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
     def queue(a: Actor = Depends(actor)) -> list[dict[str, Any]]:
         """Requests awaiting this output checker's review, across all permits."""
         return A.checker_queue(svc, a)
+
+    @r.get("/api/v1/outputs")
+    def mine(a: Actor = Depends(actor)) -> list[dict[str, Any]]:
+        """The requests the caller made, and those of permits they hold or are named on, newest first."""
+        return A.requests_of(svc, a)
+
+    @r.get("/api/v1/outputs/{request_id}/files/{name}", response_class=Response,
+           responses={200: {"content": {"application/octet-stream": {}}}})
+    def preview(request_id: str, name: str, a: Actor = Depends(actor)) -> Response:
+        """One submitted file, for the requester and the request's independent checkers (audited)."""
+        return Response(A.read_file(svc, a, request_id, name), media_type="application/octet-stream")
+
+    @r.get("/api/v1/outputs/{request_id}/released/{name}", response_class=Response,
+           responses={200: {"content": {"application/octet-stream": {}}}})
+    def download(request_id: str, name: str, a: Actor = Depends(actor)) -> Response:
+        """A released file (or manifest.json), for the permit's holder and named users only (audited)."""
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+        return Response(A.released_file(svc, a, request_id, name), media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{safe}"'})
 
     @r.get("/api/v1/outputs/{request_id}")
     def show(request_id: str, a: Actor = Depends(actor)) -> dict[str, Any]:

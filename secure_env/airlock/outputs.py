@@ -91,7 +91,8 @@ def _move(conn: Connection, svc: Service, row, event: RequestEvent, actor: str, 
 
 
 def _relations(svc: Service, actor: Actor, permit_id: str, requester: str | None) -> frozenset[str]:
-    return rules.relations(actor, requester=requester, permit_users=permit_access(svc, permit_id).users)
+    access = permit_access(svc, permit_id)
+    return rules.relations(actor, requester=requester, permit_users=access.users, holder=access.holder)
 
 
 def check_can(action: str, svc: Service, actor: Actor, permit_id: str, requester: str | None) -> str:
@@ -468,6 +469,57 @@ def release(svc: Service, actor: Actor, request_id: str) -> Path:
               payload={"files": [f["name"] for f in manifest_files], "release_dir": str(target)},
               released_at=released_at, release_dir=str(target))
     return target
+
+
+def read_file(svc: Service, actor: Actor, request_id: str, name: str) -> bytes:
+    """One file of a request as submitted, for those who may see the request (a checker's preview); audited."""
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        grant = check_can("view", svc, actor, row.permit_id, row.requester)
+        if grant == Role.OUTPUT_CHECKER and actor.user_id != row.requester:
+            check_can_review(svc, actor, row.permit_id, row.requester)
+        f = next((f for f in _files(conn, request_id) if f.name == name), None)
+        if f is None:
+            raise AirlockError(f"{request_id} has no file {name!r}", "not_found")
+        data = (_store(svc) / request_id / f.name).read_bytes()
+        if hashlib.sha256(data).hexdigest() != f.sha256:
+            raise AirlockError(f"{f.name} changed after it was submitted (checksum mismatch)", "tampered")
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.file_read",
+                     subject=f"output:{request_id}", payload={"file": name, "bytes": len(data)})
+        return data
+
+
+def released_file(svc: Service, actor: Actor, request_id: str, name: str) -> bytes:
+    """A released file (or the release's ``manifest.json``), for the permit's holder and named users only;
+    each download is audited and checked against the checksum recorded at review."""
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        check_can("download", svc, actor, row.permit_id, row.requester)
+        if RequestState(row.state) is not RequestState.RELEASED or not row.release_dir:
+            raise AirlockError(f"{request_id} is {row.state}; only released outputs can be downloaded", "not_released")
+        files = {f.name: f for f in _files(conn, request_id)}
+        if name not in files and name != "manifest.json":
+            raise AirlockError(f"{request_id} released no file {name!r}", "not_found")
+        data = (Path(row.release_dir) / name).read_bytes()
+        if name in files and hashlib.sha256(data).hexdigest() != files[name].sha256:
+            raise AirlockError(f"{name} differs from what was reviewed (checksum mismatch)", "tampered")
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.downloaded",
+                     subject=f"output:{request_id}", payload={"file": name, "bytes": len(data)})
+        return data
+
+
+def requests_of(svc: Service, actor: Actor) -> list[dict]:
+    """The output requests the actor made or may download from (their permits'), newest first."""
+    with svc.engine.connect() as conn:
+        rows = list(conn.execute(select(OutputRequestRow).order_by(OutputRequestRow.created_at.desc())))
+    out = []
+    for r in rows:
+        if r.requester == actor.user_id or can("download", svc, actor, r.permit_id, r.requester):
+            with svc.engine.connect() as conn:
+                names = [f.name for f in _files(conn, r.request_id)]
+            out.append({"request_id": r.request_id, "permit_id": r.permit_id, "requester": r.requester,
+                        "state": r.state, "created_at": r.created_at, "released_at": r.released_at, "files": names})
+    return out
 
 
 def checker_queue(svc: Service, actor: Actor) -> list[dict]:

@@ -16,6 +16,7 @@ from toisio.identity import Actor, Role
 
 REQUESTER = "requester"
 NAMED = "named"
+HOLDER = "holder"
 
 OUTPUTS = Table("output", {
     "create": rule("ask for outputs from this permit", {NAMED}),
@@ -23,21 +24,25 @@ OUTPUTS = Table("output", {
     "add_file": rule("add files to this request", {REQUESTER}),
     "submit": rule("submit this request", {REQUESTER}),
     "withdraw": rule("withdraw this request", {REQUESTER}),
-    "view": rule("see this request", {REQUESTER, Role.OUTPUT_CHECKER, Role.AUDITOR}),
+    "view": rule("see this request", {REQUESTER, HOLDER, Role.OUTPUT_CHECKER, Role.AUDITOR}),
     "review": rule("review this request's outputs", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
     "release": rule("release this request's outputs", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
-}, {REQUESTER: "the request's author", NAMED: "an analyst named on the permit"})
+    "download": rule("download this request's released files", {NAMED, HOLDER}),
+}, {REQUESTER: "the request's author", NAMED: "an analyst named on the permit", HOLDER: "the permit holder"})
 
 check_can_review, can_review_ = OUTPUTS.pair("review")
 
 
-def relations(actor: Actor, *, requester: str | None, permit_users: Sequence[str]) -> frozenset[str]:
-    """The actor's relations to an output request (its author; named on its permit)."""
+def relations(actor: Actor, *, requester: str | None, permit_users: Sequence[str],
+              holder: str = "") -> frozenset[str]:
+    """The actor's relations to an output request (its author; named on its permit; the permit's holder)."""
     out = set()
     if requester is not None and actor.user_id == requester:
         out.add(REQUESTER)
     if actor.user_id in permit_users:
         out.add(NAMED)
+    if holder and actor.user_id == holder:
+        out.add(HOLDER)
     return frozenset(out)
 
 

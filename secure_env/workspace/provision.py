@@ -35,7 +35,7 @@ from secure_env.workspace.rules import check_can_workspace
 from secure_env.workspace.sandbox import KernelLimits, code_dirs, find_cgroups, python_dirs
 from toisio import audit
 from toisio.documents import CodedError
-from toisio.identity import Actor, token_hash
+from toisio.identity import Actor, Role, token_hash
 from toisio.service import Service
 
 EXAMPLE_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -197,9 +197,11 @@ def analyst_for_token(svc: Service, permit_id: str, token: str) -> str:
 def issue_token(svc: Service, actor: Actor, permit_id: str, analyst: str) -> str:
     """A new login token for an analyst named on the permit (one added by amendment, or a lost token).
 
-    Replaces any token the analyst had; returns the token, which is shown once.
+    Replaces any token the analyst had; returns the token, which is shown once.  An analyst may get (and so
+    rotate) their own; a handler issues anyone's.
     """
-    check_can_workspace(svc, actor, permit_id, "token")
+    check_can_workspace(svc, actor, permit_id, "own_token" if analyst == actor.user_id and Role.HANDLER not in
+                        actor.roles else "token")
     access = check_in_force(svc, permit_id)
     p = existing(svc, permit_id)
     if analyst not in access.users:
@@ -254,3 +256,24 @@ def session_audit(svc: Service, actor: Actor, permit_id: str) -> list:
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="workspace.audit_viewed",
                      subject=f"permit:{permit_id}", payload={"events": len(found)})
     return found
+
+
+@dataclass(frozen=True)
+class WorkspaceFile:
+    """A file in a workspace's Jupyter root (what an analyst can ask to release)."""
+
+    path: str  # relative to the root, e.g. scratch/table.csv
+    bytes: int
+
+
+def files(svc: Service, actor: Actor, permit_id: str) -> list[WorkspaceFile]:
+    """The files in the workspace's root that an output request can name (not the read-only examples)."""
+    check_can_workspace(svc, actor, permit_id, "status")
+    root = existing(svc, permit_id).root
+    out = []
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root)
+        if f.is_file() and not f.is_symlink() and rel.parts[0] not in ("examples", "imports") \
+                and not any(part.startswith(".") for part in rel.parts):
+            out.append(WorkspaceFile(str(rel), f.stat().st_size))
+    return out

@@ -19,6 +19,7 @@ WORKSPACE = Table("workspace", {
     "stop": rule("stop this workspace", {Role.HANDLER, Role.SYSTEM, Role.OPERATOR, NAMED}),
     "status": rule("see this workspace's status", {Role.HANDLER, Role.SYSTEM, Role.AUDITOR, Role.OPERATOR, NAMED}),
     "token": rule("issue workspace login tokens", {Role.HANDLER, Role.SYSTEM}),
+    "own_token": rule("get their own login link to this workspace (replacing their token)", {NAMED}),
     "destroy": rule("destroy this workspace", {Role.HANDLER, Role.SYSTEM, Role.OPERATOR}),
     "audit": rule("read this workspace's audit trail", {Role.HANDLER, Role.AUDITOR, Role.SYSTEM}),
 }, {NAMED: "an analyst named on the permit"})

@@ -17,17 +17,21 @@ import logging
 import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from catalogue.api import catalogue_router
 from permits.api import permits_router
+from permits.report import indicators
 from secure_env.airlock.api import airlock_router
 from secure_env.workspace.api import workspace_router
 from toisio import identity
+from toisio.app.auditing import verify_all
+from toisio.audit_access import search
 from toisio.errors import ToisioError, Unauthenticated, Unavailable
 from toisio.identity import Actor
 from toisio.service import Service
@@ -139,11 +143,92 @@ def _oidc_routes(app: FastAPI, svc: Service, oidc) -> None:
         return _new_token_out(new)
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc with their scripts served from the installed package (no CDN:
+    the pages work on a host without internet)."""
+    from importlib import resources
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    static = resources.files("fastapi_offline").joinpath("static")
+    app.mount("/api/docs-static", StaticFiles(directory=str(static)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Toisio API",
+                                   swagger_js_url="/api/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/api/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/api/docs-static/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc():
+        return get_redoc_html(openapi_url="/openapi.json", title="Toisio API",
+                              redoc_js_url="/api/docs-static/redoc.standalone.js",
+                              redoc_favicon_url="/api/docs-static/favicon.png", with_google_fonts=False)
+
+
+class AuditEventOut(BaseModel):
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    subject: str
+    payload: dict
+    entry_hash: str
+
+
+class VerificationOut(BaseModel):
+    ok: bool
+    checked: int
+    first_bad_seq: int | None
+    summary: str
+    changed_behind_the_log: list[tuple[str, str]]
+
+
+class IndicatorOut(BaseModel):
+    indicator: str
+    kind: str
+    purpose: str
+    period: str
+    value: float
+    p90: float | None
+    n: int | None
+
+
+def _audit_routes(app: FastAPI, svc: Service, actor) -> None:
+
+    @app.get("/api/v1/audit", tags=["audit"])
+    def audit_search(response: Response, subject: str | None = Query(None, max_length=200),
+                     action: str | None = Query(None, max_length=100), by: str | None = Query(None, max_length=200),
+                     since: str | None = Query(None, max_length=32), limit: int = Query(100, ge=1, le=500),
+                     offset: int = Query(0, ge=0), a: Actor = Depends(actor)) -> list[AuditEventOut]:
+        """Audit events, newest first (auditors; the search is itself audited)."""
+        found = search(svc, a, subject=subject, action=action, by=by, since=since, limit=limit, offset=offset)
+        response.headers["X-Total-Count"] = str(found.total)
+        return [AuditEventOut(seq=e.seq, ts=e.ts, actor=e.actor, action=e.action, subject=e.subject,
+                              payload=e.payload, entry_hash=e.entry_hash) for e in found.events]
+
+    @app.get("/api/v1/audit/verify", tags=["audit"])
+    def audit_verify(a: Actor = Depends(actor)) -> VerificationOut:
+        """Verify the whole chain against its head, then every case, user and token against the chain."""
+        v = verify_all(svc, a)
+        return VerificationOut(ok=v.ok, checked=v.checked, first_bad_seq=v.first_bad_seq, summary=v.summary,
+                               changed_behind_the_log=list(v.changed_behind_the_log))
+
+    @app.get("/api/v1/indicators", tags=["audit"])
+    def indicators_json(a: Actor = Depends(actor)) -> list[IndicatorOut]:
+        """The indicators report (handlers, deciders, auditors)."""
+        return [IndicatorOut(**i.__dict__) for i in indicators(svc, a)]
+
+
 def create_app(svc: Service) -> FastAPI:
     """The API bound to one service instance."""
     app = FastAPI(title="Toisio", version="1",
-                  description="Secondary use of health and social data: applications, decisions, permits.",
-                  lifespan=lambda _app: _stage_reactions(svc))
+                  description="Secondary use of health and social data: the catalogue, applications, decisions, "
+                              "permits, workspaces, output requests and the audit log.",
+                  lifespan=lambda _app: _stage_reactions(svc), docs_url=None, redoc_url=None)
+    _offline_docs(app)
     app.add_middleware(LimitsMiddleware)
     oidc = _oidc_client(svc)
     if oidc is not None:
@@ -224,7 +309,12 @@ def create_app(svc: Service) -> FastAPI:
     def revoke_token(token_id: str, a: Actor = Depends(actor)) -> TokenOut:
         return _token_out(identity.revoke_token(svc, a, token_id))
 
+    _audit_routes(app, svc, actor)
+    app.include_router(catalogue_router())
     app.include_router(permits_router(svc, actor))
     app.include_router(workspace_router(svc, actor))
     app.include_router(airlock_router(svc, actor))
+    from toisio.app.portal import create_portal
+
+    app.mount("/", create_portal(svc))  # the portal: everything not under /api, /docs, /redoc or /openapi.json
     return app

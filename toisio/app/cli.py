@@ -243,9 +243,8 @@ def audit_verify(
 ) -> None:
     """Check the whole hash chain against its head (kept outside the database), then that every case, user and
     token's stored state is what the chain recorded; exit 1 and name what is broken."""
-    from permits.service import verify_cases
-    from toisio import audit
-    from toisio.identity import verify_identities
+    from toisio.app.auditing import verify_all
+    from toisio.identity import operator
     from toisio.service import service
 
     svc = service()
@@ -253,16 +252,10 @@ def audit_verify(
     if anchor:
         seq, _, h = anchor.partition(":")
         anchor_pair = (int(seq), h)
-    with svc.engine.connect() as conn:
-        result = audit.verify(conn, svc.audit_key, anchor=anchor_pair)
+    result = verify_all(svc, operator(), anchor=anchor_pair)
     if not result.ok:
-        _fail(f"audit log broken at entry {result.first_bad_seq}: {result.reason} "
-              f"({result.checked} entries verified before it)")
-    bad = verify_cases(svc) + verify_identities(svc)
-    if bad:
-        _fail("the audit log is intact but these were changed behind it: "
-              + "; ".join(f"{what}: {why}" for what, why in bad))
-    console.print(f"audit log intact: {result.checked} entries verified, and every case, user and token matches it")
+        _fail(result.summary)
+    console.print(result.summary)
 
 
 @audit_app.command("head")
