@@ -155,10 +155,14 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         if which not in ("research_plan", "ethics_statement"):
             raise Invalid("unknown attachment slot", code="invalid_body")
         upload = form.get(which + "_file")
-        if upload is None or isinstance(upload, str):
-            raise Invalid("choose a file to upload", code="attachment_missing")
-        data = await upload.read(C.MAX_ATTACHMENT_BYTES + 1)
-        ref = await call(C.upload_attachment, svc, actor, upload.filename or "", data)
+        try:
+            if upload is None or isinstance(upload, str):
+                raise Invalid("choose a file to upload", code="attachment_missing")
+            data = await upload.read(C.MAX_ATTACHMENT_BYTES + 1)
+            name = upload.filename or ""
+        finally:
+            await form.close()
+        ref = await call(C.upload_attachment, svc, actor, name, data)
         return portal.render(request, "_attachment.html", actor=actor, which=which, ref=ref, size=len(data))
 
     @app.post("/apply", response_class=HTMLResponse)

@@ -1,0 +1,289 @@
+"""The portal's own routes, signed in as each person: the whole story from application to download, and the
+protections (sign-in, CSRF, cookies, one user's ids in another's URLs)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from tests.factories import PortalUser, csrf_of, make_delivery, portal_login, serve_in_thread
+from toisio.app.api import create_app
+
+
+_OPEN: list[httpx.Client] = []
+
+
+def TestClient(root: str, lang: str | None = None) -> httpx.Client:  # noqa: N802 - reads like the client it is
+    """A browser-like HTTP client of the running portal (keeps cookies, does not follow redirects)."""
+    client = httpx.Client(base_url=root, timeout=30, follow_redirects=False,
+                          headers={"Accept-Language": lang} if lang else {})
+    _OPEN.append(client)
+    return client
+
+
+class Browser:
+    """A TestClient signed in as one portal user, posting forms with the page's CSRF token."""
+
+    def __init__(self, app, user: PortalUser, lang: str | None = "en"):
+        self.client = TestClient(app, lang)
+        self.user = user
+        response = portal_login(self.client, user)
+        assert response.status_code == 303, response.text[:500]
+
+    def get(self, path: str, status: int = 200):
+        r = self.client.get(path)
+        assert r.status_code == status, f"GET {path}: {r.status_code}\n{r.text[:3000]}"
+        return r
+
+    def post(self, path: str, data: dict | list, *, status: int = 303, page: str = "/", files=None):
+        token = csrf_of(self.client.get(page).text)
+        items = list(data.items()) if isinstance(data, dict) else list(data)
+        r = self.client.post(path, data=_form(items + [("csrf_token", token)]), files=files)
+        assert r.status_code == status, f"POST {path}: {r.status_code}\n{r.text[:3000]}"
+        return r
+
+
+def _world(svc):
+    people = {"alice": (), "bob": (), "hanna": ("handler",), "dora": ("decider",),
+              "thl1": ("controller",), "oscar": ("output_checker",), "olga": ("output_checker",),
+              "aud": ("auditor",), "eve": ()}
+    registries = {"thl1": ("hilmo", "population")}
+    users = {u: PortalUser(svc, u, roles, registries.get(u, ())) for u, roles in people.items()}
+    with serve_in_thread(create_app(svc)) as root:
+        yield svc, root, users
+        while _OPEN:
+            _OPEN.pop().close()
+
+
+@pytest.fixture
+def world(svc):
+    """The portal on SQLite and on PostgreSQL, with a user for every role."""
+    yield from _world(svc)
+
+
+@pytest.fixture
+def web(tmp_path):
+    """The portal on SQLite only (for the checks that do not depend on the database)."""
+    from tests.factories import make_service
+
+    yield from _world(make_service(tmp_path / "home"))
+
+
+def _application(start: date) -> list[tuple[str, str]]:
+    return [
+        ("kind", "data_permit"), ("title", "Diabetes follow-up"), ("purpose", "scientific_research"),
+        ("fee_category", "standard"), ("applicant.user_id", "alice"), ("applicant.name", "Alice Researcher"),
+        ("applicant.email", "alice@uni.example"), ("organisation.name", "Example University"),
+        ("organisation.business_id", "0245896-3"), ("billing.address", "PO Box 1"),
+        ("extraction.target_group", "adults in Hilmo"),
+        ("extraction.registries.population.variables", "sex"),
+        ("extraction.registries.population.variables", "birth_date"),
+        ("extraction.registries.hilmo.variables", "admission_date"),
+        ("extraction.registries.hilmo.variables", "main_dg"),
+        ("extraction.registries.hilmo.period.start", "2015-01-01"),
+        ("extraction.registries.hilmo.period.end", "2020-12-31"),
+        ("minimisation_justification", "only what the survival analysis uses"),
+        ("pseudonymised_data_justification", "follow-up per person cannot be done on aggregate tables"),
+        ("processors", "bob, Bob Analyst, Example University, 2026-01-10"),
+        ("requested_validity.start", start.isoformat()),
+        ("requested_validity.end", (start + timedelta(days=700)).isoformat()),
+    ]
+
+
+def _form(items: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Repeated names (a checkbox group) as httpx sends them: one list per name."""
+    out: dict[str, list[str]] = {}
+    for k, v in items:
+        out.setdefault(k, []).append(v)
+    return out
+
+
+def _case_id(response) -> str:
+    return re.search(r"/cases/(TOISIO-\d{4}-\d+)", response.headers["location"]).group(1)
+
+
+def test_the_whole_story_through_the_portal(world, tmp_path):
+    svc, app, users = world
+    alice, hanna, dora, thl1, bob, oscar, olga = (Browser(app, users[u]) for u in
+                                                  ("alice", "hanna", "dora", "thl1", "bob", "oscar", "olga"))
+    # the applicant: live validation names what is missing, the attachment is uploaded, then submitted
+    form = _application(date.today())
+    r = alice.post("/apply/validate", form, status=200, page="/apply")
+    assert "research_plan" in r.text
+    r = alice.post("/apply/attach", {"which": "research_plan"}, status=200, page="/apply",
+                   files={"research_plan_file": ("plan.md", b"# Research plan\n\nSurvival analysis.\n", "text/markdown")})
+    sha = re.search(r'name="research_plan.sha256" value="([0-9a-f]{64})"', r.text).group(1)
+    form += [("research_plan.filename", "plan.md"), ("research_plan.sha256", sha)]
+    assert "No problems found" in alice.post("/apply/validate", form, status=200, page="/apply").text
+    case = _case_id(alice.post("/apply", form + [("action", "submit")], page="/apply"))
+    page = alice.get(f"/cases/{case}").text
+    assert "Diabetes follow-up" in page and "plan.md" in page
+    assert alice.get(f"/cases/{case}/attachments/{sha}").content.startswith(b"# Research plan")
+
+    # the handler returns it with a public message and an internal remark; the applicant sees only the first
+    hanna.post(f"/cases/{case}/messages", {"text": "Please say which ICD-10 codes", "public": "true"})
+    hanna.post(f"/cases/{case}/messages", {"text": "internal: check the cohort size", "public": "false"})
+    hanna.post(f"/cases/{case}/actions/return", {"reason": "the codes are missing"})
+    page = alice.get(f"/cases/{case}").text
+    assert "Please say which ICD-10 codes" in page and "check the cohort size" not in page
+    alice.post(f"/cases/{case}/messages", {"text": "E11, added to the plan"})
+    alice.post(f"/cases/{case}/actions/resubmit", {})
+    assert "check the cohort size" in hanna.get(f"/cases/{case}").text
+
+    # completeness, estimates from the controller, acceptance, presentation and the decision by another person
+    hanna.post(f"/cases/{case}/actions/confirm_complete", {})
+    hanna.post(f"/cases/{case}/actions/request_estimates", {})
+    assert case in thl1.get("/estimates").text
+    for registry in ("hilmo", "population"):
+        thl1.post(f"/cases/{case}/actions/record_estimate",
+                  {"registry": registry, "cost_eur": "300", "working_days": "10"})
+    hanna.post(f"/cases/{case}/actions/send_estimate", {})
+    alice.post(f"/cases/{case}/actions/accept", {})
+    hanna.post(f"/cases/{case}/actions/present", {"summary": "in order"})
+    hanna.post(f"/cases/{case}/actions/approve", {}, status=403)  # the presenter may not decide
+    dora.post(f"/cases/{case}/actions/approve", {"work_hours": "2"})
+    decision = alice.get(f"/cases/{case}/decision").text
+    assert "The data permit is granted" in decision or "Käyttölupa myönnetään" in decision
+    assert alice.get(f"/cases/{case}/decision.pdf").content.startswith(b"%PDF")
+
+    # delivery and the workspace (made by the service's pipeline in production)
+    from secure_env.workspace import provision
+    from tests.factories import who
+
+    hanna.post(f"/cases/{case}/actions/start_extraction", {})
+    hanna.post(f"/cases/{case}/actions/mark_delivered", {"manifest_sha256": "f" * 64})
+    hanna.post(f"/cases/{case}/actions/activate", {})
+    provision.create(svc, who(svc, "hanna"), case, make_delivery(tmp_path / "delivery", case))
+    assert case in bob.get("/workspaces").text
+    bob.post(f"/workspaces/{case}/link", {}, page="/workspaces")
+    assert "token" in bob.get("/workspaces").text.lower()
+    table = provision.paths(svc, case).root / "scratch" / "deaths_by_sex.csv"
+    table.write_text("sex,n\n1,40\n2,45\n")
+    assert "scratch/deaths_by_sex.csv" in bob.get(f"/workspaces/{case}/outputs/new").text
+
+    # the analyst asks for a release of the workspace's file; two independent checkers review, one comments
+    r = bob.post(f"/workspaces/{case}/outputs/new",
+                 [("file", "scratch/deaths_by_sex.csv"), ("description_0", "deaths by sex"),
+                  ("method_0", "count of persons"), ("statistic_0", "count"), ("group", "mortality"),
+                  ("action", "submit")], page=f"/workspaces/{case}/outputs/new")
+    request_id = r.headers["location"].rsplit("/", 1)[1]
+    assert request_id in oscar.get("/outputs").text
+    page = oscar.get(f"/outputs/{request_id}").text
+    assert "deaths by sex" in page and "<td>45</td>" in page
+    oscar.post(f"/outputs/{request_id}/vote", {"file": "deaths_by_sex.csv", "decision": "approve",
+                                               "comment": "counts are large enough"})
+    assert "counts are large enough" not in olga.get(f"/outputs/{request_id}").text  # blind until own review
+    oscar.post(f"/outputs/{request_id}/submit_review", {})
+    olga.post(f"/outputs/{request_id}/vote", {"file": "deaths_by_sex.csv", "decision": "approve"})
+    olga.post(f"/outputs/{request_id}/submit_review", {})
+    assert "counts are large enough" in olga.get(f"/outputs/{request_id}").text
+    olga.post(f"/outputs/{request_id}/decide", {"outcome": "approve"})
+    olga.post(f"/outputs/{request_id}/release", {})
+
+    # the applicant downloads the released file; someone else may not
+    assert alice.get(f"/outputs/{request_id}/released/deaths_by_sex.csv").content == b"sex,n\n1,40\n2,45\n"
+    eve = Browser(app, users["eve"])
+    eve.get(f"/outputs/{request_id}/released/deaths_by_sex.csv", status=403)
+    eve.get(f"/cases/{case}", status=403)
+
+    # the auditor finds the story in the log and verifies the chain
+    auditor = Browser(app, users["aud"])
+    assert "output.downloaded" in auditor.get(f"/audit?subject=output:{request_id}").text
+    assert "audit log intact" in auditor.post("/audit/verify", {}, status=200, page="/audit").text
+
+
+def test_a_form_without_the_csrf_token_is_refused(web):
+    _svc, app, users = web
+    b = Browser(app, users["alice"])
+    r = b.client.post("/apply/validate", data={"title": "x"})
+    assert r.status_code == 403 and "csrf_refused" in r.text
+    r = b.client.post("/logout", data={"csrf_token": "forged"})
+    assert r.status_code == 403
+
+
+def test_session_cookies_are_httponly_samesite_and_secure_only_over_tls(web, tmp_path):
+    svc, app, users = web
+    client = TestClient(app)
+    r = portal_login(client, users["alice"])
+    cookies = r.headers.get_list("set-cookie")
+    session = next(c for c in cookies if c.startswith("toisio_session="))
+    assert "httponly" in session.lower() and "samesite=lax" in session.lower() and "secure" not in session.lower()
+    from dataclasses import replace
+
+    from toisio.service import Service
+
+    tls = Service(replace(svc.settings, public_url="https://toisio.example"))
+    with serve_in_thread(create_app(tls)) as root:
+        client = TestClient(root)
+        page = client.get("/login")
+        csrf = next(c for c in page.headers.get_list("set-cookie") if c.startswith("toisio_csrf="))
+        assert "samesite=strict" in csrf.lower() and "httponly" in csrf.lower() and "secure" in csrf.lower()
+        session = next(c for c in page.headers.get_list("set-cookie") if c.startswith("toisio_session="))
+        assert "secure" in session.lower() and "httponly" in session.lower()
+
+
+def test_the_database_holds_no_session_id_and_no_readable_token(web):
+    svc, app, users = web
+    client = TestClient(app)
+    portal_login(client, users["alice"])
+    session_id = client.cookies.get("toisio_session")
+    from sqlalchemy import select
+
+    from toisio.sessions import WebSessionRow
+
+    with svc.engine.connect() as conn:
+        rows = conn.execute(select(WebSessionRow)).all()
+    assert rows and all(session_id not in r.id_sha256 for r in rows)
+    assert all(b"tsk_" not in r.data for r in rows)
+
+
+def test_signing_out_ends_the_session_and_revokes_its_token(web):
+    _svc, app, users = web
+    b = Browser(app, users["alice"])
+    b.post("/logout", {})
+    r = b.client.get("/cases")
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_wrong_codes_are_refused_without_saying_which_part_was_wrong(web):
+    _svc, app, users = web
+    client = TestClient(app, "en")
+    token = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"user_id": "alice", "password": "wrong", "code": "123456",
+                                    "csrf_token": token})
+    assert r.status_code == 401 and "was not accepted" in r.text
+    r = client.post("/login", data={"user_id": "nobody", "password": "x", "code": "123456", "csrf_token": token})
+    assert r.status_code == 401 and "was not accepted" in r.text
+
+
+def test_the_language_is_remembered_for_the_user(web):
+    _svc, app, users = web
+    b = Browser(app, users["alice"], lang=None)
+    assert 'lang="fi"' in b.get("/").text  # the default for a browser that says nothing
+    b.post("/language", {"lang": "sv", "next": "/cases"})
+    assert 'lang="sv"' in b.get("/cases").text and "Ärenden" in b.get("/cases").text
+    again = Browser(app, users["alice"], lang="fi")  # a new session of the same user, a Finnish browser
+    assert 'lang="sv"' in again.get("/").text
+    b.post("/language", {"lang": "en"})
+    assert "My tasks" in b.get("/").text
+
+
+def test_the_catalogue_is_public_and_the_pages_need_sign_in(web):
+    _svc, app, _users = web
+    client = TestClient(app)
+    assert client.get("/catalogue").status_code == 200
+    assert "main_dg" in client.get("/catalogue/hilmo").text
+    for path in ("/", "/cases", "/apply", "/outputs", "/workspaces", "/audit", "/estimates"):
+        r = client.get(path)
+        assert r.status_code == 303 and r.headers["location"] == f"/login?next={quote(path)}"
+
+
+def test_an_open_redirect_after_sign_in_is_not_followed(web):
+    _svc, app, users = web
+    client = TestClient(app)
+    r = portal_login(client, users["alice"], next_path="//evil.example/x")
+    assert r.headers["location"] == "/"
