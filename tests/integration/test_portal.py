@@ -13,7 +13,6 @@ import pytest
 from tests.factories import PortalUser, csrf_of, make_delivery, portal_login, serve_in_thread
 from toisio.app.api import create_app
 
-
 _OPEN: list[httpx.Client] = []
 
 
