@@ -114,7 +114,7 @@ def test_the_whole_story_through_the_portal(world, tmp_path):
     r = alice.post("/apply/validate", form, status=200, page="/apply")
     assert "research_plan" in r.text
     r = alice.post("/apply/attach", {"which": "research_plan"}, status=200, page="/apply",
-                   files={"research_plan_file": ("plan.md", b"# Research plan\n\nSurvival analysis.\n", "text/markdown")})
+                   files={"research_plan_file": ("plan.md", b"# Research plan\n\nSurvival.\n", "text/markdown")})
     sha = re.search(r'name="research_plan.sha256" value="([0-9a-f]{64})"', r.text).group(1)
     form += [("research_plan.filename", "plan.md"), ("research_plan.sha256", sha)]
     assert "No problems found" in alice.post("/apply/validate", form, status=200, page="/apply").text
