@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_PERSONS ?= 20000
 DEMO_DIR := var/demo
 
-.PHONY: install demo test test-fast bench lint clean check-java check-sandbox docs
+.PHONY: install demo test test-fast bench lint clean check-java check-sandbox docs i18n
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { \
@@ -53,3 +53,9 @@ docs: install
 	$(BIN)/python -m secure_env.airlock.docs
 	$(BIN)/python -m secure_env.workspace.docs
 	$(BIN)/python scripts/layout.py --write-doc
+
+# Extract the portal's and the decision document's strings and merge them into the fi/sv catalogues
+# (then translate the new entries in toisio/locale/*/LC_MESSAGES/messages.po; tests/unit/test_i18n.py checks).
+i18n: install
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _ --no-location --omit-header --sort-output -o toisio/locale/messages.pot .
+	$(BIN)/pybabel update -i toisio/locale/messages.pot -d toisio/locale --no-fuzzy-matching --omit-header --no-location
