@@ -85,7 +85,7 @@ def application_data(form: FormData) -> dict[str, Any]:
         if value in ("true", "false") and key.endswith(("_required", ".public")):
             _set(data, key.split("."), value == "true")
             continue
-        if key.endswith("controls_per_case") and value.isdigit():
+        if (key.endswith("controls_per_case") or key == "schema_version") and value.isdigit():
             _set(data, key.split("."), int(value))
             continue
         _set(data, key.split("."), value)

@@ -386,6 +386,9 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
             context = {"description": str(form.get(f"description_{i}") or form.get("description") or ""),
                        "method": str(form.get(f"method_{i}") or form.get("method") or ""),
                        "statistic": str(form.get(f"statistic_{i}") or "count")}
+            index = str(form.get(f"index_{i}") or "").strip()
+            if index:
+                context["index"] = index
             group = str(form.get("group") or "").strip()
             if group:
                 context["group"] = group
@@ -457,11 +460,14 @@ def _preview(raw: bytes, f: dict) -> dict[str, Any]:
             flagged[f"{cell.get('row')}|{cell.get('column')}"] = {
                 "status": cell.get("status"), "reasons": [str(r) for r in cell.get("reasons", [])]}
     header = rows[0] if rows else []
+    index = (f.get("context") or {}).get("index")
+    at = header.index(index) if index in header else None
     table = []
-    for r in rows[1:]:
+    for i, r in enumerate(rows[1:]):
+        label = r[at] if at is not None and at < len(r) else str(i)
         cells = []
         for j, value in enumerate(r):
-            mark = flagged.get(f"{r[0]}|{header[j]}") if j and j < len(header) and r else None
+            mark = flagged.get(f"{label}|{header[j]}") if j < len(header) and j != at else None
             cells.append({"value": value, "flag": mark})
         table.append(cells)
     return {"header": header, "rows": table, "flagged": len(flagged)}
