@@ -167,7 +167,8 @@ def test_the_whole_story_through_the_portal(world, tmp_path):
     # the analyst asks for a release of the workspace's file; two independent checkers review, one comments
     r = bob.post(f"/workspaces/{case}/outputs/new",
                  [("file", "scratch/deaths_by_sex.csv"), ("description_0", "deaths by sex"),
-                  ("method_0", "count of persons"), ("statistic_0", "count"), ("index_0", "sex"), ("group", "mortality"),
+                  ("method_0", "count of persons"), ("statistic_0", "count"), ("index_0", "sex"),
+                  ("group", "mortality"),
                   ("action", "submit")], page=f"/workspaces/{case}/outputs/new")
     request_id = r.headers["location"].rsplit("/", 1)[1]
     assert request_id in oscar.get("/outputs").text
