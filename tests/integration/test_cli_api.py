@@ -139,3 +139,60 @@ def test_imports_and_workspace_through_the_api(active_world):
     assert "workspace.token_issued" in {e["action"] for e in
                                         httpx.get(f"{api}/workspaces/{permit}/audit", headers=hanna).json()}
     assert httpx.post(f"{api}/workspaces/{permit}", headers=hanna).json()["error"]["code"] == "no_delivery"
+
+
+def test_every_listing_prints_json_with_the_same_rows(remote):
+    import json
+
+    svc, case, root = remote
+    env = {"TOISIO_API_URL": root, "TOISIO_TOKEN": make_token(svc, "hanna")}
+    rows = json.loads(_cli(["permits", "list", "--json"], **env).stdout)
+    assert [r["case_id"] for r in rows] == [case] and rows[0]["state"] == "submitted"
+    queue = json.loads(_cli(["permits", "queue", "--all", "--json"], **env).stdout)
+    assert queue[0]["case_id"] == case and queue[0]["waiting_for"] == "handler"
+    oscar = {"TOISIO_API_URL": root, "TOISIO_TOKEN": make_token(svc, "oscar")}
+    assert json.loads(_cli(["outputs", "queue", "--json"], **oscar).stdout) == []
+    tokens = json.loads(_cli(["tokens", "list", "--json"], **env).stdout)
+    assert tokens and {"token_id", "name", "expires_at", "status"} <= set(tokens[0])
+
+
+def test_version_and_log_level(remote):
+    from importlib.metadata import version
+
+    r = _cli(["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"toisio {version('toisio')}"
+    r = _cli(["--log-level", "loud", "permits", "list"])
+    assert r.exit_code == 1 and "unknown log level 'loud'" in r.output
+
+
+def test_serve_logs_where_it_listens_and_each_request(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TOISIO_HOME": str(tmp_path / "home")}
+    subprocess.run([sys.executable, "-m", "toisio.app.cli", "db", "upgrade"], env=env, check=True,
+                   capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "toisio.app.cli", "serve", "--port", str(port)], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/cases").status_code == 401
+    finally:
+        proc.terminate()
+        _out, errors = proc.communicate(timeout=30)
+    assert f"listening on http://127.0.0.1:{port}" in errors and "/api/v1" in errors
+    assert "GET /api/v1/cases -> 401 as (not signed in)" in errors

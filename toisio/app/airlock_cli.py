@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from toisio.app.cli_common import JSON_HELP, print_json
 from toisio.app.cli_common import api as _api
 from toisio.app.cli_common import run as _run
 from toisio.console import make_console, styled
@@ -113,9 +114,11 @@ def show_cmd(request_id: str, as_json: bool = typer.Option(False, "--json")) -> 
 
 
 @outputs_app.command("queue")
-def queue_cmd() -> None:
+def queue_cmd(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Requests awaiting your review, across all permits."""
     api = _api()
+    if as_json:
+        return print_json(_run(lambda: api.get("/outputs/queue")))
     me = _run(lambda: api.get("/me"))
     t = Table(title=f"awaiting {me['user_id']}")
     for c in ("request", "permit", "state", "waiting since"):

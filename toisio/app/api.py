@@ -302,8 +302,9 @@ def create_app(svc: Service) -> FastAPI:
         return _new_token_out(identity.create_token(svc, a, body.name, days=body.days))
 
     @app.post("/api/v1/tokens/{token_id}/rotate", tags=["identity"], status_code=201)
-    def rotate_token(token_id: str, a: Actor = Depends(actor)) -> NewTokenOut:
-        return _new_token_out(identity.rotate_token(svc, a, token_id))
+    def rotate_token(token_id: str, days: int = Query(identity.TOKEN_DAYS, ge=1, le=identity.TOKEN_MAX_DAYS),
+                     a: Actor = Depends(actor)) -> NewTokenOut:
+        return _new_token_out(identity.rotate_token(svc, a, token_id, days=days))
 
     @app.delete("/api/v1/tokens/{token_id}", tags=["identity"])
     def revoke_token(token_id: str, a: Actor = Depends(actor)) -> TokenOut:

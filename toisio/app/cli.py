@@ -41,11 +41,32 @@ def _register_stage_commands() -> None:
     app.add_typer(imports_app, name="imports")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"toisio {version('toisio')}\n")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    _version_: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                   help="print the version and exit"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="log what the command does (-v: info, -vv: debug), on standard error"),
+    log_level: str = typer.Option("", "--log-level", help="log level: debug, info, warning or error"),
+) -> None:
     """Wire the stages' event reactions for this command (a running workspace stops when its permit ends)."""
     from secure_env.workspace.server import enforce_permit_events
     from toisio.service import service
+
+    level = log_level.upper() or {0: "", 1: "INFO"}.get(verbose, "DEBUG")
+    if level:
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            _fail(f"unknown log level {log_level!r}; use debug, info, warning or error")
+        logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     global _wired
     if not _wired:  # once per process, however many commands it runs
@@ -271,14 +292,18 @@ def audit_head() -> None:
 
 
 @audit_app.command("show")
-def audit_show(subject: str | None = typer.Option(None, "--subject"), limit: int = typer.Option(50, "--limit")) -> None:
-    """Show the newest audit events (optionally for one subject, e.g. permit:TOISIO-2026-1)."""
+def audit_show(subject: str | None = typer.Option(None, "--subject"), limit: int = typer.Option(50, "--limit"),
+               as_json: bool = typer.Option(False, "--json", help="print the entries as JSON (for scripts)")) -> None:
+    """Operator: show the newest audit events (optionally for one subject, e.g. permit:TOISIO-2026-1)."""
     from toisio import audit
+    from toisio.app.cli_common import print_json
     from toisio.service import service
 
     svc = service()
     with svc.engine.connect() as conn:
         rows = audit.events(conn, subject=subject)[-limit:]
+    if as_json:
+        return print_json(rows)
     table = Table(title="audit log")
     for col in ("seq", "time", "actor", "action", "subject"):
         table.add_column(col)
@@ -289,13 +314,25 @@ def audit_show(subject: str | None = typer.Option(None, "--subject"), limit: int
 
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8700, "--port")) -> None:
-    """Run the REST API (OpenAPI docs at /docs)."""
+    """Run the web portal and the REST API (portal at /, API at /api/v1, its documentation at /docs).
+
+    Logs where it listens, and each request with its status and the user it ran as."""
     import uvicorn
 
     from toisio.app.api import create_app
     from toisio.service import service
 
-    uvicorn.run(create_app(service()), host=host, port=port, log_level="warning")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("toisio").setLevel(min(logging.getLogger().level, logging.INFO) or logging.INFO)
+    log = logging.getLogger("toisio.serve")
+    svc = service()
+    app_ = create_app(svc)
+    base = svc.settings.public_url.rstrip("/") or f"http://{host}:{port}"
+    log.info("Toisio listening on http://%s:%d: the portal at %s/, the API at %s/api/v1 (documentation %s/docs)",
+             host, port, base, base, base)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -26,3 +26,25 @@ def api():
     from toisio.app.client import api_client
 
     return run(lambda: api_client(svc()))
+
+
+def print_json(data) -> None:
+    """Print ``data`` as JSON on standard output (``--json`` on a listing: for scripts)."""
+    import dataclasses
+    import json
+    import sys
+    from datetime import date, datetime
+
+    def default(o):
+        if dataclasses.is_dataclass(o):
+            return dataclasses.asdict(o)
+        if isinstance(o, (date, datetime)):
+            return o.isoformat()
+        if isinstance(o, (set, frozenset)):
+            return sorted(str(x) for x in o)
+        return str(o)
+
+    sys.stdout.write(json.dumps(data, default=default, indent=2, ensure_ascii=False) + "\n")
+
+
+JSON_HELP = "print the listing as JSON (for scripts)"

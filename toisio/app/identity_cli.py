@@ -12,6 +12,8 @@ import sys
 import typer
 from rich.table import Table
 
+from toisio.app.cli_common import JSON_HELP, print_json
+from toisio.app.cli_common import api as _api
 from toisio.app.cli_common import run as _run
 from toisio.app.cli_common import svc as _svc
 from toisio.console import make_console
@@ -67,9 +69,12 @@ def users_add(user_id: str, name: str = typer.Option(...), email: str = typer.Op
 
 
 @users_app.command("list")
-def users_list() -> None:
+def users_list(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Every user, their roles, how they sign in and whether they are active."""
     from toisio import identity
+
+    if as_json:
+        return print_json(_run(lambda: identity.list_users(_svc())))
 
     t = Table(title="users")
     for c in ("user", "name", "roles", "registries", "sign-in", "active"):
@@ -186,49 +191,45 @@ def password() -> None:
 def tokens_create(name: str = typer.Option(..., "--name", help="what the token is for, e.g. 'laptop script'"),
                   days: int = typer.Option(90, "--days", help="valid for this many days (at most 366)")) -> None:
     """A new API token for you; its value is shown once."""
-    from toisio import identity
-
-    svc = _svc()
-    new = _run(lambda: identity.create_token(svc, _me(svc), name, days=days))
-    console.print(f"token {new.info.token_id} '{name}' valid until {new.info.expires_at[:10]} (shown once):")
-    sys.stdout.write(new.value + "\n")
+    api = _api()
+    new = _run(lambda: api.post("/tokens", json={"name": name, "days": days}))
+    console.print(f"token {new['info']['token_id']} '{name}' valid until {new['info']['expires_at'][:10]} "
+                  f"(shown once):")
+    sys.stdout.write(new["token"] + "\n")
 
 
 @tokens_app.command("list")
-def tokens_list() -> None:
+def tokens_list(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Your tokens: name, when made, when they expire, last use, status."""
-    from toisio import identity
-
-    svc = _svc()
+    api = _api()
+    rows = _run(lambda: api.get("/tokens"))
+    if as_json:
+        return print_json(rows)
     t = Table(title="API tokens")
     for c in ("id", "name", "created", "expires", "last used", "status"):
         t.add_column(c)
-    for i in _run(lambda: identity.list_tokens(svc, _me(svc))):
-        t.add_row(i.token_id, i.name, i.created_at[:16], i.expires_at[:16], (i.last_used_at or "never")[:16],
-                  i.status)
+    for i in rows:
+        t.add_row(i["token_id"], i["name"], i["created_at"][:16], i["expires_at"][:16],
+                  (i["last_used_at"] or "never")[:16], i["status"])
     console.print(t)
 
 
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: str) -> None:
     """Revoke one of your tokens at once."""
-    from toisio import identity
-
-    svc = _svc()
-    _run(lambda: identity.revoke_token(svc, _me(svc), token_id))
+    api = _api()
+    _run(lambda: api.delete(f"/tokens/{token_id}"))
     console.print(f"token {token_id} revoked")
 
 
 @tokens_app.command("rotate")
 def tokens_rotate(token_id: str, days: int = typer.Option(90, "--days")) -> None:
     """Replace a token by a new one with the same name (the old one stops working now)."""
-    from toisio import identity
-
-    svc = _svc()
-    new = _run(lambda: identity.rotate_token(svc, _me(svc), token_id, days=days))
-    console.print(f"token {token_id} revoked; new token {new.info.token_id} valid until "
-                  f"{new.info.expires_at[:10]} (shown once):")
-    sys.stdout.write(new.value + "\n")
+    api = _api()
+    new = _run(lambda: api.post(f"/tokens/{token_id}/rotate", days=days))
+    console.print(f"token {token_id} revoked; new token {new['info']['token_id']} valid until "
+                  f"{new['info']['expires_at'][:10]} (shown once):")
+    sys.stdout.write(new["token"] + "\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -20,8 +20,8 @@ from rich.table import Table
 
 from permits.actions import ACTION_BODIES
 from permits.permissions import ACTIONS
+from toisio.app.cli_common import JSON_HELP, err, print_json
 from toisio.app.cli_common import api as _api
-from toisio.app.cli_common import err
 from toisio.app.cli_common import run as _run
 from toisio.app.cli_common import svc as _svc
 from toisio.console import make_console, styled
@@ -87,10 +87,13 @@ def submit(path: Path, draft: bool = typer.Option(False, "--draft")) -> None:
 
 
 @permits_app.command("list")
-def list_cmd(state: str | None = typer.Option(None)) -> None:
+def list_cmd(state: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+             limit: int = typer.Option(500, "--limit", min=1, max=500)) -> None:
     """List the cases you may see."""
     api = _api()
-    rows = _run(lambda: api.get("/cases", state=state))
+    rows = _run(lambda: api.get("/cases", state=state, limit=limit))
+    if as_json:
+        return print_json(rows)
     t = Table(title="cases")
     for c in ("case", "kind", "state", "title", "applicant", "handler", "decision due"):
         t.add_column(c)
@@ -108,11 +111,14 @@ def show_cmd(case_id: str) -> None:
 
 
 @permits_app.command("queue")
-def queue_cmd(all_cases: bool = typer.Option(False, "--all")) -> None:
-    """Your open cases by deadline (--all: every handler's)."""
+def queue_cmd(all_cases: bool = typer.Option(False, "--all"),
+              as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Your open cases by deadline, with whom each waits for (--all: every handler's)."""
     api = _api()
     me = _run(lambda: api.get("/me"))
     items = _run(lambda: api.get("/queue", all_handlers="true" if all_cases else None))
+    if as_json:
+        return print_json(items)
     _print_queue(items, f"queue of {'all handlers' if all_cases else me['user_id']}")
 
 

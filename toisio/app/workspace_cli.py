@@ -15,8 +15,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from toisio.app.cli_common import JSON_HELP, err, print_json
 from toisio.app.cli_common import api as _api
-from toisio.app.cli_common import err
 from toisio.app.cli_common import run as _run
 from toisio.console import make_console, styled
 
@@ -224,8 +224,11 @@ def import_reject(import_id: str, reason: str = typer.Option(..., "--reason")) -
 
 
 @imports_app.command("list")
-def import_list(permit: str | None = typer.Option(None, "--permit")) -> None:
+def import_list(permit: str | None = typer.Option(None, "--permit"),
+                as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Import requests you may see."""
     api = _api()
+    if as_json:
+        return print_json(_run(lambda: api.get("/imports", permit_id=permit)))
     for r in _run(lambda: api.get("/imports", permit_id=permit)):
         _print_import(r)
