@@ -49,6 +49,22 @@ adduser oscar --name "Oscar Checker" --email oscar@toisio.example --role output_
 adduser olga --name "Olga Checker" --email olga@toisio.example --role output_checker
 for u in alice bob hanna dora thl kela oscar olga; do signin "$u"; done
 run_as hanna whoami
+PORT=${DEMO_PORT:-8700}
+PORTAL="http://127.0.0.1:$PORT"
+$T serve --port "$PORT" 2> "$DEMO_DIR/serve.log" &
+SERVE_PID=$!
+.venv/bin/python - "$PORTAL" <<'PY' || { echo "the portal did not start; see $DEMO_DIR/serve.log"; exit 1; }
+import sys, time, httpx
+for _ in range(150):
+    try:
+        if httpx.get(sys.argv[1] + "/api/v1/health", timeout=2).status_code == 200:
+            sys.exit(0)
+    except httpx.HTTPError:
+        pass
+    time.sleep(0.3)
+sys.exit(1)
+PY
+echo "the web portal and the REST API run at $PORTAL (log: $DEMO_DIR/serve.log)"
 echo "each signed in with password + one-time code; their tokens are in $DEMO_DIR/config/<user>/toisio/token (mode 600)"
 
 say "3. Alice stores her research plan and submits a data permit application prepared offline"
@@ -76,7 +92,7 @@ run_as hanna permits activate "$CASE"
 say "7. The permit's workspace: its own JupyterLab on 127.0.0.1, one token per named analyst"
 run_as hanna workspace create --permit "$CASE" --tokens-out "$DEMO_DIR/tokens.json"
 run_as hanna workspace start --permit "$CASE"
-trap 'run_as hanna workspace stop --permit "$CASE" --reason "demo finished" >/dev/null 2>&1 || true' EXIT
+trap 'run_as hanna workspace stop --permit "$CASE" --reason "demo finished" >/dev/null 2>&1 || true; kill $SERVE_PID 2>/dev/null || true' EXIT
 URL=$(run_as hanna workspace status --permit "$CASE" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')
 echo "bob would now open ${URL}lab in his browser and log in with his token"
 
@@ -100,15 +116,25 @@ run_as olga outputs show "$REQ"
 run_as olga outputs release "$REQ"
 echo "released to $TOISIO_HOME/releases/$CASE/$REQ/"
 
-say "10. The workspace stops; the case, its history and the audit chain"
+say "10. The same service through the web portal's own routes (what a browser does)"
+.venv/bin/python scripts/demo_portal.py "$PORTAL" "$USERS_FILE" "$DEMO_PASSWORD" "$CASE"
+
+say "11. The workspace stops; the case, its history and the audit chain"
 run_as hanna workspace stop --permit "$CASE" --reason "analysis done"
 run_as hanna permits show "$CASE"
 $T audit verify
 
-say "Sign in yourself"
-echo "Every demo user (alice, bob, hanna, dora, thl, kela, oscar, olga) has the password '$DEMO_PASSWORD';"
-echo "their TOTP secrets are in $USERS_FILE (add one to an authenticator app, or run"
-echo "  .venv/bin/python -c 'import pyotp; print(pyotp.TOTP(\"SECRET\").now())' for a code). Then:"
-echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio login --user hanna"
-echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio permits queue"
-echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio serve     # the REST API; its OpenAPI page is http://127.0.0.1:8700/docs"
+kill $SERVE_PID 2>/dev/null || true
+wait $SERVE_PID 2>/dev/null || true
+
+say "Now click through it yourself"
+echo "Start the portal (it stopped with the demo):"
+echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio serve --port $PORT"
+echo "then open $PORTAL/ and sign in as any demo user: alice (researcher), bob (analyst), hanna (handler),"
+echo "dora (decider), thl and kela (data controllers), oscar and olga (output checkers)."
+echo "  password:        $DEMO_PASSWORD"
+echo "  one-time code:   .venv/bin/python scripts/demo_code.py USER   (or add the TOTP secret in $USERS_FILE"
+echo "                   to an authenticator app)"
+echo "The language menu switches between suomi, svenska and English; the API's documentation is $PORTAL/docs."
+echo "JupyterLab: start the permit's workspace from bob's Workspaces page and open his login link there."
+echo "Command line as a user: TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio login --user hanna; then e.g. toisio permits queue"
