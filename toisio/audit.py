@@ -327,6 +327,12 @@ def check_head(conn: Connection, key: Secret) -> None:
         return
     if row is None:
         newest = conn.execute(select(func.max(AuditEventRow.seq))).scalar() or 0
+        if newest >= anchor[0]:
+            # PostgreSQL reads each statement at its own snapshot: the entry's commit landed between the two
+            # reads above.  Look again (in one snapshot, as SQLite's, a missing entry stays missing).
+            again = conn.execute(q).first()
+            if again is not None and again[0] == anchor[1]:
+                return
         # A writer records the head while it still holds the append lock, just before its commit lands; a
         # reader that sees the head but not yet the entry waits for that lock and looks again.  (A SQLite
         # write transaction holds the lock itself, and no commit can be in flight then.)
