@@ -237,3 +237,45 @@ def notifications(svc: Service, actor: Actor, *, limit: int = 30) -> list[Notifi
         out.append(Notification(e.case_id, cases[e.case_id].title, e.event, e.actor, e.ts,
                                 str(payload.get("text") or payload.get("reason") or payload.get("reasons") or "")))
     return out[:limit]
+
+
+@dataclass(frozen=True)
+class CaseFile:
+    """Everything the case page shows, read in one transaction with one audited view: the case as the actor
+    may see it, its application, its messages, and the actions the actor may take on it now."""
+
+    view: object  # permits.service.CaseView
+    form: ApplicationForm
+    messages: tuple[Message, ...]
+    actions: tuple[str, ...]
+    role: str
+
+
+def case_file(svc: Service, actor: Actor, case_id: str) -> CaseFile:
+    """The case page's content (one verification of the case against the chain, one audit entry)."""
+    from dataclasses import replace
+
+    from permits.permissions import ACTIONS
+    from permits.service import _case_row, _view
+
+    with svc.engine.begin() as conn:
+        row = _verified_row(conn, svc, case_id)
+        role = _check(conn, actor, row, "view")
+        allowed = []
+        for name, action in ACTIONS.items():
+            if action.event is None or action.roles <= {Role.SYSTEM}:
+                continue
+            try:
+                _check(conn, actor, row, name)
+            except PermissionDenied:
+                continue
+            allowed.append(name)
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
+                     payload={"role": role.value, "what": "case page"})
+        view = _view(conn, _case_row(conn, case_id), with_history=True)
+        history = _for_role(view.history, role)
+    msgs = tuple(Message(e.seq, e.actor, e.role, e.ts, e.payload.get("text", ""),
+                         e.payload.get("public", True) is not False)
+                 for e in history if e.event == Event.REMARKED.value)
+    return CaseFile(replace(view, history=history), ApplicationForm.model_validate_json(row.form), msgs,
+                    tuple(allowed), role.value)

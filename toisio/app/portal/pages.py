@@ -202,21 +202,15 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
     @app.get("/cases/{case_id}", response_class=HTMLResponse)
     async def case_page(request: Request, case_id: str):
         actor = portal.require(request)
-        view = await call(S.show, svc, actor, case_id)
-        form = await call(C.application, svc, actor, case_id)
-        msgs = await call(C.messages, svc, actor, case_id)
-        authority = bool(actor.roles & {Role.HANDLER, Role.DECIDER, Role.CONTROLLER, Role.AUDITOR}) and \
-            actor.user_id != view.applicant_id and actor.user_id not in view.members
+        page = await call(C.case_file, svc, actor, case_id)
+        view, form, msgs = page.view, page.form, page.messages
+        authority = page.role in ("handler", "decider", "controller", "auditor")
         estimates = await call(C.estimate_requests, svc, actor, case_id=case_id) if authority or \
             Role.CONTROLLER in actor.roles else []
-        actions = []
-        for name, action in ACTIONS.items():
-            if action.event is None or name in _NOT_BUTTONS or action.roles <= {Role.SYSTEM}:
-                continue
-            if await call(S.can_act, svc, actor, case_id, name):
-                actions.append({"name": name, "label": ACTION_LABELS.get(name, name), "fields": _fields(name),
-                                "description": action.description})
-        can_write = await call(S.can_act, svc, actor, case_id, "remark")
+        actions = [{"name": name, "label": ACTION_LABELS.get(name, name), "fields": _fields(name),
+                    "description": ACTIONS[name].description}
+                   for name in page.actions if name not in _NOT_BUTTONS]
+        can_write = "remark" in page.actions
         decided = any(e.event in ("approved", "rejected") for e in view.history)
         return portal.render(request, "case.html", actor=actor, case=view, form=form, messages=msgs,
                              estimates=estimates, actions=actions, field_labels=FIELD_LABELS,
