@@ -86,7 +86,7 @@ def update_draft(svc: Service, actor: Actor, case_id: str, form: ApplicationForm
     """Replace a draft's form (only its applicant, only while it is a draft)."""
     del today
     with svc.engine.begin() as conn:
-        row = _verified_row(conn, svc, case_id)
+        row = _verified_row(conn, svc, case_id, for_update=True)
         if row.applicant_id != actor.user_id:
             raise PermissionDenied(f"only the applicant ({row.applicant_id}) may edit draft {case_id}",
                                    action="update_draft")

@@ -168,9 +168,20 @@ def _chained_digest(conn: Connection, svc: Service, case_id: str) -> str | None:
         raise CaseTampered(str(exc)) from None
 
 
-def _verified_row(conn: Connection, svc: Service, case_id: str) -> CaseRow:
+def _lock_case(conn: Connection, case_id: str, *, for_update: bool) -> None:
+    """PostgreSQL: lock the case row for the rest of the transaction (a writer exclusively, a reader shared), so
+    that concurrent writers of one case take turns (each event's number is the next) and a reader's several
+    statements see one state of the case, never half of a concurrent change.  SQLite already serialises
+    writers, and a reader's snapshot is fixed at its first read."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(CaseRow.case_id).where(CaseRow.case_id == case_id).with_for_update(read=not for_update))
+
+
+def _verified_row(conn: Connection, svc: Service, case_id: str, *, for_update: bool = False) -> CaseRow:
     """The case row, refused (:class:`CaseTampered`) unless it, its members and its events are exactly what the
-    audit chain recorded, and the chain still ends at its recorded head."""
+    audit chain recorded, and the chain still ends at its recorded head.  The row is locked first (see
+    :func:`_lock_case`); ``for_update`` when the transaction will change the case."""
+    _lock_case(conn, case_id, for_update=for_update)
     row = _case_row(conn, case_id)
     try:
         audit.check_head(conn, svc.audit_key)
@@ -381,7 +392,7 @@ def act(svc: Service, actor: Actor, case_id: str, action: str, *, today: date | 
         raise InvalidRequest(str(exc), code="invalid_body") from None
     today = today or _today()
     with svc.engine.begin() as conn:
-        row = _verified_row(conn, svc, case_id)
+        row = _verified_row(conn, svc, case_id, for_update=True)
         role = _check(conn, actor, row, action)
         handler = _HANDLERS.get(action)
         extra: dict[str, Any] = {}
