@@ -1,9 +1,10 @@
-"""The demo's second story, told through the web portal's own routes (what a browser does), as each person:
+"""The demo's second story, told through the web portal's own routes (what a browser does), as each person.
 
-a second data permit application is filled in the portal with its research plan uploaded, returned by the
-handler with a message, resubmitted, estimated, accepted, presented and approved by a different person; the decision document is fetched as PDF; then the analyst
-asks from the portal for a release of a file in the first permit's workspace, two checkers review it blind
-(one with a comment), one releases it, and the applicant downloads it.
+A second data permit application is filled in the portal with its research plan uploaded, returned by the
+handler with a message, resubmitted, estimated, accepted, presented and approved by a different person;
+the decision document is fetched as PDF.  Then the analyst asks from the portal for a release of a file in
+the first permit's workspace, two checkers review it blind (one with a comment), one releases it, and the
+applicant downloads it.
 
 Usage: demo_portal.py URL USERS_FILE PASSWORD FIRST_PERMIT
 """
