@@ -14,7 +14,9 @@ from secure_env.workspace import provision as W
 from secure_env.workspace import server as S
 from secure_env.workspace.rules import WORKSPACE
 from tests.factories import make_case, make_delivery, make_staff, make_user
+from permits.report import REPORT
 from toisio import identity
+from toisio.audit_access import AUDIT
 from toisio.authz import PermissionDenied, Table, rule
 from toisio.identity import SYSTEM, Actor, Role
 
@@ -28,6 +30,7 @@ EXPECTED = {
         "stop": ({R.HANDLER, R.SYSTEM, R.OPERATOR, "named"}, set()),
         "status": ({R.HANDLER, R.SYSTEM, R.AUDITOR, R.OPERATOR, "named"}, set()),
         "token": ({R.HANDLER, R.SYSTEM}, set()),
+        "own_token": ({"named"}, set()),
         "destroy": ({R.HANDLER, R.SYSTEM, R.OPERATOR}, set()),
         "audit": ({R.HANDLER, R.AUDITOR, R.SYSTEM}, set()),
     }),
@@ -37,9 +40,10 @@ EXPECTED = {
         "add_file": ({"requester"}, set()),
         "submit": ({"requester"}, set()),
         "withdraw": ({"requester"}, set()),
-        "view": ({"requester", R.OUTPUT_CHECKER, R.AUDITOR}, set()),
+        "view": ({"requester", "holder", R.OUTPUT_CHECKER, R.AUDITOR}, set()),
         "review": ({R.OUTPUT_CHECKER}, {"requester", "named"}),
         "release": ({R.OUTPUT_CHECKER}, {"requester", "named"}),
+        "download": ({"named", "holder"}, set()),
     }),
     "import": (ingress.IMPORTS, {
         "request": ({"named"}, set()),
@@ -48,6 +52,13 @@ EXPECTED = {
     }),
     "data_request": (data_requests.STATISTICS, {
         "produce": ({R.HANDLER, R.SYSTEM}, set()),
+    }),
+    "audit": (AUDIT, {
+        "search": ({R.AUDITOR}, set()),
+        "verify": ({R.AUDITOR, R.OPERATOR}, set()),
+    }),
+    "report": (REPORT, {
+        "indicators": ({R.HANDLER, R.DECIDER, R.AUDITOR, R.OPERATOR}, set()),
     }),
     "dp": (dp.DP, {
         "set_budget": ({R.DECIDER, R.SYSTEM}, set()),
@@ -180,10 +191,11 @@ def test_the_workspace_stage_refuses_in_its_domain_functions(svc, world):
                  lambda a: W.issue_token(svc, a, permit, "bob"), lambda a: W.session_audit(svc, a, permit)):
         with pytest.raises(PermissionDenied):
             call(staff["mallory"])
-    for call in (lambda a: W.destroy(svc, a, permit), lambda a: W.issue_token(svc, a, permit, "bob"),
+    for call in (lambda a: W.destroy(svc, a, permit), lambda a: W.issue_token(svc, a, permit, "alice"),
                  lambda a: W.session_audit(svc, a, permit)):
         with pytest.raises(PermissionDenied):
-            call(staff["bob"])  # named, but these are the authority's
+            call(staff["bob"])  # named, but these are the authority's (another person's token among them)
+    assert W.analyst_for_token(svc, permit, W.issue_token(svc, staff["bob"], permit, "bob")) == "bob"  # his own
     assert S.status(svc, staff["bob"], permit).exists
     assert S.status(svc, identity.operator("ops"), permit).exists
 
