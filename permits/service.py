@@ -262,6 +262,9 @@ def list_cases(svc: Service, actor: Actor, *, state: str | None = None) -> list[
 
 # ---------------------------------------------------------------- writing
 
+#: the version of the terms of use an applicant accepts with the estimate and the extraction description
+TERMS_OF_USE_VERSION = "toisio-terms-2026-1"
+
 _ACTION_OF_EVENT = {a.event.value: name for name, a in ACTIONS.items() if a.event is not None}
 
 
@@ -524,7 +527,8 @@ def _on_send_estimate(conn, svc, actor, row, today, payload):
 def _on_accept(conn, svc, actor, row, today, payload):
     scope = PermitScope.model_validate_json(row.scope)
     conn.execute(update(CaseRow).where(CaseRow.case_id == row.case_id).values(scope_sha256=scope.sha256))
-    return {"scope_sha256": scope.sha256}, False
+    # accepting is also accepting the terms of use (the portal's button says so); the version is recorded
+    return {"scope_sha256": scope.sha256, "terms_of_use": TERMS_OF_USE_VERSION}, False
 
 
 def _on_present(conn, svc, actor, row, today, payload):

@@ -49,6 +49,25 @@ class Reason(_Body):
     reason: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
+class DpChargeOut(BaseModel):
+    query: str
+    epsilon: float
+    delta: float
+    actor: str
+    at: str
+
+
+class DpBudgetOut(BaseModel):
+    permit_id: str
+    epsilon: float
+    delta: float
+    spent_epsilon: float
+    spent_delta: float
+    remaining_epsilon: float
+    remaining_delta: float
+    ledger: list[DpChargeOut]
+
+
 class RequestState(BaseModel):
     request_id: str
     state: str
@@ -83,6 +102,17 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
     def queue(a: Actor = Depends(actor)) -> list[dict[str, Any]]:
         """Requests awaiting this output checker's review, across all permits."""
         return A.checker_queue(svc, a)
+
+    @r.get("/api/v1/permits/{permit_id}/dp", tags=["differential privacy"])
+    def dp_budget(permit_id: str, a: Actor = Depends(actor)) -> DpBudgetOut:
+        """The permit's privacy budget, what is left, and the ledger of charged queries."""
+        from secure_env.airlock import dp
+
+        b = dp.budget(svc, a, permit_id)
+        return DpBudgetOut(permit_id=permit_id, epsilon=b.epsilon, delta=b.delta, spent_epsilon=b.spent_epsilon,
+                           spent_delta=b.spent_delta, remaining_epsilon=b.remaining_epsilon,
+                           remaining_delta=b.remaining_delta,
+                           ledger=[DpChargeOut(**c.__dict__) for c in dp.ledger(svc, a, permit_id)])
 
     @r.get("/api/v1/outputs")
     def mine(a: Actor = Depends(actor)) -> list[dict[str, Any]]:

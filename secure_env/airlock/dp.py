@@ -276,3 +276,22 @@ def dp_describe(session: DpSession, values, *, epsilon: float, bounds) -> dict:
             "mean": session.mean(arr, epsilon=third, bounds=bounds).value,
             "variance": session.var(arr, epsilon=third, bounds=bounds).value,
             "epsilon": epsilon, "differentially_private": True}
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One query charged to a permit's budget."""
+
+    query: str
+    epsilon: float
+    delta: float
+    actor: str
+    at: str
+
+
+def ledger(svc: Service, actor: Actor, permit_id: str) -> list[Charge]:
+    """Every query charged to the permit's budget, oldest first (who may see the budget may see this)."""
+    check_can_dp(svc, actor, permit_id, "view_budget")
+    with svc.engine.connect() as conn:
+        rows = conn.execute(select(DpSpendRow).where(DpSpendRow.permit_id == permit_id).order_by(DpSpendRow.id))
+        return [Charge(r.query, r.epsilon, r.delta, r.actor, r.ts) for r in rows]

@@ -82,9 +82,12 @@ def workspace_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
         return {"permit_id": permit_id, "was_running": was}
 
     @r.post("/api/v1/workspaces/{permit_id}/tokens/{analyst}")
-    def token(permit_id: str, analyst: str, a: Actor = Depends(actor)) -> dict[str, str]:
-        """A new login token for an analyst named on the permit (the old one stops working); shown once."""
-        return {"analyst": analyst, "token": provision.issue_token(svc, a, permit_id, analyst)}
+    def token(permit_id: str, analyst: str, a: Actor = Depends(actor)) -> dict[str, str | None]:
+        """A new login token for an analyst named on the permit (the old one stops working); shown once.  An
+        analyst may ask for their own: with the workspace running, ``login_url`` opens their JupyterLab."""
+        token = provision.issue_token(svc, a, permit_id, analyst)
+        info = server.status(svc, a, permit_id)
+        return {"analyst": analyst, "token": token, "login_url": f"{info.url}lab?token={token}" if info.url else None}
 
     @r.delete("/api/v1/workspaces/{permit_id}")
     def destroy(permit_id: str, a: Actor = Depends(actor)) -> dict[str, Any]:

@@ -21,7 +21,8 @@ def api(tmp_path_factory):
     from tests.factories import make_user
 
     make_user(svc, "eve")
-    tokens = {u: make_token(svc, u) for u in (*staff, "eve")}
+    make_user(svc, "bob", name="Bob Analyst")  # named on every case make_case makes
+    tokens = {u: make_token(svc, u) for u in (*staff, "eve", "bob")}
     with serve_in_thread(create_app(svc)) as root:
         clients = []
 
@@ -185,3 +186,38 @@ def test_the_api_documentation_works_without_internet(api):
     assert "fonts.googleapis" not in c.get("/redoc").text
     spec = c.get("/openapi.json").json()
     assert len(spec["paths"]) >= 60
+
+
+def test_a_permits_dp_budget_and_ledger(api):
+    svc, staff, client = api
+    from secure_env.airlock import dp
+    from tests.factories import who
+
+    view = make_case(svc, staff, state="active")
+    dp.set_budget(svc, staff["dora"], view.case_id, 1.0, 1e-6)
+    dp.charge(svc, who(svc, "bob"), view.case_id, query="count of cases", epsilon=0.25)
+    got = client("hanna").get(f"/api/v1/permits/{view.case_id}/dp").json()
+    assert got["remaining_epsilon"] == 0.75 and [c["query"] for c in got["ledger"]] == ["count of cases"]
+    assert got["ledger"][0]["actor"] == "bob"
+    assert client("alice").get(f"/api/v1/permits/{view.case_id}/dp").status_code == 403
+
+
+def test_accepting_records_the_terms_of_use(api):
+    svc, staff, client = api
+    view = make_case(svc, staff, state="accepted")
+    history = client("alice").get(f"/api/v1/cases/{view.case_id}").json()["history"]
+    accepted = [e for e in history if e["event"] == "accepted"][0]
+    assert accepted["payload"]["terms_of_use"].startswith("toisio-terms-")
+
+
+def test_an_analyst_gets_their_own_workspace_login_and_not_anothers(api):
+    svc, staff, client = api
+    from secure_env.workspace import provision
+    from tests.factories import make_workspace
+
+    permit, _tokens = make_workspace(svc, staff)
+    bob = client("bob")
+    r = bob.post(f"/api/v1/workspaces/{permit}/tokens/bob")
+    assert r.status_code == 200 and r.json()["login_url"] is None  # the workspace is not running
+    assert provision.analyst_for_token(svc, permit, r.json()["token"]) == "bob"
+    assert bob.post(f"/api/v1/workspaces/{permit}/tokens/alice").status_code == 403

@@ -6,6 +6,7 @@ from itertools import chain, combinations
 import pytest
 
 from flows import data_request as data_requests
+from permits.report import REPORT
 from secure_env.airlock import dp
 from secure_env.airlock import outputs as A
 from secure_env.airlock.rules import OUTPUTS, file_status
@@ -14,7 +15,6 @@ from secure_env.workspace import provision as W
 from secure_env.workspace import server as S
 from secure_env.workspace.rules import WORKSPACE
 from tests.factories import make_case, make_delivery, make_staff, make_user
-from permits.report import REPORT
 from toisio import identity
 from toisio.audit_access import AUDIT
 from toisio.authz import PermissionDenied, Table, rule
