@@ -52,7 +52,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         _sqlite_hooks(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # the web server runs up to 40 requests at once, each using a few connections in turn: a pool of 5 made
+    # them queue (measured by bench/portal_bench.py)
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
 
 
 def read_connection(engine: Engine):

@@ -51,6 +51,10 @@ class DatabaseStore(SessionStore):
 
     def __init__(self, engine, *, max_lifetime: int = 8 * 3600):
         self.engine, self.max_lifetime = engine, max_lifetime
+        # what each session held when this process last read or wrote it: starsessions saves the session after
+        # every response, and an unchanged one need not be written again (its expiry does not move either)
+        self._unchanged: dict[str, str] = {}
+        self._last_sweep = 0.0
 
     def _read(self, session_id: str) -> bytes:
         with self.engine.connect() as conn:
@@ -59,22 +63,36 @@ class DatabaseStore(SessionStore):
             return b""
         raw = row.data
         try:
-            return AESGCM(_key(session_id)).decrypt(raw[:12], raw[12:], b"session")
+            data = AESGCM(_key(session_id)).decrypt(raw[:12], raw[12:], b"session")
         except Exception:  # noqa: BLE001 - a row that does not decrypt is no session
             return b""
+        self._unchanged[_digest(session_id)] = hashlib.sha256(data).hexdigest()
+        return data
 
     def _write(self, session_id: str, data: bytes, ttl: int) -> None:
+        digest = _digest(session_id)
+        content = hashlib.sha256(data).hexdigest()
+        if self._unchanged.get(digest) == content:
+            return  # the same as stored: nothing to write (the expiry stays where it was)
         ttl = min(ttl or self.max_lifetime, self.max_lifetime)
         nonce = os.urandom(12)
         sealed = nonce + AESGCM(_key(session_id)).encrypt(nonce, data, b"session")
         expires = (_now() + timedelta(seconds=ttl)).isoformat()
-        digest = _digest(session_id)
+        import time
+
+        sweep = time.monotonic() - self._last_sweep > 60
         with self.engine.begin() as conn:
-            conn.execute(delete(WebSessionRow).where(WebSessionRow.expires_at <= _now().isoformat()))
+            if sweep:  # expired sessions are removed at most once a minute
+                conn.execute(delete(WebSessionRow).where(WebSessionRow.expires_at <= _now().isoformat()))
+                self._last_sweep = time.monotonic()
             conn.execute(delete(WebSessionRow).where(WebSessionRow.id_sha256 == digest))
             conn.execute(WebSessionRow.__table__.insert().values(id_sha256=digest, data=sealed, expires_at=expires))
+        if len(self._unchanged) > 50_000:  # a bound on memory; forgetting only costs a rewrite
+            self._unchanged.clear()
+        self._unchanged[digest] = content
 
     def _remove(self, session_id: str) -> None:
+        self._unchanged.pop(_digest(session_id), None)
         with self.engine.begin() as conn:
             conn.execute(delete(WebSessionRow).where(WebSessionRow.id_sha256 == _digest(session_id)))
 
