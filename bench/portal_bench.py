@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.permits_bench import _free_port
 from tests.factories import PortalUser, make_case, make_staff, make_token
 from toisio.config import load_settings
 from toisio.service import Service
@@ -31,12 +31,6 @@ from toisio.service import Service
 PORTAL_USERS = int(os.environ.get("BENCH_PORTAL_USERS", "20"))
 API_CLIENTS = int(os.environ.get("BENCH_API_CLIENTS_PG", "50"))
 SECONDS = float(os.environ.get("BENCH_PORTAL_SECONDS", "10"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_database(url: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from permits.decision import WORDS
+
 
 def N_(text: str) -> str:
     """Mark a string for extraction without translating it here."""
@@ -27,13 +29,6 @@ LABELS: dict[str, str] = {
     "extraction_started": N_("Extraction started"), "activated": N_("Workspace opened"),
     "handler_assigned": N_("Handler assigned"), "deadline_extended": N_("Decision deadline extended"),
     "amended": N_("Permit amended"), "remarked": N_("Message"), "reminded": N_("Reminder sent"),
-    # kinds and purposes
-    "data_permit": N_("Data permit"), "data_request": N_("Data request"), "amendment": N_("Amendment"),
-    "statistics": N_("Statistics"), "scientific_research": N_("Scientific research"),
-    "development_and_innovation": N_("Development and innovation"), "education": N_("Education"),
-    "knowledge_management": N_("Knowledge management"),
-    "authority_steering_and_supervision": N_("Steering and supervision by authorities"),
-    "authority_planning_and_reporting": N_("Planning and reporting by authorities"),
     # roles and whom a case waits for
     "applicant": N_("Applicant"), "member": N_("Named user"), "handler": N_("Handler"), "decider": N_("Decider"),
     "controller": N_("Data controller"), "output_checker": N_("Output checker"), "auditor": N_("Auditor"),
@@ -46,9 +41,8 @@ LABELS: dict[str, str] = {
     # deadlines
     "near": N_("Due soon"), "overdue": N_("Overdue"), "ok": N_("On time"), "decision": N_("Decision"),
     "controller estimate": N_("Controller estimate"), "completeness check": N_("Completeness check"),
-    # generalisation
-    "pseudonymised": N_("pseudonymised"), "aggregate": N_("aggregate"), "day": N_("day"), "month": N_("month"),
-    "year": N_("year"), "code": N_("municipality code"), "wellbeing_county": N_("wellbeing services county"),
+    # kinds, purposes and the generalisations a decision states (one list, in permits.decision)
+    **WORDS,
 }
 
 #: the actions a user takes on a case, as buttons
