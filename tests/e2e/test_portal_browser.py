@@ -230,6 +230,13 @@ def test_every_role_does_its_work_in_the_browser(portal):
             aud.check("audit verified")
             aud.go("/indicators", "indicators")
             aud.shot("indicators")
+            # the remaining screens, checked too: lists, the inbox, a draft's edit form, an error page
+            alice.go("/notifications", "notifications")
+            alice.go("/cases", "cases")
+            hanna.go("/cases?state=active", "cases filtered")
+            s["thl1"].go("/catalogue?q=hilmo&purpose=statistics", "catalogue search")
+            page = alice.go("/cases/TOISIO-1999-1", "error page")
+            assert "Not found" in page.inner_text("main")
         finally:
             browser.close()
     assert not problems, "accessibility (axe-core) serious or critical violations:\n" + "\n".join(problems)
