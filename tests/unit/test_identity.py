@@ -42,13 +42,15 @@ def test_sign_in_needs_the_password_and_a_fresh_one_time_code(svc):
         identity.login_local(svc, "lea", "wrong password!!", _code(totp))
     with pytest.raises(Unauthenticated, match="sign-in failed"):
         identity.login_local(svc, "lea", PASSWORD, "000000" if _code(totp) != "000000" else "111111")
-    new = identity.login_local(svc, "lea", PASSWORD, _code(totp, -1), token_name="laptop")
+    used = _code(totp, -1)
+    new = identity.login_local(svc, "lea", PASSWORD, used, token_name="laptop")
     actor = identity.authenticate(svc, new.value)
     assert actor.user_id == "lea" and actor.roles == {Role.HANDLER} and actor.mfa
     assert actor.method is identity.AuthMethod.PASSWORD_TOTP
-    # the same code (or an older one) is not accepted twice
+    # the same code is not accepted twice (the very same string: computing it again could, across a 30-second
+    # boundary, give the next step's code, which is fresh)
     with pytest.raises(Unauthenticated):
-        identity.login_local(svc, "lea", PASSWORD, _code(totp, -1))
+        identity.login_local(svc, "lea", PASSWORD, used)
     with svc.engine.connect() as conn:
         actions = [e.action for e in audit.events(conn, subject="user:lea")]
     assert actions.count("auth.login_failed") == 3 and actions.count("auth.login") == 1
