@@ -30,6 +30,7 @@ from permits.validation import MAX_DOCUMENT_BYTES, Report, validate_document
 from toisio.errors import TooLarge
 from toisio.identity import Actor
 from toisio.service import Service
+from toisio.web import attachment_disposition
 
 Limit = Annotated[int, Query(ge=1, le=500, description="at most this many items")]
 Offset = Annotated[int, Query(ge=0, description="skip this many items")]
@@ -281,5 +282,4 @@ def permits_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
 def _disposition(ref: Attachment) -> str:
     from urllib.parse import quote
 
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in ref.filename)
-    return f"attachment; filename=\"{safe}\"; filename*=UTF-8''{quote(ref.filename)}"
+    return f"{attachment_disposition(ref.filename)}; filename*=UTF-8''{quote(ref.filename)}"

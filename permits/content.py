@@ -77,8 +77,14 @@ def messages(svc: Service, actor: Actor, case_id: str) -> list[Message]:
     with svc.engine.connect() as conn:
         events = tuple(CaseEvent(e.seq, e.event, e.actor, e.role, e.ts, json.loads(e.payload))
                        for e in _history(conn, case_id) if e.event == Event.REMARKED.value)
-    return [Message(e.seq, e.actor, e.role, e.ts, e.payload.get("text", ""), e.payload.get("public", True) is not False)
-            for e in _for_role(events, role)]
+    return list(_messages(_for_role(events, role)))
+
+
+def _messages(history) -> tuple[Message, ...]:
+    """The messages among a case's events (already filtered for who reads them)."""
+    return tuple(Message(e.seq, e.actor, e.role, e.ts, e.payload.get("text", ""),
+                         e.payload.get("public", True) is not False)
+                 for e in history if e.event == Event.REMARKED.value)
 
 
 def update_draft(svc: Service, actor: Actor, case_id: str, form: ApplicationForm, *,
@@ -255,27 +261,15 @@ def case_file(svc: Service, actor: Actor, case_id: str) -> CaseFile:
     """The case page's content (one verification of the case against the chain, one audit entry)."""
     from dataclasses import replace
 
-    from permits.permissions import ACTIONS
-    from permits.service import _case_row, _view
+    from permits.service import _allowed_actions, _case_row, _view
 
     with svc.engine.begin() as conn:
         row = _verified_row(conn, svc, case_id)
         role = _check(conn, actor, row, "view")
-        allowed = []
-        for name, action in ACTIONS.items():
-            if action.event is None or action.roles <= {Role.SYSTEM}:
-                continue
-            try:
-                _check(conn, actor, row, name)
-            except PermissionDenied:
-                continue
-            allowed.append(name)
+        allowed = _allowed_actions(conn, actor, row)
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
                      payload={"role": role.value, "what": "case page"})
         view = _view(conn, _case_row(conn, case_id), with_history=True)
         history = _for_role(view.history, role)
-    msgs = tuple(Message(e.seq, e.actor, e.role, e.ts, e.payload.get("text", ""),
-                         e.payload.get("public", True) is not False)
-                 for e in history if e.event == Event.REMARKED.value)
-    return CaseFile(replace(view, history=history), ApplicationForm.model_validate_json(row.form), msgs,
+    return CaseFile(replace(view, history=history), ApplicationForm.model_validate_json(row.form), _messages(history),
                     tuple(allowed), role.value)

@@ -268,11 +268,25 @@ TERMS_OF_USE_VERSION = "toisio-terms-2026-1"
 _ACTION_OF_EVENT = {a.event.value: name for name, a in ACTIONS.items() if a.event is not None}
 
 
-def _check(conn: Connection, actor: Actor, row: CaseRow, action: str) -> Role:
+def _facts(conn: Connection, actor: Actor, row: CaseRow) -> dict[str, Any]:
+    """What the permission matrix needs to know about the actor and the case (read once per decision)."""
     took = {_ACTION_OF_EVENT[e.event]: e.actor for e in _history(conn, row.case_id) if e.event in _ACTION_OF_EVENT}
-    return check_can(action, user=actor.user_id, roles=set(actor.roles), state=State(row.state),
-                     applicant=row.applicant_id, members=set(_members(conn, row.case_id, active_only=False)),
-                     took=took)
+    return {"user": actor.user_id, "roles": set(actor.roles), "state": State(row.state),
+            "applicant": row.applicant_id, "members": set(_members(conn, row.case_id, active_only=False)),
+            "took": took}
+
+
+def _check(conn: Connection, actor: Actor, row: CaseRow, action: str) -> Role:
+    return check_can(action, **_facts(conn, actor, row))
+
+
+def _allowed_actions(conn: Connection, actor: Actor, row: CaseRow) -> list[str]:
+    """The actions (that record an event, and that a person takes) the actor may take on the case now."""
+    from permits.permissions import can
+
+    facts = _facts(conn, actor, row)
+    return [name for name, a in ACTIONS.items()
+            if a.event is not None and not a.roles <= {Role.SYSTEM} and can(name, **facts)]
 
 
 def check_can_act(svc: Service, actor: Actor, case_id: str, action: str) -> Role:

@@ -20,6 +20,13 @@ UPLOAD_PATHS = frozenset({"/api/v1/attachments", "/apply/attach"})
 MAX_UPLOAD_BYTES = 11 * 1024 * 1024
 
 
+def attachment_disposition(filename: str) -> str:
+    """``Content-Disposition`` for a download: the name reduced to letters, digits and ``._-`` (no quoting,
+    path or header tricks)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)
+    return f'attachment; filename="{safe}"'
+
+
 def _reply(status: int, code: str, message: str):
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

@@ -15,6 +15,7 @@ from secure_env.airlock import outputs as A
 from toisio.identity import Actor
 from toisio.service import Service
 from toisio.text import MAX_TEXT
+from toisio.web import attachment_disposition
 
 
 class _Body(BaseModel):
@@ -129,9 +130,8 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
            responses={200: {"content": {"application/octet-stream": {}}}})
     def download(request_id: str, name: str, a: Actor = Depends(actor)) -> Response:
         """A released file (or manifest.json), for the permit's holder and named users only (audited)."""
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
         return Response(A.released_file(svc, a, request_id, name), media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{safe}"'})
+                        headers={"Content-Disposition": attachment_disposition(name)})
 
     @r.get("/api/v1/outputs/{request_id}")
     def show(request_id: str, a: Actor = Depends(actor)) -> dict[str, Any]:

@@ -362,15 +362,20 @@ def file_status(conn: Connection, row, f, policy: Policy = Policy()) -> str:
     return rules.file_status([v.decision for v in votes], needed)
 
 
+def _check_can_see(svc: Service, actor: Actor, row) -> None:
+    """The requester, auditors and the permit's holder see a request; a checker only one they may review."""
+    grant = check_can("view", svc, actor, row.permit_id, row.requester)
+    if grant == Role.OUTPUT_CHECKER and actor.user_id != row.requester:
+        check_can_review(svc, actor, row.permit_id, row.requester)
+
+
 def view(svc: Service, actor: Actor, request_id: str) -> dict[str, Any]:
     """A request as ``actor`` may see it: other checkers' votes stay hidden until the viewer has
     submitted their own review.  Every view is audited."""
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
         is_requester = actor.user_id == row.requester
-        grant = check_can("view", svc, actor, row.permit_id, row.requester)
-        if grant == Role.OUTPUT_CHECKER and not is_requester:
-            check_can_review(svc, actor, row.permit_id, row.requester)  # a checker sees only what they may review
+        _check_can_see(svc, actor, row)
         submitted = _submitted(conn, request_id, row.round)
         votes = _votes(conn, request_id, row.round)
         files = []
@@ -475,9 +480,7 @@ def read_file(svc: Service, actor: Actor, request_id: str, name: str) -> bytes:
     """One file of a request as submitted, for those who may see the request (a checker's preview); audited."""
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
-        grant = check_can("view", svc, actor, row.permit_id, row.requester)
-        if grant == Role.OUTPUT_CHECKER and actor.user_id != row.requester:
-            check_can_review(svc, actor, row.permit_id, row.requester)
+        _check_can_see(svc, actor, row)
         f = next((f for f in _files(conn, request_id) if f.name == name), None)
         if f is None:
             raise AirlockError(f"{request_id} has no file {name!r}", "not_found")

@@ -112,6 +112,23 @@ def _oidc_client(svc: Service):
     return oauth.provider
 
 
+async def oidc_claims(oidc, request: Request) -> dict:
+    """The provider's answer at the callback, verified by authlib (signature, issuer, audience, nonce), as the
+    ID token's claims; a refused or failed answer is a user error, never a traceback (API and portal)."""
+    import httpx
+    from authlib.integrations.base_client.errors import OAuthError
+
+    try:
+        token = await oidc.authorize_access_token(request)
+    except OAuthError as exc:
+        raise Unauthenticated(f"the identity provider's answer was refused: {exc.error}", code="oidc_failed") from None
+    except httpx.HTTPError as exc:
+        log.warning("identity provider failed: %s", exc)
+        raise Unavailable("the identity provider did not answer properly; try again later",
+                          code="oidc_provider_error") from None
+    return dict(token.get("userinfo") or {})
+
+
 def _oidc_routes(app: FastAPI, svc: Service, oidc) -> None:
     """Sign-in through the configured OpenID Connect provider (only when one is configured)."""
 
@@ -125,19 +142,7 @@ def _oidc_routes(app: FastAPI, svc: Service, oidc) -> None:
     async def oidc_callback(request: Request) -> NewTokenOut:
         """The provider returns here; the ID token is verified (signature, issuer, audience, nonce) and the
         linked user signed in with a new API token."""
-        import httpx
-        from authlib.integrations.base_client.errors import OAuthError
-
-        try:
-            token = await oidc.authorize_access_token(request)
-        except OAuthError as exc:
-            raise Unauthenticated(f"the identity provider's answer was refused: {exc.error}",
-                                  code="oidc_failed") from None
-        except httpx.HTTPError as exc:
-            log.warning("identity provider failed: %s", exc)
-            raise Unavailable("the identity provider did not answer properly; try again later",
-                              code="oidc_provider_error") from None
-        claims = dict(token.get("userinfo") or {})
+        claims = await oidc_claims(oidc, request)
         new = await run_in_threadpool(identity.login_oidc, svc, claims, token_name="oidc",
                                       require_mfa=svc.settings.oidc_require_mfa)
         return _new_token_out(new)

@@ -71,7 +71,7 @@ def create_portal(svc: Service) -> FastAPI:
 
 def _oidc(app: FastAPI, portal: Portal) -> None:
     """Sign-in through the configured OpenID Connect provider (only when one is configured)."""
-    from toisio.app.api import _oidc_client
+    from toisio.app.api import _oidc_client, oidc_claims
 
     oidc = _oidc_client(portal.svc)
     if oidc is None:
@@ -85,23 +85,13 @@ def _oidc(app: FastAPI, portal: Portal) -> None:
 
     @app.get("/login/oidc/callback")
     async def oidc_callback(request: Request):
-        import httpx
-        from authlib.integrations.base_client.errors import OAuthError
         from fastapi.concurrency import run_in_threadpool
 
         from toisio import identity
-        from toisio.errors import Unauthenticated, Unavailable
 
-        try:
-            token = await oidc.authorize_access_token(request)
-        except OAuthError as exc:
-            raise Unauthenticated(f"the identity provider's answer was refused: {exc.error}",
-                                  code="oidc_failed") from None
-        except httpx.HTTPError:
-            raise Unavailable("the identity provider did not answer properly; try again later",
-                              code="oidc_provider_error") from None
-        new = await run_in_threadpool(identity.login_oidc, portal.svc, dict(token.get("userinfo") or {}),
-                                      token_name="portal", days=1, require_mfa=portal.svc.settings.oidc_require_mfa)
+        claims = await oidc_claims(oidc, request)
+        new = await run_in_threadpool(identity.login_oidc, portal.svc, claims, token_name="portal", days=1,
+                                      require_mfa=portal.svc.settings.oidc_require_mfa)
         nxt = request.session.get("oidc_next", "/")
         portal.sign_in(request, new.value, new.info.user_id)
         return portal.redirect(nxt)

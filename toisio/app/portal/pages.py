@@ -30,6 +30,7 @@ from toisio.app.portal.labels import ACTION_LABELS, FIELD_LABELS
 from toisio.app.portal.web import Portal
 from toisio.errors import Invalid, ToisioError, Unauthenticated
 from toisio.identity import Actor, Role
+from toisio.web import attachment_disposition
 
 #: case actions taken from their own screens (messages) or only by the service's jobs
 _NOT_BUTTONS = {"remark", "expire", "remind", "view"}
@@ -241,9 +242,8 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
     async def case_attachment(request: Request, case_id: str, sha256: str):
         actor = portal.require(request)
         ref, data = await call(C.read_attachment, svc, actor, case_id, sha256)
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in ref.filename)
         return Response(data, media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{safe}"'})
+                        headers={"Content-Disposition": attachment_disposition(ref.filename)})
 
     @app.get("/cases/{case_id}/decision", response_class=HTMLResponse)
     async def case_decision(request: Request, case_id: str, lang: str = ""):
@@ -305,9 +305,8 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
     async def output_released(request: Request, request_id: str, name: str):
         actor = portal.require(request)
         data = await call(A.released_file, svc, actor, request_id, name)
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
         return Response(data, media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{safe}"'})
+                        headers={"Content-Disposition": attachment_disposition(name)})
 
     @app.post("/outputs/{request_id}/{step}")
     async def output_step(request: Request, request_id: str, step: str):
