@@ -58,4 +58,4 @@ docs: install
 # (then translate the new entries in toisio/locale/*/LC_MESSAGES/messages.po; tests/unit/test_i18n.py checks).
 i18n: install
 	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _ --no-location --omit-header --sort-output -o toisio/locale/messages.pot .
-	$(BIN)/pybabel update -i toisio/locale/messages.pot -d toisio/locale --no-fuzzy-matching --omit-header --no-location
+	$(BIN)/pybabel update -i toisio/locale/messages.pot -d toisio/locale --no-fuzzy-matching --ignore-obsolete --width 120

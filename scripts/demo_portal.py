@@ -121,10 +121,14 @@ def main(root: str, users_file: str, password: str, first_permit: str) -> None:
         f"{len(pdf):,} bytes")
 
     scratch_file = "scratch/cohort_by_age_band.csv"
+    form_page = bob.get(f"/workspaces/{first_permit}/outputs/new").text
+    at = re.search(rf'name="path_(\d+)" value="{re.escape(scratch_file)}"', form_page).group(1)
     r = bob.post(f"/workspaces/{first_permit}/outputs/new",
-                 [("file", scratch_file), ("description_0", "cohort members by age band and role"),
-                  ("method_0", "distinct pseudonyms"), ("statistic_0", "count"), ("index_0", "age_band"),
-                  ("group", "cohort description"), ("controls", "safe_crosstab suppression"),
+                 [("pick", at), (f"path_{at}", scratch_file),
+                  (f"description_{at}", "cohort members by age band and role"),
+                  (f"method_{at}", "distinct pseudonyms"), (f"statistic_{at}", "count"), (f"index_{at}", "age_band"),
+                  (f"group_{at}", "cohort description"), ("group_context", "table 1 of the cohort paper"),
+                  ("controls", "safe_crosstab suppression"),
                   ("action", "submit")], page=f"/workspaces/{first_permit}/outputs/new")
     request_id = r.headers["location"].rsplit("/", 1)[1]
     say(f"bob asked in the portal for a release of {scratch_file}: {request_id}")
@@ -132,6 +136,9 @@ def main(root: str, users_file: str, password: str, first_permit: str) -> None:
         c = people[checker]
         c.post(f"/outputs/{request_id}/vote", {"file": "cohort_by_age_band.csv", "decision": "approve",
                                                "comment": comment})
+        if checker == "oscar":
+            c.post(f"/outputs/{request_id}/comment", {"group": "cohort description", "visibility": "private",
+                                                      "text": "age bands match the permit's generalisation"})
         c.post(f"/outputs/{request_id}/submit_review", {})
     people["olga"].post(f"/outputs/{request_id}/decide", {"outcome": "approve"})
     people["olga"].post(f"/outputs/{request_id}/release", {})

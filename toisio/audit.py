@@ -61,7 +61,8 @@ _ACTIONS = {
                   "login_refused", "kernel_started", "kernel_stopped", "cell_executed", "file_read", "file_written",
                   "upload_refused", "quota_exceeded", "quota_refused"),
     "import": ("requested", "approved", "rejected"),
-    "output": (*_OUTPUT_EVENTS, "created", "file_added", "voted", "viewed", "file_read", "downloaded"),
+    "output": (*_OUTPUT_EVENTS, "created", "file_added", "group_described", "commented", "voted", "viewed", "file_read",
+               "downloaded"),
     "dp": ("budget_set", "query_charged"),
     "audit": ("searched",),
 }

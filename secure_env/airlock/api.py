@@ -31,9 +31,100 @@ class AddFile(_Body):
                       description="the file in the permit's workspace, relative to its root (for example "
                                   "scratch/table.csv); the server reads it there, nothing is uploaded")
     description: str = Field(min_length=1, max_length=MAX_TEXT)
-    method: str = Field(min_length=1, max_length=MAX_TEXT)
+    method: str = Field("", max_length=MAX_TEXT, description="how it was made (required unless supporting)")
     index: str | None = Field(None, max_length=1000)
     statistic: str = Field("count", max_length=64)
+    group: str = Field("default", min_length=1, max_length=A.MAX_GROUP_NAME,
+                       description="the group the file belongs to (its context and controls are the group's)")
+    supporting: bool = Field(False, description="a supporting file: shown to the reviewers, never released; "
+                                                "needs only a description")
+
+
+class GroupIn(_Body):
+    context: str = Field("", max_length=MAX_TEXT, description="what the group's files are for")
+    controls: str = Field("", max_length=MAX_TEXT,
+                          description="the disclosure controls applied (suppression, rounding, bands)")
+
+
+class CommentIn(_Body):
+    group: str = Field("default", min_length=1, max_length=A.MAX_GROUP_NAME)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    visibility: Literal["public", "private"] = Field(
+        "public", description="public: the requester sees it once the round's outcome is known; private: output "
+                              "checkers only (a requester's reply is always public)")
+
+
+class VoteOut(BaseModel):
+    reviewer: str
+    decision: str
+    comment: str
+
+
+class FileOut(BaseModel):
+    name: str
+    kind: str
+    group: str
+    supporting: bool
+    sha256: str
+    check_status: str
+    check_report: dict[str, Any]
+    context: dict[str, Any]
+    status: str
+    votes: list[VoteOut]
+
+
+class CommentOut(BaseModel):
+    author: str
+    text: str
+    visibility: str
+    round: int
+    at: str
+
+
+class GroupOut(BaseModel):
+    name: str
+    context: str
+    controls: str
+    files: list[str]
+    comments: list[CommentOut]
+
+
+class ReleasedBefore(BaseModel):
+    file: str
+    sha256: str
+    request_id: str
+    released_at: str | None
+
+
+class OutputView(BaseModel):
+    """An output request as the caller may see it."""
+
+    request_id: str
+    permit_id: str
+    requester: str
+    state: str
+    round: int
+    reviews_submitted: int
+    files: list[FileOut]
+    groups: list[GroupOut]
+    released_before: list[ReleasedBefore]
+
+
+class OutputSummary(BaseModel):
+    request_id: str
+    permit_id: str
+    requester: str
+    state: str
+    created_at: str
+    released_at: str | None
+    files: list[str]
+
+
+class QueueItem(BaseModel):
+    request_id: str
+    permit_id: str
+    state: str
+    waiting_since: str
 
 
 class Vote(_Body):
@@ -100,7 +191,7 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
         return state(request_id, "pending")
 
     @r.get("/api/v1/outputs/queue")
-    def queue(a: Actor = Depends(actor)) -> list[dict[str, Any]]:
+    def queue(a: Actor = Depends(actor)) -> list[QueueItem]:
         """Requests awaiting this output checker's review, across all permits."""
         return A.checker_queue(svc, a)
 
@@ -116,7 +207,7 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
                            ledger=[DpChargeOut(**c.__dict__) for c in dp.ledger(svc, a, permit_id)])
 
     @r.get("/api/v1/outputs")
-    def mine(a: Actor = Depends(actor)) -> list[dict[str, Any]]:
+    def mine(a: Actor = Depends(actor)) -> list[OutputSummary]:
         """The requests the caller made, and those of permits they hold or are named on, newest first."""
         return A.requests_of(svc, a)
 
@@ -134,9 +225,10 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
                         headers={"Content-Disposition": attachment_disposition(name)})
 
     @r.get("/api/v1/outputs/{request_id}")
-    def show(request_id: str, a: Actor = Depends(actor)) -> dict[str, Any]:
-        """The request as the caller may see it (other checkers' votes hidden until they submit theirs)."""
-        return A.view(svc, a, request_id)
+    def show(request_id: str, a: Actor = Depends(actor)) -> OutputView:
+        """The request as the caller may see it (other checkers' votes and comments hidden until they submit
+        their own review; private comments never shown to the requester)."""
+        return OutputView.model_validate(A.view(svc, a, request_id))
 
     @r.post("/api/v1/outputs/{request_id}/files", status_code=201)
     def add(request_id: str, body: AddFile, a: Actor = Depends(actor)) -> dict[str, Any]:
@@ -146,8 +238,20 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
         context = {"description": body.description, "method": body.method, "statistic": body.statistic}
         if body.index:
             context["index"] = body.index
-        A.add_file(svc, a, request_id, path, context)
+        A.add_file(svc, a, request_id, path, context, group=body.group, supporting=body.supporting)
         return {"request_id": request_id, "file": path.name}
+
+    @r.put("/api/v1/outputs/{request_id}/groups/{group}")
+    def describe_group(request_id: str, group: str, body: GroupIn, a: Actor = Depends(actor)) -> dict[str, str]:
+        """Give a group the context its files share and the disclosure controls applied (the requester)."""
+        A.describe_group(svc, a, request_id, group, context=body.context, controls=body.controls)
+        return {"request_id": request_id, "group": A.group_name(group)}
+
+    @r.post("/api/v1/outputs/{request_id}/comments", status_code=201)
+    def comment(request_id: str, body: CommentIn, a: Actor = Depends(actor)) -> dict[str, str]:
+        """Comment on a group: a checker publicly or privately, the requester replies publicly."""
+        A.comment(svc, a, request_id, body.group, body.text, body.visibility)
+        return {"request_id": request_id, "group": body.group, "visibility": body.visibility}
 
     def step(fn, doc: str):
         def endpoint(request_id: str, a: Actor = Depends(actor)) -> RequestState:

@@ -8,7 +8,7 @@ from secure_env.airlock.disclosure import CELL_RULES
 from secure_env.airlock.dp import DP
 from secure_env.airlock.lifecycle import TRANSITIONS
 from secure_env.airlock.profiles import DisclosureProfile, profiles
-from secure_env.airlock.rules import OUTPUTS
+from secure_env.airlock.rules import OUTPUTS, VISIBILITIES
 from toisio.documents import write_generated
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "airlock.md"
@@ -30,6 +30,14 @@ def render() -> str:
            "(`secure_env.airlock.rules.file_status`): the first *n* votes decide if they agree, where *n* is the "
            "policy's number of approvals (2; `TOISIO_DP_APPROVALS_NEEDED` for differentially private files), at "
            "least the first two when two have voted; a disagreement is settled by the next vote.", "",
+           "## Groups, supporting files and comments", "",
+           "Files come in groups, as in OpenSAFELY's airlock: a group has the *context* its files share (what they "
+           "are for) and the *disclosure controls* applied to them. A *supporting* file (the counts behind a "
+           "figure, a log) is shown to the reviewers to judge the outputs; nobody votes on it and it is never "
+           "released. Comments are made on a group. Their visibility (`secure_env.airlock.rules.comment_visible`; "
+           "the author and auditors always see a comment, and the requester's replies are seen by all who see "
+           "the request):", "", "| visibility | who else sees a checker's comment |", "| --- | --- |",
+           *[f"| `{k}` | {v} |" for k, v in VISIBILITIES.items()], "",
            "The differential-privacy budget, from the `DP` table:", "", DP.describe(), "",
            "## Request lifecycle", "", "```mermaid", "stateDiagram-v2", "    [*] --> pending"]
     out += [f"    {s.value} --> {t.value}: {e.value}" for (s, e), t in TRANSITIONS.items()]

@@ -1,8 +1,9 @@
-"""Database tables of the secure environment: the differential-privacy budget ledger."""
+"""Database tables of the secure environment: the differential-privacy budget ledger and the output airlock
+(requests, their file groups, files, comments, votes and submitted reviews)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, Integer, String, Text
+from sqlalchemy import Boolean, Float, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from toisio.db import Base
@@ -65,6 +66,40 @@ class OutputFileRow(Base):
     check_status: Mapped[str] = mapped_column(String(16))
     check_report: Mapped[str] = mapped_column(Text)
     differentially_private: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the group (OpenSAFELY's model) the file belongs to; its context and controls are the group's
+    group_name: Mapped[str] = mapped_column(String(100), default="default", server_default="default")
+    #: a supporting file: shown to the reviewers to judge the outputs, never voted on, never released
+    supporting: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class OutputGroupRow(Base):
+    """A group of files of one request, with the context and the disclosure controls they share."""
+
+    __tablename__ = "output_group"
+    __table_args__ = (UniqueConstraint("request_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(80), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    context: Mapped[str] = mapped_column(Text, default="")
+    controls: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[str] = mapped_column(String(32))
+
+
+class OutputCommentRow(Base):
+    """A comment on a group of a request: ``public`` (the requester sees it once the round's outcome is known)
+    or ``private`` (output checkers and auditors only)."""
+
+    __tablename__ = "output_comment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(80), index=True)
+    group_name: Mapped[str] = mapped_column(String(100))
+    round: Mapped[int] = mapped_column(Integer)
+    author: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(Text)
+    visibility: Mapped[str] = mapped_column(String(16))
+    ts: Mapped[str] = mapped_column(String(32))
 
 
 class ReviewVoteRow(Base):

@@ -1,8 +1,14 @@
 """The output airlock: nothing leaves a workspace except files two independent checkers approved.
 
 * An analyst named on the permit creates a request, adds files with their context, and submits.
+  Files come in *groups* (OpenSAFELY's model): a group has the context and the disclosure controls its
+  files share.  A *supporting* file (the counts behind a figure, a log) is shown to the reviewers to
+  judge the outputs and is never voted on or released.
   Each table is checked automatically (:mod:`secure_env.airlock.disclosure`) when it is added; the report
   is stored with the file, so reviewers see it first.
+* Comments are made on a group: a checker's comment is ``public`` (the analyst sees it once the round's
+  outcome is known) or ``private`` (checkers only); the analyst replies publicly.  Who sees which comment
+  is one pure function, :func:`secure_env.airlock.rules.comment_visible`.
 * Output checkers review independently: a checker votes on every file, then submits the review;
   until a checker has submitted, the other checkers' votes are hidden from them.  Nobody named on
   the permit (the requester included) may review.  Two submitted reviews make the request
@@ -32,17 +38,31 @@ from permits.service import permit_access
 from secure_env.airlock import rules
 from secure_env.airlock.disclosure import Table, check_differencing, check_table
 from secure_env.airlock.lifecycle import RequestEvent, RequestState, next_request_state
-from secure_env.airlock.models import OutputFileRow, OutputRequestRow, ReviewSubmissionRow, ReviewVoteRow
+from secure_env.airlock.models import (
+    OutputCommentRow,
+    OutputFileRow,
+    OutputGroupRow,
+    OutputRequestRow,
+    ReviewSubmissionRow,
+    ReviewVoteRow,
+)
 from secure_env.airlock.profiles import DisclosureProfile, profile, profile_for_permit
 from toisio import audit
 from toisio.documents import CodedError
 from toisio.identity import Actor
 from toisio.service import Service
+from toisio.text import MAX_TEXT
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
 FIGURE_SUFFIXES = {".png", ".svg"}
 TEXT_SUFFIXES = {".txt", ".md", ".json"}
 DECISIONS = ("approve", "reject", "request_changes")
+DEFAULT_GROUP = "default"
+MAX_GROUP_NAME = 100
+#: states in which the requester may still change the request's files and groups
+EDITABLE = (RequestState.PENDING, RequestState.RETURNED)
+#: states in which checkers review (vote, comment)
+UNDER_REVIEW = (RequestState.SUBMITTED, RequestState.PARTIALLY_REVIEWED, RequestState.REVIEWED)
 
 
 class AirlockError(CodedError):
@@ -167,7 +187,7 @@ def _released_tables(conn: Connection, svc: Service, permit_id: str) -> list[Tab
     for r in conn.execute(select(OutputFileRow, OutputRequestRow.release_dir).join(
             OutputRequestRow, OutputRequestRow.request_id == OutputFileRow.request_id).where(
             OutputRequestRow.permit_id == permit_id, OutputRequestRow.state == RequestState.RELEASED.value,
-            OutputFileRow.kind == "table")):
+            OutputFileRow.kind == "table", OutputFileRow.supporting.is_(False))):
         ctx = json.loads(r.context)
         path = Path(r.release_dir) / r.name
         if ctx.get("statistic", "count") != "count" or not path.exists():
@@ -228,24 +248,53 @@ def check_can_add_file(svc: Service, actor: Actor, request_id: str) -> str:
     return row.permit_id
 
 
+def group_name(name: str | None) -> str:
+    """A group's name, checked: 1 to 100 characters, no path separators or control characters."""
+    name = (name or "").strip() or DEFAULT_GROUP
+    if len(name) > MAX_GROUP_NAME or any(c in name for c in "/\\") or not name.isprintable():
+        raise AirlockError(f"group name {name[:40]!r}: at most {MAX_GROUP_NAME} printable characters, "
+                           f"no '/' or '\\'", "bad_group")
+    return name
+
+
+def _check_editable(row) -> None:
+    if RequestState(row.state) not in EDITABLE:
+        raise AirlockError(f"files and groups can be changed only while the request is pending or returned "
+                           f"(it is {row.state})", "illegal_state")
+
+
+def _ensure_group(conn: Connection, request_id: str, name: str) -> None:
+    exists = conn.execute(select(OutputGroupRow.id).where(OutputGroupRow.request_id == request_id,
+                                                          OutputGroupRow.name == name)).first()
+    if exists is None:
+        conn.execute(OutputGroupRow.__table__.insert().values(request_id=request_id, name=name, context="",
+                                                              controls="", updated_at=_now()))
+
+
 def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, context: dict[str, Any], *,
-             profile_name: str | None = None) -> int:
-    """Add a file with its context (what it shows, the counts behind it, how it was produced)."""
+             group: str | None = None, supporting: bool = False, profile_name: str | None = None) -> int:
+    """Add a file with its context (what it shows, the counts behind it, how it was produced) to a group
+    (``default`` unless named).  A ``supporting`` file needs only a description: the reviewers see it,
+    nobody votes on it, and it is never released."""
     path = Path(path)
-    for key in ("description", "method"):
+    group = group_name(group)
+    for key in ("description",) if supporting else ("description", "method"):
         if not str(context.get(key, "")).strip():
             raise AirlockError(f"{path.name}: context needs '{key}' (what the file shows and how it was made)",
                                f"missing_{key}")
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
         check_can("add_file", svc, actor, row.permit_id, row.requester)
-        if RequestState(row.state) not in (RequestState.PENDING, RequestState.RETURNED):
-            raise AirlockError(f"files can be added only while the request is pending or returned "
-                               f"(it is {row.state})", "illegal_state")
+        _check_editable(row)
         _check_source(svc, row.permit_id, path)
         prof = profile(profile_name) if profile_name else profile_for_permit(
             svc.settings.home, row.permit_id, svc.settings.disclosure_profile)
-        status, report = _auto_check(path, context, prof, _released_tables(conn, svc, row.permit_id))
+        if supporting:
+            _kind(path.name)
+            status, report = "supporting", {"status": "supporting",
+                                            "note": "a supporting file: shown to the reviewers, never released"}
+        else:
+            status, report = _auto_check(path, context, prof, _released_tables(conn, svc, row.permit_id))
         data = path.read_bytes()
         target = _store(svc) / request_id / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -256,11 +305,73 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
             request_id=request_id, name=path.name, kind=_kind(path.name), sha256=hashlib.sha256(data).hexdigest(),
             size=len(data), context=json.dumps(context, default=str), check_status=status,
             check_report=json.dumps(report, default=str),
-            differentially_private=bool(context.get("differentially_private", False))))
+            differentially_private=not supporting and bool(context.get("differentially_private", False)),
+            group_name=group, supporting=supporting))
+        _ensure_group(conn, request_id, group)
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.file_added",
                      subject=f"output:{request_id}",
-                     payload={"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "check": status})
+                     payload={"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "check": status,
+                              "group": group, "supporting": supporting})
         return int(res.inserted_primary_key[0])
+
+
+def describe_group(svc: Service, actor: Actor, request_id: str, group: str, *, context: str, controls: str) -> None:
+    """Give a group the context its files share (what they are for) and the disclosure controls applied."""
+    group = group_name(group)
+    for what, text in (("context", context), ("controls", controls)):
+        if len(text) > MAX_TEXT:
+            raise AirlockError(f"group {group}: {what} is longer than {MAX_TEXT} characters", "too_long")
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        check_can("describe_group", svc, actor, row.permit_id, row.requester)
+        _check_editable(row)
+        _ensure_group(conn, request_id, group)
+        conn.execute(update(OutputGroupRow).where(OutputGroupRow.request_id == request_id,
+                                                  OutputGroupRow.name == group)
+                     .values(context=context.strip(), controls=controls.strip(), updated_at=_now()))
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.group_described",
+                     subject=f"output:{request_id}",
+                     payload={"group": group, "context": context.strip(), "controls": controls.strip()})
+
+
+def comment(svc: Service, actor: Actor, request_id: str, group: str, text: str,
+            visibility: str = rules.PUBLIC) -> None:
+    """Comment on a group of a request.  A checker's comment is ``public`` or ``private``
+    (:func:`secure_env.airlock.rules.comment_visible`); the requester replies, always publicly."""
+    text = (text or "").strip()
+    if not text:
+        raise AirlockError("a comment needs some text", "missing_comment")
+    if len(text) > MAX_TEXT:
+        raise AirlockError(f"a comment is at most {MAX_TEXT} characters", "too_long")
+    if visibility not in rules.VISIBILITIES:
+        raise AirlockError(f"visibility must be one of {', '.join(rules.VISIBILITIES)}", "bad_visibility")
+    group = group_name(group)
+    with svc.engine.begin() as conn:
+        row = _row(conn, request_id)
+        state = RequestState(row.state)
+        if actor.user_id == row.requester:
+            check_can("reply", svc, actor, row.permit_id, row.requester)
+            if visibility != rules.PUBLIC:
+                raise AirlockError("the requester's replies are public; private comments are for checkers",
+                                   "bad_visibility")
+            if state not in (*EDITABLE, *UNDER_REVIEW):
+                raise AirlockError(f"replies are taken until the request is decided (it is {row.state})",
+                                   "illegal_state")
+        else:
+            check_can_review(svc, actor, row.permit_id, row.requester)
+            if state not in (*UNDER_REVIEW, RequestState.APPROVED):
+                raise AirlockError(f"checkers comment while the request is under review (it is {row.state})",
+                                   "illegal_state")
+        known = {g.name for g in _groups(conn, request_id)}
+        if group not in known:
+            raise AirlockError(f"{request_id} has no group {group!r}; groups: {', '.join(sorted(known)) or 'none'}",
+                               "not_found")
+        conn.execute(OutputCommentRow.__table__.insert().values(
+            request_id=request_id, group_name=group, round=row.round, author=actor.user_id, text=text,
+            visibility=visibility, ts=_now()))
+        audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.commented",
+                     subject=f"output:{request_id}",
+                     payload={"group": group, "visibility": visibility, "round": row.round, "comment": text})
 
 
 def submit(svc: Service, actor: Actor, request_id: str) -> RequestState:
@@ -269,9 +380,11 @@ def submit(svc: Service, actor: Actor, request_id: str) -> RequestState:
         row = _row(conn, request_id)
         check_can("submit", svc, actor, row.permit_id, row.requester)
         files = conn.execute(select(func.count()).select_from(OutputFileRow)
-                             .where(OutputFileRow.request_id == request_id)).scalar()
+                             .where(OutputFileRow.request_id == request_id,
+                                    OutputFileRow.supporting.is_(False))).scalar()
         if not files:
-            raise AirlockError("a request needs at least one file", "empty_request")
+            raise AirlockError("a request needs at least one file to release (supporting files are not released)",
+                               "empty_request")
         if RequestState(row.state) is RequestState.RETURNED:
             return _move(conn, svc, row, RequestEvent.RESUBMIT, actor.user_id, round=row.round + 1)
         return _move(conn, svc, row, RequestEvent.SUBMIT, actor.user_id)
@@ -284,9 +397,22 @@ def withdraw(svc: Service, actor: Actor, request_id: str) -> RequestState:
         return _move(conn, svc, row, RequestEvent.WITHDRAW, actor.user_id)
 
 
-def _files(conn: Connection, request_id: str) -> list:
-    return list(conn.execute(select(OutputFileRow).where(OutputFileRow.request_id == request_id)
-                             .order_by(OutputFileRow.id)))
+def _files(conn: Connection, request_id: str, *, outputs_only: bool = False) -> list:
+    """The request's files; ``outputs_only``: without the supporting files (those that would be released)."""
+    q = select(OutputFileRow).where(OutputFileRow.request_id == request_id)
+    if outputs_only:
+        q = q.where(OutputFileRow.supporting.is_(False))
+    return list(conn.execute(q.order_by(OutputFileRow.id)))
+
+
+def _groups(conn: Connection, request_id: str) -> list:
+    return list(conn.execute(select(OutputGroupRow).where(OutputGroupRow.request_id == request_id)
+                             .order_by(OutputGroupRow.id)))
+
+
+def _comments(conn: Connection, request_id: str) -> list:
+    return list(conn.execute(select(OutputCommentRow).where(OutputCommentRow.request_id == request_id)
+                             .order_by(OutputCommentRow.id)))
 
 
 def _votes(conn: Connection, request_id: str, round_: int) -> list:
@@ -320,6 +446,9 @@ def vote(svc: Service, actor: Actor, request_id: str, file_name: str, decision: 
         f = next((f for f in _files(conn, request_id) if f.name == file_name), None)
         if f is None:
             raise AirlockError(f"no file {file_name!r} in {request_id}", "not_found")
+        if f.supporting:
+            raise AirlockError(f"{file_name} is a supporting file: it is never released, so nobody votes on it",
+                               "supporting_file")
         conn.execute(update(ReviewVoteRow).where(
             ReviewVoteRow.request_id == request_id, ReviewVoteRow.file_id == f.id, ReviewVoteRow.round == row.round,
             ReviewVoteRow.reviewer == actor.user_id).values(revoked=True))
@@ -337,7 +466,7 @@ def submit_review(svc: Service, actor: Actor, request_id: str) -> RequestState:
         row = _row(conn, request_id)
         check_can_review(svc, actor, row.permit_id, row.requester)
         mine = {v.file_id for v in _votes(conn, request_id, row.round) if v.reviewer == actor.user_id}
-        files = _files(conn, request_id)
+        files = _files(conn, request_id, outputs_only=True)
         missing = [f.name for f in files if f.id not in mine]
         state = RequestState(row.state)
         if state is RequestState.REVIEWED:
@@ -355,7 +484,10 @@ def submit_review(svc: Service, actor: Actor, request_id: str) -> RequestState:
 
 def file_status(conn: Connection, row, f, policy: Policy = Policy()) -> str:
     """``approved``, ``rejected``, ``changes_requested``, ``conflicted`` or ``pending`` for one file
-    (:func:`secure_env.airlock.rules.file_status` over this round's submitted votes)."""
+    (:func:`secure_env.airlock.rules.file_status` over this round's submitted votes); ``supporting`` for a
+    supporting file."""
+    if f.supporting:
+        return "supporting"
     submitted = _submitted(conn, row.request_id, row.round)
     votes = [v for v in _votes(conn, row.request_id, row.round) if v.file_id == f.id and v.reviewer in submitted]
     needed = policy.dp_approvals_needed if f.differentially_private else policy.approvals_needed
@@ -378,22 +510,34 @@ def view(svc: Service, actor: Actor, request_id: str) -> dict[str, Any]:
         _check_can_see(svc, actor, row)
         submitted = _submitted(conn, request_id, row.round)
         votes = _votes(conn, request_id, row.round)
+        outcome_known = RequestState(row.state) in (RequestState.RETURNED, RequestState.REJECTED,
+                                                    RequestState.APPROVED, RequestState.RELEASED)
         files = []
         for f in _files(conn, request_id):
             visible = [v for v in votes if v.file_id == f.id and (
-                v.reviewer == actor.user_id or actor.user_id in submitted
-                or (is_requester and RequestState(row.state) in (RequestState.RETURNED, RequestState.REJECTED,
-                                                                  RequestState.APPROVED, RequestState.RELEASED)))]
-            files.append({"name": f.name, "kind": f.kind, "sha256": f.sha256, "check_status": f.check_status,
+                v.reviewer == actor.user_id or actor.user_id in submitted or (is_requester and outcome_known))]
+            files.append({"name": f.name, "kind": f.kind, "group": f.group_name, "supporting": bool(f.supporting),
+                          "sha256": f.sha256, "check_status": f.check_status,
                           "check_report": json.loads(f.check_report), "context": json.loads(f.context),
                           "status": file_status(conn, row, f, policy_of(svc)),
                           "votes": [{"reviewer": v.reviewer, "decision": v.decision, "comment": v.comment}
                                     for v in visible]})
+        reviews = can_review(svc, actor, row.permit_id, row.requester)
+        audits = Role.AUDITOR in actor.roles
+        comments = [c for c in _comments(conn, request_id) if rules.comment_visible(
+            author=c.author, visibility=c.visibility, comment_round=c.round, viewer=actor.user_id,
+            requester=row.requester, viewer_reviews=reviews, viewer_audits=audits,
+            viewer_submitted=actor.user_id in submitted, current_round=row.round, outcome_known=outcome_known)]
+        groups = [{"name": g.name, "context": g.context, "controls": g.controls,
+                   "files": [f["name"] for f in files if f["group"] == g.name],
+                   "comments": [{"author": c.author, "text": c.text, "visibility": c.visibility,
+                                 "round": c.round, "at": c.ts} for c in comments if c.group_name == g.name]}
+                  for g in _groups(conn, request_id)]
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.viewed",
                      subject=f"output:{request_id}", payload={})
         return {"request_id": row.request_id, "permit_id": row.permit_id, "requester": row.requester,
                 "state": row.state, "round": row.round, "reviews_submitted": len(submitted), "files": files,
-                "released_before": released_for_permit(conn, row.permit_id)}
+                "groups": groups, "released_before": released_for_permit(conn, row.permit_id)}
 
 
 def released_for_permit(conn: Connection, permit_id: str) -> list[dict]:
@@ -401,7 +545,8 @@ def released_for_permit(conn: Connection, permit_id: str) -> list[dict]:
     rows = conn.execute(select(OutputFileRow.name, OutputFileRow.sha256, OutputRequestRow.request_id,
                                OutputRequestRow.released_at).join(
         OutputRequestRow, OutputRequestRow.request_id == OutputFileRow.request_id).where(
-        OutputRequestRow.permit_id == permit_id, OutputRequestRow.state == RequestState.RELEASED.value))
+        OutputRequestRow.permit_id == permit_id, OutputRequestRow.state == RequestState.RELEASED.value,
+        OutputFileRow.supporting.is_(False)))
     return [{"file": r[0], "sha256": r[1], "request_id": r[2], "released_at": r[3]} for r in rows]
 
 
@@ -419,7 +564,7 @@ def decide(svc: Service, actor: Actor, request_id: str, outcome: str, *, policy:
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
         check_can_review(svc, actor, row.permit_id, row.requester)
-        statuses = {f.name: file_status(conn, row, f, policy) for f in _files(conn, request_id)}
+        statuses = {f.name: file_status(conn, row, f, policy) for f in _files(conn, request_id, outputs_only=True)}
         if outcome == "approve":
             not_ok = {n: s for n, s in statuses.items() if s != "approved"}
             if not_ok:
@@ -454,7 +599,7 @@ def release(svc: Service, actor: Actor, request_id: str) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         votes = _votes(conn, request_id, row.round)
         manifest_files = []
-        for f in _files(conn, request_id):
+        for f in _files(conn, request_id, outputs_only=True):
             src = _store(svc) / request_id / f.name
             data = src.read_bytes()
             if hashlib.sha256(data).hexdigest() != f.sha256:
@@ -500,7 +645,7 @@ def released_file(svc: Service, actor: Actor, request_id: str, name: str) -> byt
         check_can("download", svc, actor, row.permit_id, row.requester)
         if RequestState(row.state) is not RequestState.RELEASED or not row.release_dir:
             raise AirlockError(f"{request_id} is {row.state}; only released outputs can be downloaded", "not_released")
-        files = {f.name: f for f in _files(conn, request_id)}
+        files = {f.name: f for f in _files(conn, request_id, outputs_only=True)}
         if name not in files and name != "manifest.json":
             raise AirlockError(f"{request_id} released no file {name!r}", "not_found")
         data = (Path(row.release_dir) / name).read_bytes()
@@ -519,7 +664,7 @@ def requests_of(svc: Service, actor: Actor) -> list[dict]:
     for r in rows:
         if r.requester == actor.user_id or can("download", svc, actor, r.permit_id, r.requester):
             with svc.engine.connect() as conn:
-                names = [f.name for f in _files(conn, r.request_id)]
+                names = [f.name for f in _files(conn, r.request_id, outputs_only=True)]
             out.append({"request_id": r.request_id, "permit_id": r.permit_id, "requester": r.requester,
                         "state": r.state, "created_at": r.created_at, "released_at": r.released_at, "files": names})
     return out

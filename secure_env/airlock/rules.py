@@ -22,6 +22,8 @@ OUTPUTS = Table("output", {
     "create": rule("ask for outputs from this permit", {NAMED}),
     "create_for_service": rule("put the service's statistics forward for release", {Role.HANDLER, Role.SYSTEM}),
     "add_file": rule("add files to this request", {REQUESTER}),
+    "describe_group": rule("give a group's context and disclosure controls", {REQUESTER}),
+    "reply": rule("reply to the checkers' comments", {REQUESTER}),
     "submit": rule("submit this request", {REQUESTER}),
     "withdraw": rule("withdraw this request", {REQUESTER}),
     "view": rule("see this request", {REQUESTER, HOLDER, Role.OUTPUT_CHECKER, Role.AUDITOR}),
@@ -44,6 +46,35 @@ def relations(actor: Actor, *, requester: str | None, permit_users: Sequence[str
     if holder and actor.user_id == holder:
         out.add(HOLDER)
     return frozenset(out)
+
+
+PUBLIC, PRIVATE = "public", "private"
+#: who sees a comment of each visibility (besides its author and auditors), for the docs
+VISIBILITIES = {
+    PUBLIC: "the requester and the permit's holder, once the round's outcome is known; "
+            "other checkers once they have submitted their own review",
+    PRIVATE: "output checkers only, once they have submitted their own review",
+}
+
+
+def comment_visible(*, author: str, visibility: str, comment_round: int, viewer: str, requester: str,
+                    viewer_reviews: bool, viewer_audits: bool, viewer_submitted: bool, current_round: int,
+                    outcome_known: bool) -> bool:
+    """Whether ``viewer`` sees a comment on an output request.
+
+    * Its author and auditors always do; the requester's replies are seen by everyone who sees the request.
+    * A checker's comment is blind to the other checkers until they have submitted their own review of that
+      round (earlier rounds are open to them).
+    * The requester (and the permit's holder) never see a private comment, and see a public one only once its
+      round's outcome is known (the request returned, rejected or approved), as with the votes.
+    """
+    if visibility not in VISIBILITIES:
+        raise ValueError(f"unknown comment visibility {visibility!r}")
+    if author in (viewer, requester) or viewer_audits:
+        return True
+    if viewer_reviews:
+        return comment_round < current_round or viewer_submitted
+    return visibility == PUBLIC and (comment_round < current_round or outcome_known)
 
 
 #: what a panel that agrees decides

@@ -180,11 +180,13 @@ def test_every_role_does_its_work_in_the_browser(portal):
             page.wait_for_selector(".ok-box")
             bob.check("workspace link")
             page = bob.go(f"/workspaces/{case}/outputs/new", "new output")
-            page.check("input[name=file][value='scratch/deaths_by_sex.csv']")
-            page.fill("#desc-0", "deaths by sex")
-            page.fill("#method-0", "count of persons")
-            page.fill("#index-0", "sex")
-            page.fill("#group", "mortality")
+            i = page.get_attribute("input[type=hidden][value='scratch/deaths_by_sex.csv']", "name").split("_")[1]
+            page.check(f"input[name=pick][value='{i}']")
+            page.fill(f"#desc-{i}", "deaths by sex")
+            page.fill(f"#method-{i}", "count of persons")
+            page.fill(f"#index-{i}", "sex")
+            page.fill(f"#group-{i}", "mortality")
+            page.fill("#group_context", "deaths for table 2")
             page.get_by_role("button", name="Submit for review").click()
             page.wait_for_url(re.compile(r".*/outputs/OUT-.*"))
             request_id = page.url.rsplit("/", 1)[1]
@@ -198,7 +200,7 @@ def test_every_role_does_its_work_in_the_browser(portal):
                     assert "counts are large enough" not in page.inner_text("main")  # blind until own review
                 page.check("input[name=decision][value=approve]")
                 if comment:
-                    page.fill("#comment-1", comment)
+                    page.fill("#comment-1-1", comment)
                 page.get_by_role("button", name="Save the vote").click()
                 page.wait_for_load_state()
                 c.go(f"/outputs/{request_id}")

@@ -221,3 +221,50 @@ def test_an_analyst_gets_their_own_workspace_login_and_not_anothers(api):
     assert r.status_code == 200 and r.json()["login_url"] is None  # the workspace is not running
     assert provision.analyst_for_token(svc, permit, r.json()["token"]) == "bob"
     assert bob.post(f"/api/v1/workspaces/{permit}/tokens/alice").status_code == 403
+
+
+def test_output_groups_supporting_files_and_private_comments_over_the_api(api):
+    svc, staff, client = api
+    from secure_env.workspace import provision
+    from tests.factories import make_user, make_workspace
+
+    for u in ("olga",):
+        make_user(svc, u, ("output_checker",))
+    permit, _tokens = make_workspace(svc, staff)
+    scratch = provision.paths(svc, permit).root / "scratch"
+    (scratch / "t.csv").write_text("k,n\na,50\nb,60\n")
+    (scratch / "raw.csv").write_text("k,n\na,2\n")
+    bob, oscar = client("bob"), client("oscar")
+    rid = bob.post("/api/v1/outputs", json={"permit_id": permit}).json()["request_id"]
+    assert bob.post(f"/api/v1/outputs/{rid}/files", json={
+        "path": "scratch/t.csv", "description": "by k", "method": "count", "index": "k",
+        "group": "table 1"}).status_code == 201
+    r = bob.post(f"/api/v1/outputs/{rid}/files", json={"path": "scratch/raw.csv", "description": "raw",
+                                                       "group": "table 1"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "missing_method"  # only a supporting file may
+    assert bob.post(f"/api/v1/outputs/{rid}/files", json={"path": "scratch/raw.csv", "description": "raw",
+                                                          "group": "table 1", "supporting": True}).status_code == 201
+    assert bob.put(f"/api/v1/outputs/{rid}/groups/table 1",
+                   json={"context": "for the paper", "controls": "none"}).status_code == 200
+    assert oscar.put(f"/api/v1/outputs/{rid}/groups/table 1",
+                     json={"context": "x", "controls": "y"}).status_code == 403
+    assert bob.post(f"/api/v1/outputs/{rid}/submit").json()["state"] == "submitted"
+    r = oscar.post(f"/api/v1/outputs/{rid}/comments", json={"group": "table 1", "text": "fine",
+                                                            "visibility": "private"})
+    assert r.status_code == 201
+    assert bob.post(f"/api/v1/outputs/{rid}/comments", json={"group": "table 1", "text": "x",
+                                                            "visibility": "private"}).status_code == 422
+    view = oscar.get(f"/api/v1/outputs/{rid}").json()
+    assert view["groups"] == [{"name": "table 1", "context": "for the paper", "controls": "none",
+                               "files": ["t.csv", "raw.csv"],
+                               "comments": [{"author": "oscar", "text": "fine", "visibility": "private",
+                                             "round": 1, "at": view["groups"][0]["comments"][0]["at"]}]}]
+    assert [f["supporting"] for f in view["files"]] == [False, True]
+    assert bob.get(f"/api/v1/outputs/{rid}").json()["groups"][0]["comments"] == []
+    from secure_env.airlock import outputs as A
+    from tests.factories import who
+
+    assert A.view(svc, who(svc, "olga"), rid)["groups"][0]["comments"] == []  # blind until her own review
+    spec = client().get("/openapi.json").json()
+    props = spec["components"]["schemas"]["OutputView"]["properties"]
+    assert {"files", "groups", "released_before"} <= set(props)

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from secure_env.airlock import outputs as A
 from tests.factories import PortalUser, csrf_of, make_delivery, portal_login, serve_in_thread
 from toisio.app.api import create_app
 
@@ -160,29 +161,53 @@ def test_the_whole_story_through_the_portal(world, tmp_path):
     assert case in bob.get("/workspaces").text
     bob.post(f"/workspaces/{case}/link", {}, page="/workspaces")
     assert "token" in bob.get("/workspaces").text.lower()
-    table = provision.paths(svc, case).root / "scratch" / "deaths_by_sex.csv"
-    table.write_text("sex,n\n1,40\n2,45\n")
-    assert "scratch/deaths_by_sex.csv" in bob.get(f"/workspaces/{case}/outputs/new").text
+    scratch = provision.paths(svc, case).root / "scratch"
+    (scratch / "deaths_by_sex.csv").write_text("sex,n\n1,40\n2,45\n")
+    (scratch / "a_raw_counts.csv").write_text("sex,n\n1,3\n2,45\n")
+    (scratch / "b_unused.csv").write_text("x,n\n1,99\n")
+    form_page = bob.get(f"/workspaces/{case}/outputs/new").text
+    assert "scratch/deaths_by_sex.csv" in form_page
+    at = {m.group(2): m.group(1) for m in re.finditer(r'name="path_(\d+)" value="([^"]+)"', form_page)}
+    table, support = at["scratch/deaths_by_sex.csv"], at["scratch/a_raw_counts.csv"]
+    assert table != "0"  # the fields of a file that is not the first in the list are read by its own place
 
-    # the analyst asks for a release of the workspace's file; two independent checkers review, one comments
+    # the analyst asks for a release of a workspace file, with a supporting file, in a group with its context
     r = bob.post(f"/workspaces/{case}/outputs/new",
-                 [("file", "scratch/deaths_by_sex.csv"), ("description_0", "deaths by sex"),
-                  ("method_0", "count of persons"), ("statistic_0", "count"), ("index_0", "sex"),
-                  ("group", "mortality"),
+                 [("pick", table), ("pick", support), ("path_" + table, "scratch/deaths_by_sex.csv"),
+                  ("path_" + support, "scratch/a_raw_counts.csv"), ("path_" + at["scratch/b_unused.csv"], "x"),
+                  (f"description_{table}", "deaths by sex"), (f"method_{table}", "count of persons"),
+                  (f"statistic_{table}", "count"), (f"index_{table}", "sex"), (f"group_{table}", "mortality"),
+                  (f"description_{support}", "unrounded counts behind it"), (f"group_{support}", "mortality"),
+                  (f"supporting_{support}", "1"), ("group_context", "deaths for the paper's table 2"),
+                  ("controls", "none needed: every count is 40 or more"),
                   ("action", "submit")], page=f"/workspaces/{case}/outputs/new")
     request_id = r.headers["location"].rsplit("/", 1)[1]
+    seen = A.view(svc, who(svc, "oscar"), request_id)
+    assert {f["name"]: (f["group"], f["supporting"], f["context"]["description"]) for f in seen["files"]} == {
+        "deaths_by_sex.csv": ("mortality", False, "deaths by sex"),
+        "a_raw_counts.csv": ("mortality", True, "unrounded counts behind it")}
+    assert seen["groups"][0]["controls"] == "none needed: every count is 40 or more"
     assert request_id in oscar.get("/outputs").text
     page = oscar.get(f"/outputs/{request_id}").text
-    assert "deaths by sex" in page and "<td>45</td>" in page
+    assert "deaths by sex" in page and "<td>45</td>" in page and "deaths for the paper&#39;s table 2" in page
     oscar.post(f"/outputs/{request_id}/vote", {"file": "deaths_by_sex.csv", "decision": "approve",
                                                "comment": "counts are large enough"})
-    assert "counts are large enough" not in olga.get(f"/outputs/{request_id}").text  # blind until own review
+    oscar.post(f"/outputs/{request_id}/comment", {"group": "mortality", "text": "checked against the raw counts",
+                                                  "visibility": "private"})
+    oscar.post(f"/outputs/{request_id}/comment", {"group": "mortality", "text": "thank you for the raw counts",
+                                                  "visibility": "public"})
+    page = olga.get(f"/outputs/{request_id}").text
+    assert "counts are large enough" not in page and "checked against" not in page  # blind until own review
     oscar.post(f"/outputs/{request_id}/submit_review", {})
     olga.post(f"/outputs/{request_id}/vote", {"file": "deaths_by_sex.csv", "decision": "approve"})
     olga.post(f"/outputs/{request_id}/submit_review", {})
-    assert "counts are large enough" in olga.get(f"/outputs/{request_id}").text
+    page = olga.get(f"/outputs/{request_id}").text
+    assert "counts are large enough" in page and "checked against the raw counts" in page
     olga.post(f"/outputs/{request_id}/decide", {"outcome": "approve"})
     olga.post(f"/outputs/{request_id}/release", {})
+    page = bob.get(f"/outputs/{request_id}").text  # the analyst: the public comment only
+    assert "thank you for the raw counts" in page and "checked against the raw counts" not in page
+    alice.get(f"/outputs/{request_id}/released/a_raw_counts.csv", status=404)  # a supporting file never leaves
 
     # the applicant downloads the released file; someone else may not
     assert alice.get(f"/outputs/{request_id}/released/deaths_by_sex.csv").content == b"sex,n\n1,40\n2,45\n"

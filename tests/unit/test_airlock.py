@@ -244,3 +244,161 @@ permits:
     rid = _request(w, "safe")
     f = A.view(w["svc"], w["oscar"], rid)["files"][0]
     assert f["check_status"] == "fail" and f["check_report"]["profile"] == "strict-authority"
+
+
+# ------------------------------------------------------------ groups, supporting files, comments
+
+
+def _grouped(w):
+    """A request with an output table and a supporting file in group 'deaths', described and submitted."""
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    A.add_file(w["svc"], w["bob"], rid, w["files"]["safe"], CTX, group="deaths")
+    A.add_file(w["svc"], w["bob"], rid, w["files"]["small"], {"description": "the counts behind the figure"},
+               group="deaths", supporting=True)
+    A.describe_group(w["svc"], w["bob"], rid, "deaths", context="deaths by county for paper 1",
+                     controls="counts under 5 suppressed")
+    A.submit(w["svc"], w["bob"], rid)
+    return rid
+
+
+def test_groups_carry_context_and_controls_and_supporting_files_are_never_released(world):
+    w = world
+    rid = _grouped(w)
+    v = A.view(w["svc"], w["oscar"], rid)
+    [group] = v["groups"]
+    assert (group["name"], group["context"], group["controls"]) == (
+        "deaths", "deaths by county for paper 1", "counts under 5 suppressed")
+    assert group["files"] == ["by_county.csv", "rare.csv"]
+    supporting = next(f for f in v["files"] if f["name"] == "rare.csv")
+    assert supporting["supporting"] and supporting["status"] == "supporting"
+    # a supporting file is not checked as an output (it would fail the minimum count) and nobody votes on it
+    assert supporting["check_status"] == "supporting"
+    with pytest.raises(A.AirlockError, match="supporting file") as exc:
+        A.vote(w["svc"], w["oscar"], rid, "rare.csv", "approve")
+    assert exc.value.code == "supporting_file"
+    # the checker still sees it (the preview), audited like any file
+    assert A.read_file(w["svc"], w["oscar"], rid, "rare.csv").startswith(b"group,n")
+    for checker in ("oscar", "olga"):
+        A.vote(w["svc"], w[checker], rid, "by_county.csv", "approve")
+        A.submit_review(w["svc"], w[checker], rid)  # the supporting file needs no vote
+    A.decide(w["svc"], w["oscar"], rid, "approve")
+    target = A.release(w["svc"], w["olga"], rid)
+    assert sorted(p.name for p in target.iterdir()) == ["by_county.csv", "manifest.json"]
+    assert [f["name"] for f in json.loads((target / "manifest.json").read_text())["files"]] == ["by_county.csv"]
+    with pytest.raises(A.AirlockError, match="released no file"):
+        A.released_file(w["svc"], w["bob"], rid, "rare.csv")
+    assert [r["files"] for r in A.requests_of(w["svc"], w["bob"]) if r["request_id"] == rid] == [["by_county.csv"]]
+    with w["svc"].engine.connect() as conn:
+        assert {x["file"] for x in A.released_for_permit(conn, w["permit"])} == {"by_county.csv"}
+
+
+def test_a_request_of_supporting_files_only_cannot_be_submitted(world):
+    w = world
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    A.add_file(w["svc"], w["bob"], rid, w["files"]["small"], {"description": "the counts"}, supporting=True)
+    with pytest.raises(A.AirlockError, match="at least one file to release") as exc:
+        A.submit(w["svc"], w["bob"], rid)
+    assert exc.value.code == "empty_request"
+
+
+@pytest.mark.parametrize("name", ["a/b", "..\\x", "x" * 101, "tab\there"])
+def test_a_bad_group_name_is_refused(world, name):
+    w = world
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    with pytest.raises(A.AirlockError) as exc:
+        A.add_file(w["svc"], w["bob"], rid, w["files"]["safe"], CTX, group=name)
+    assert exc.value.code == "bad_group"
+
+
+def test_only_the_requester_describes_a_group_and_only_while_editable(world):
+    w = world
+    rid = _grouped(w)
+    with pytest.raises(A.AirlockError, match="pending or returned"):
+        A.describe_group(w["svc"], w["bob"], rid, "deaths", context="x", controls="y")
+    rid2 = A.create_request(w["svc"], w["bob"], w["permit"])
+    with pytest.raises(PermissionDenied, match="only the request's author"):
+        A.describe_group(w["svc"], w["oscar"], rid2, "default", context="x", controls="y")
+
+
+def _comments(w, viewer, rid):
+    return [(c["author"], c["visibility"], c["text"]) for g in A.view(w["svc"], w[viewer] if isinstance(
+        viewer, str) else viewer, rid)["groups"] for c in g["comments"]]
+
+
+def test_comments_are_blind_until_own_review_and_private_ones_never_reach_the_requester(world):
+    w = world
+    rid = _grouped(w)
+    A.comment(w["svc"], w["oscar"], rid, "deaths", "row Lappi is close to the threshold", "private")
+    A.comment(w["svc"], w["oscar"], rid, "deaths", "please round to 5", "public")
+    # the other checker does not see them before submitting a review; the author does
+    assert _comments(w, "olga", rid) == []
+    assert len(_comments(w, "oscar", rid)) == 2
+    # the requester sees neither while the round is open
+    assert _comments(w, w["bob"], rid) == []
+    A.vote(w["svc"], w["oscar"], rid, "by_county.csv", "request_changes", "round to 5")
+    A.submit_review(w["svc"], w["oscar"], rid)
+    A.vote(w["svc"], w["olga"], rid, "by_county.csv", "request_changes", "agree")
+    assert _comments(w, "olga", rid) == []
+    A.submit_review(w["svc"], w["olga"], rid)
+    assert [c[1] for c in _comments(w, "olga", rid)] == ["private", "public"]
+    A.decide(w["svc"], w["olga"], rid, "return")
+    # returned: the requester sees the public comment only, and replies publicly
+    assert _comments(w, w["bob"], rid) == [("oscar", "public", "please round to 5")]
+    with pytest.raises(A.AirlockError, match="replies are public") as exc:
+        A.comment(w["svc"], w["bob"], rid, "deaths", "secret", "private")
+    assert exc.value.code == "bad_visibility"
+    A.comment(w["svc"], w["bob"], rid, "deaths", "rounded in the new version")
+    # a new round: earlier comments are open to every checker, the reply too
+    A.submit(w["svc"], w["bob"], rid)
+    assert ("bob", "public", "rounded in the new version") in _comments(w, "otto", rid)
+    assert len(_comments(w, "otto", rid)) == 3
+    # an auditor sees everything
+    from toisio.identity import Actor, Role
+
+    auditor = Actor("aud", frozenset({Role.AUDITOR}))
+    assert len(_comments(w, auditor, rid)) == 3
+    with w["svc"].engine.connect() as conn:
+        logged = [e.payload for e in audit.events(conn, subject=f"output:{rid}") if e.action == "output.commented"]
+    assert [p["visibility"] for p in logged] == ["private", "public", "public"]
+
+
+def test_a_comment_needs_text_a_known_group_and_a_reviewer(world):
+    w = world
+    rid = _grouped(w)
+    with pytest.raises(A.AirlockError, match="needs some text"):
+        A.comment(w["svc"], w["oscar"], rid, "deaths", "  ")
+    with pytest.raises(A.AirlockError, match="no group 'other'"):
+        A.comment(w["svc"], w["oscar"], rid, "other", "hello")
+    with pytest.raises(A.AirlockError, match="visibility must be"):
+        A.comment(w["svc"], w["oscar"], rid, "deaths", "hello", "secret")
+    from toisio.identity import Actor
+
+    with pytest.raises(PermissionDenied):
+        A.comment(w["svc"], Actor("mallory"), rid, "deaths", "hello")
+
+
+def test_comment_visibility_covers_every_case():
+    """The pure rule, case by case (the domain test above walks it through a request)."""
+    from secure_env.airlock.rules import comment_visible
+
+    base = dict(author="oscar", visibility="public", comment_round=1, viewer="bob", requester="bob",
+                viewer_reviews=False, viewer_audits=False, viewer_submitted=False, current_round=1,
+                outcome_known=False)
+
+    def seen(**kw):
+        return comment_visible(**{**base, **kw})
+
+    assert not seen()  # the requester, round open
+    assert seen(outcome_known=True)
+    assert seen(comment_round=1, current_round=2)
+    assert not seen(visibility="private", outcome_known=True)
+    assert not seen(visibility="private", comment_round=1, current_round=2)
+    assert seen(viewer="oscar")  # its author
+    assert seen(viewer="aud", viewer_audits=True, visibility="private")
+    assert seen(author="bob", viewer="olga", viewer_reviews=True)  # the requester's reply
+    assert not seen(viewer="olga", viewer_reviews=True, visibility="private")  # blind
+    assert seen(viewer="olga", viewer_reviews=True, visibility="private", viewer_submitted=True)
+    assert seen(viewer="olga", viewer_reviews=True, visibility="private", comment_round=1, current_round=2)
+    assert not seen(viewer="mona", visibility="private", outcome_known=True)  # the holder: never private
+    with pytest.raises(ValueError, match="unknown comment visibility"):
+        seen(visibility="secret")

@@ -38,6 +38,8 @@ EXPECTED = {
         "create": ({"named"}, set()),
         "create_for_service": ({R.HANDLER, R.SYSTEM}, set()),
         "add_file": ({"requester"}, set()),
+        "describe_group": ({"requester"}, set()),
+        "reply": ({"requester"}, set()),
         "submit": ({"requester"}, set()),
         "withdraw": ({"requester"}, set()),
         "view": ({"requester", "holder", R.OUTPUT_CHECKER, R.AUDITOR}, set()),

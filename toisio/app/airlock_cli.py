@@ -41,15 +41,38 @@ def create(permit: str = typer.Option(..., "--permit")) -> None:
 def add(request_id: str, path: Path = typer.Argument(..., help="the file in the permit's workspace (relative to "
                                                                  "its root, e.g. scratch/table.csv)"),
         description: str = typer.Option(..., "--description"),
-        method: str = typer.Option(..., "--method"), index: str | None = typer.Option(None, "--index"),
-        statistic: str = typer.Option("count", "--statistic")) -> None:
+        method: str = typer.Option("", "--method", help="how it was made (required unless --supporting)"),
+        index: str | None = typer.Option(None, "--index"),
+        statistic: str = typer.Option("count", "--statistic"),
+        group: str = typer.Option("default", "--group", help="the group the file belongs to"),
+        supporting: bool = typer.Option(False, "--supporting",
+                                        help="a supporting file: shown to the reviewers, never released")) -> None:
     """Add a file from the workspace with its context; tables are checked at once (the server reads the file
     in the workspace; nothing is uploaded)."""
     api = _api()
     body = {"path": _workspace_path(path), "description": description, "method": method, "statistic": statistic,
-            "index": index}
+            "index": index, "group": group, "supporting": supporting}
     _run(lambda: api.post(f"/outputs/{request_id}/files", json=body))
     console.print(f"added {path.name} to {request_id}")
+
+
+@outputs_app.command("describe-group")
+def describe_group_cmd(request_id: str, group: str, context: str = typer.Option(..., "--context"),
+                       controls: str = typer.Option(..., "--controls")) -> None:
+    """Give a group the context its files share and the disclosure controls applied."""
+    api = _api()
+    _run(lambda: api.put(f"/outputs/{request_id}/groups/{group}", json={"context": context, "controls": controls}))
+    console.print(f"{request_id}: group {group} described")
+
+
+@outputs_app.command("comment")
+def comment_cmd(request_id: str, text: str, group: str = typer.Option("default", "--group"),
+                private: bool = typer.Option(False, "--private", help="for output checkers only")) -> None:
+    """Comment on a group of a request (checkers: public or --private; the requester replies publicly)."""
+    api = _api()
+    _run(lambda: api.post(f"/outputs/{request_id}/comments",
+                          json={"group": group, "text": text, "visibility": "private" if private else "public"}))
+    console.print(f"{request_id}: comment added to {group}")
 
 
 def _simple(name: str, route: str, doc: str):
@@ -105,12 +128,18 @@ def show_cmd(request_id: str, as_json: bool = typer.Option(False, "--json")) -> 
     console.print(styled((v["request_id"], "bold"), f" permit {v['permit_id']} by {v['requester']}: ",
                          (v["state"], "bold"), f" (round {v['round']}, {v['reviews_submitted']} reviews submitted)"))
     t = Table()
-    for c in ("file", "kind", "automatic check", "status", "votes"):
+    for c in ("file", "group", "kind", "automatic check", "status", "votes"):
         t.add_column(c)
     for f in v["files"]:
-        t.add_row(f["name"], f["kind"], f["check_status"], f["status"],
-                  "; ".join(f"{x['reviewer']}: {x['decision']}" for x in f["votes"]))
+        t.add_row(f["name"], f.get("group", ""), f["kind"] + (" (supporting)" if f.get("supporting") else ""),
+                  f["check_status"], f["status"], "; ".join(f"{x['reviewer']}: {x['decision']}" for x in f["votes"]))
     console.print(t)
+    for g in v.get("groups", []):
+        if g["context"] or g["controls"] or g["comments"]:
+            console.print(styled((f"group {g['name']}", "bold"), f": {g['context'] or '-'}; controls: "
+                                                                  f"{g['controls'] or '-'}"))
+        for c in g["comments"]:
+            console.print(f"  {c['author']} ({c['visibility']}, round {c['round']}): {c['text']}")
 
 
 @outputs_app.command("queue")

@@ -88,6 +88,9 @@ class ApiClient:
     def post(self, path: str, json: Any = None, **params) -> Any:
         return self._call("POST", path, json=json, params={k: v for k, v in params.items() if v is not None})
 
+    def put(self, path: str, json: Any = None) -> Any:
+        return self._call("PUT", path, json=json)
+
     def delete(self, path: str) -> Any:
         return self._call("DELETE", path)
 

@@ -38,6 +38,8 @@ LABELS: dict[str, str] = {
     "released": N_("Released"), "changes_requested": N_("Changes requested"), "conflicted": N_("Reviewers disagree"),
     "approve": N_("Approve"), "reject": N_("Reject"), "request_changes": N_("Request changes"),
     "pass": N_("Passed"), "fail": N_("Failed"), "review": N_("Needs review"),
+    "supporting": N_("Supporting file (not released)"), "public": N_("Public"),
+    "private": N_("Private to the output checkers"),
     # deadlines
     "near": N_("Due soon"), "overdue": N_("Overdue"), "ok": N_("On time"), "decision": N_("Decision"),
     "controller estimate": N_("Controller estimate"), "completeness check": N_("Completeness check"),

@@ -326,6 +326,12 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
             await call(A.submit, svc, actor, request_id)
         elif step == "withdraw":
             await call(A.withdraw, svc, actor, request_id)
+        elif step == "group":
+            await call(A.describe_group, svc, actor, request_id, str(form.get("group") or ""),
+                       context=str(form.get("context") or ""), controls=str(form.get("controls") or ""))
+        elif step == "comment":
+            await call(A.comment, svc, actor, request_id, str(form.get("group") or ""), str(form.get("text") or ""),
+                       str(form.get("visibility") or "public"))
         else:
             raise Invalid(f"unknown step {step!r}", code="unknown_action")
         return portal.redirect(f"/outputs/{request_id}")
@@ -367,28 +373,33 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         actor = portal.require(request)
         await portal.check_csrf(request)
         form = await request.form()
-        chosen = [str(v) for v in form.getlist("file")]
+        chosen = [str(v) for v in form.getlist("pick")]
         if not chosen:
             raise Invalid("choose at least one file to release", code="no_files")
         request_id = await call(A.create_request, svc, actor, permit_id)
         root = (await call(provision.existing, svc, permit_id)).root.resolve()
-        for i, rel in enumerate(chosen):
+        groups = []
+        for i in chosen:  # each field is named after the file's place in the list, whichever files were picked
+            rel = str(form.get(f"path_{i}") or "")
             path = (root / rel).resolve()
-            if not path.is_relative_to(root):
+            if not rel or not path.is_relative_to(root):
                 raise A.AirlockError(f"{rel}: outputs must come from the workspace", "outside_workspace")
-            context = {"description": str(form.get(f"description_{i}") or form.get("description") or ""),
-                       "method": str(form.get(f"method_{i}") or form.get("method") or ""),
+            context = {"description": str(form.get(f"description_{i}") or ""),
+                       "method": str(form.get(f"method_{i}") or ""),
                        "statistic": str(form.get(f"statistic_{i}") or "count")}
             index = str(form.get(f"index_{i}") or "").strip()
             if index:
                 context["index"] = index
-            group = str(form.get("group") or "").strip()
-            if group:
-                context["group"] = group
-            controls = str(form.get("controls") or "").strip()
-            if controls:
-                context["controls"] = controls
-            await call(A.add_file, svc, actor, request_id, path, context)
+            group = A.group_name(str(form.get(f"group_{i}") or ""))
+            groups.append(group)
+            await call(A.add_file, svc, actor, request_id, path, context, group=group,
+                       supporting=bool(form.get(f"supporting_{i}")))
+        shared_context = str(form.get("group_context") or "").strip()
+        controls = str(form.get("controls") or "").strip()
+        if shared_context or controls:
+            for group in dict.fromkeys(groups):
+                await call(A.describe_group, svc, actor, request_id, group, context=shared_context,
+                           controls=controls)
         if form.get("action") == "submit":
             await call(A.submit, svc, actor, request_id)
         return portal.redirect(f"/outputs/{request_id}")
