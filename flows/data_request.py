@@ -21,6 +21,7 @@ from pseudonymise.pipeline import PERSONS
 from secure_env.airlock.outputs import add_file, create_request, submit
 from secure_env.analyst import safe_crosstab
 from toisio.authz import Table, rule
+from toisio.errors import Conflict
 from toisio.identity import Actor
 from toisio.service import Service
 
@@ -46,6 +47,10 @@ def _key(df: pd.DataFrame, cols: tuple[str, ...], name: str) -> pd.Series:
     return df[list(cols)].astype(str).agg(" / ".join, axis=1).rename(name)
 
 
+class NotDelivered(Conflict):
+    """Statistics asked for before the data request's extraction was delivered."""
+
+
 STATISTICS = Table("data_request", {
     "produce": rule("produce a data request's statistics", {Role.HANDLER, Role.SYSTEM}),
 }, {})
@@ -65,6 +70,9 @@ def produce_statistics(svc: Service, actor: Actor, permit_id: str, *, delivery: 
                                action="produce_statistics")
     scope = frozen_scope(svc, permit_id)
     delivery = delivery or aggregate_dir(svc, permit_id)
+    if not delivery.is_dir() or not any(delivery.iterdir()):
+        raise NotDelivered(f"data request {permit_id} has no delivery in the service's area yet ({delivery}); "
+                           f"run its extraction first", code="not_delivered")
     out_dir = svc.settings.home / "statistics" / permit_id
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []

@@ -670,6 +670,26 @@ def requests_of(svc: Service, actor: Actor) -> list[dict]:
     return out
 
 
+def requests_for_permit(svc: Service, actor: Actor, permit_id: str) -> list[dict]:
+    """A permit's output requests that ``actor`` may see, oldest first (for a data request: the statistics the
+    service put forward)."""
+    from toisio.errors import ToisioError
+
+    with svc.engine.connect() as conn:
+        rows = list(conn.execute(select(OutputRequestRow).where(OutputRequestRow.permit_id == permit_id)
+                                 .order_by(OutputRequestRow.created_at)))
+        out = []
+        for r in rows:
+            try:
+                _check_can_see(svc, actor, r)
+            except ToisioError:
+                continue
+            out.append({"request_id": r.request_id, "permit_id": r.permit_id, "requester": r.requester,
+                        "state": r.state, "created_at": r.created_at, "released_at": r.released_at,
+                        "files": [f.name for f in _files(conn, r.request_id, outputs_only=True)]})
+    return out
+
+
 def checker_queue(svc: Service, actor: Actor) -> list[dict]:
     """Requests awaiting this checker across all permits (not their own, not their permits')."""
     waiting = (RequestState.SUBMITTED, RequestState.PARTIALLY_REVIEWED, RequestState.REVIEWED)

@@ -82,3 +82,38 @@ def test_markup_in_user_text_is_printed_as_plain_text(tmp_path, monkeypatch):
         r = invoke_as(svc, "hanna", args)
         assert r.exit_code == 0, r.output
         assert "[/bold]" in r.output and "[red]kidneys[/red]" in r.output and ":smile:" in r.output
+
+
+def test_output_groups_comments_and_data_request_statistics_from_the_cli(tmp_path, monkeypatch):
+    from secure_env.airlock import outputs as A
+    from secure_env.workspace.provision import paths
+    from tests.factories import make_case, make_output_request, make_staff
+    from toisio.service import service
+
+    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
+    svc = service()
+    staff = make_staff(svc)
+    rid, permit = make_output_request(svc, staff, state="pending")
+    (paths(svc, permit).root / "scratch" / "raw.csv").write_text("k,n\na,3\n")
+    r = invoke_as(svc, "bob", ["outputs", "add", rid, "scratch/raw.csv", "--description", "raw counts",
+                               "--supporting"])
+    assert r.exit_code == 0, r.output
+    r = invoke_as(svc, "bob", ["outputs", "describe-group", rid, "default", "--context", "paper table 1",
+                               "--controls", "none"])
+    assert r.exit_code == 0, r.output
+    assert invoke_as(svc, "bob", ["outputs", "submit", rid]).exit_code == 0
+    r = invoke_as(svc, "oscar", ["outputs", "comment", rid, "looks fine", "--private"])
+    assert r.exit_code == 0, r.output
+    r = invoke_as(svc, "oscar", ["outputs", "show", rid])
+    assert "paper table 1" in r.output and "looks fine" in r.output and "supporting" in r.output
+    assert [c["visibility"] for c in A.view(svc, staff["oscar"], rid)["groups"][0]["comments"]] == ["private"]
+    r = invoke_as(svc, "bob", ["outputs", "show", rid])
+    assert "looks fine" not in r.output  # private to the checkers
+
+    case = make_case(svc, staff, state="active", kind="data_request", processors=[],
+                     pseudonymised_data_justification="",
+                     tabulation_plan=[{"registry": "population", "rows": ["sex"], "statistic": "count"}]).case_id
+    r = invoke_as(svc, "hanna", ["permits", "statistics", case, "--produce"])
+    assert r.exit_code == 1 and "run its extraction first" in " ".join(r.output.split())
+    r = invoke_as(svc, "alice", ["permits", "statistics", case, "--json"])
+    assert r.exit_code == 0 and json.loads(r.output) == []

@@ -51,3 +51,61 @@ def test_data_request_statistics_released_after_two_reviews(spark, extracts, tmp
     manifest = json.loads((target / "manifest.json").read_text())
     assert [f["name"] for f in manifest["files"]] == ["table-1.csv", "table-2.csv"]
     assert "pseudonym" not in (target / "table-1.csv").read_text()
+
+
+DATA_REQUEST = dict(kind="data_request", processors=[], pseudonymised_data_justification="",
+                    tabulation_plan=[{"registry": "population", "rows": ["sex"], "statistic": "count"}])
+
+
+def test_statistics_through_the_api_and_the_portal(spark, extracts, tmp_path):
+    """A handler produces the statistics from the portal (refused before the delivery, with a clear error), the
+    API lists them for the applicant, checkers review, and the applicant downloads the released table."""
+    import contextlib
+    import re
+
+    import httpx
+
+    from tests.factories import (
+        PortalUser,
+        make_case,
+        make_service,
+        make_token,
+        make_user,
+        portal_login,
+        serve_in_thread,
+        who,
+    )
+    from toisio.app.api import create_app
+
+    svc = make_service(tmp_path / "home")
+    s = make_staff(svc)
+    make_user(svc, "olga", ("output_checker",))
+    case = make_case(svc, s, state="active", **DATA_REQUEST).case_id
+    hanna = PortalUser(svc, "hanna2", ("handler",))
+    tokens = {"alice": make_token(svc, "alice")}
+    with serve_in_thread(create_app(svc)) as root, contextlib.ExitStack() as stack:
+        web = httpx.Client(base_url=root, timeout=60, headers={"Accept-Language": "en"})
+        stack.enter_context(web)
+        portal_login(web, hanna)  # a second handler, with a local account
+        page = web.get(f"/cases/{case}").text
+        assert "Produce the statistics" in page
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        r = web.post(f"/cases/{case}/statistics", data={"csrf_token": token})
+        assert r.status_code == 409 and "not_delivered" in r.text and "run its extraction first" in r.text
+        run_extraction(frozen_scope(svc, case), extracts, aggregate_dir(svc, case), svc, spark=spark)
+        r = web.post(f"/cases/{case}/statistics", data={"csrf_token": token})
+        assert r.status_code == 303
+        rid = r.headers["location"].rsplit("/", 1)[1]
+        alice = stack.enter_context(httpx.Client(base_url=root, timeout=60,
+                                                 headers={"Authorization": f"Bearer {tokens['alice']}"}))
+        listed = alice.get(f"/api/v1/permits/{case}/statistics").json()
+        assert [(x["request_id"], x["state"], x["files"]) for x in listed] == [(rid, "submitted", ["table-1.csv"])]
+        assert alice.post(f"/api/v1/permits/{case}/statistics").status_code == 403  # only a handler or the service
+        for checker in ("oscar", "olga"):
+            A.vote(svc, who(svc, checker), rid, "table-1.csv", "approve")
+            A.submit_review(svc, who(svc, checker), rid)
+        A.decide(svc, who(svc, "olga"), rid, "approve")
+        A.release(svc, who(svc, "oscar"), rid)
+        got = alice.get(f"/api/v1/outputs/{rid}/released/table-1.csv")
+        assert got.status_code == 200 and got.text.startswith("sex,")
+        assert "pseudonym" not in got.text

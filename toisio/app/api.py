@@ -25,9 +25,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from catalogue.api import catalogue_router
+from flows.data_request import produce_statistics
 from permits.api import permits_router
 from permits.report import indicators
-from secure_env.airlock.api import airlock_router
+from secure_env.airlock.api import OutputSummary, airlock_router
+from secure_env.airlock.api import RequestState as RequestStateOut
+from secure_env.airlock.outputs import requests_for_permit
 from secure_env.workspace.api import workspace_router
 from toisio import identity
 from toisio.app.auditing import verify_all
@@ -227,6 +230,22 @@ def _audit_routes(app: FastAPI, svc: Service, actor) -> None:
         return [IndicatorOut(**i.__dict__) for i in indicators(svc, a)]
 
 
+def _statistics_routes(app: FastAPI, svc: Service, actor) -> None:
+    """A data request's statistics: produced by the service from the data in its own area, then reviewed and
+    released through the output routes like any output (two independent checkers)."""
+    @app.post("/api/v1/permits/{permit_id}/statistics", tags=["data requests"], status_code=201)
+    def produce(permit_id: str, a: Actor = Depends(actor)) -> RequestStateOut:
+        """Compute the tabulation plan's tables with the disclosure checks, and submit them for two-person review
+        (a handler or the service; the data request must be in force and its extraction delivered)."""
+        return RequestStateOut(request_id=produce_statistics(svc, a, permit_id), state="submitted")
+
+    @app.get("/api/v1/permits/{permit_id}/statistics", tags=["data requests"])
+    def statistics(permit_id: str, a: Actor = Depends(actor)) -> list[OutputSummary]:
+        """The output requests of a permit the caller may see (for a data request: its statistics, and once
+        released, the files its holder downloads from /api/v1/outputs/{request_id}/released/{name})."""
+        return [OutputSummary(**r) for r in requests_for_permit(svc, a, permit_id)]
+
+
 def create_app(svc: Service) -> FastAPI:
     """The API bound to one service instance."""
     app = FastAPI(title="Toisio", version="1",
@@ -316,6 +335,7 @@ def create_app(svc: Service) -> FastAPI:
         return _token_out(identity.revoke_token(svc, a, token_id))
 
     _audit_routes(app, svc, actor)
+    _statistics_routes(app, svc, actor)
     app.include_router(catalogue_router())
     app.include_router(permits_router(svc, actor))
     app.include_router(workspace_router(svc, actor))

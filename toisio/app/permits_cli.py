@@ -110,6 +110,28 @@ def show_cmd(case_id: str) -> None:
     _print_case(_run(lambda: api.get(f"/cases/{case_id}")))
 
 
+@permits_app.command("statistics")
+def statistics_cmd(permit: str, produce: bool = typer.Option(False, "--produce",
+                                                             help="compute the tabulation plan's tables now"),
+                   as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """A data request's statistics: list them, or (--produce; handlers) compute them from the delivered data and
+    submit them for two-person review."""
+    api = _api()
+    if produce:
+        r = _run(lambda: api.post(f"/permits/{permit}/statistics"))
+        console.print(f"{r['request_id']}: {r['state']} (two output checkers review it next)")
+        return
+    rows = _run(lambda: api.get(f"/permits/{permit}/statistics"))
+    if as_json:
+        return print_json(rows)
+    t = Table(title=f"statistics of {permit}")
+    for c in ("request", "state", "files", "released"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["request_id"], r["state"], ", ".join(r["files"]), (r["released_at"] or "")[:19])
+    console.print(t)
+
+
 @permits_app.command("queue")
 def queue_cmd(all_cases: bool = typer.Option(False, "--all"),
               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from catalogue.datasets import dataset as get_dataset
 from catalogue.datasets import datasets, search
+from flows import data_request as DR
 from permits import content as C
 from permits import decision as D
 from permits import service as S
@@ -213,10 +214,23 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
                    for name in page.actions if name not in _NOT_BUTTONS]
         can_write = "remark" in page.actions
         decided = any(e.event in ("approved", "rejected") for e in view.history)
+        statistics, can_produce = [], False
+        if view.kind == "data_request" and view.state in (State.DELIVERED, State.ACTIVE, State.EXPIRED,
+                                                          State.CLOSED):
+            statistics = await call(A.requests_for_permit, svc, actor, case_id)
+            can_produce = view.state in (State.DELIVERED, State.ACTIVE) and DR.STATISTICS.can("produce", actor)
         return portal.render(request, "case.html", actor=actor, case=view, form=form, messages=msgs,
                              estimates=estimates, actions=actions, field_labels=FIELD_LABELS,
                              can_write=can_write, authority=authority, decided=decided,
-                             waiting_for=WAITING_FOR[view.state], registries=_registries_of(form))
+                             waiting_for=WAITING_FOR[view.state], registries=_registries_of(form),
+                             statistics=statistics, can_produce=can_produce)
+
+    @app.post("/cases/{case_id}/statistics")
+    async def case_statistics(request: Request, case_id: str):
+        actor = portal.require(request)
+        await portal.check_csrf(request)
+        request_id = await call(DR.produce_statistics, svc, actor, case_id)
+        return portal.redirect(f"/outputs/{request_id}")
 
     @app.post("/cases/{case_id}/actions/{action}")
     async def case_action(request: Request, case_id: str, action: str):
