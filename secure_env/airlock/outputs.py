@@ -675,6 +675,7 @@ def requests_for_permit(svc: Service, actor: Actor, permit_id: str) -> list[dict
     service put forward)."""
     from toisio.errors import ToisioError
 
+    check_can("list", svc, actor, permit_id, None)
     with svc.engine.connect() as conn:
         rows = list(conn.execute(select(OutputRequestRow).where(OutputRequestRow.permit_id == permit_id)
                                  .order_by(OutputRequestRow.created_at)))

@@ -215,6 +215,23 @@ def test_the_whole_story_through_the_portal(world, tmp_path):
     eve.get(f"/outputs/{request_id}/released/deaths_by_sex.csv", status=403)
     eve.get(f"/cases/{case}", status=403)
 
+    # the holder applies for an amendment from the permit's page: the form is prefilled from the permit
+    assert f"/cases/{case}/amend" in alice.get(f"/cases/{case}").text
+    assert f"/cases/{case}/amend" not in bob.get(f"/cases/{case}").text  # a named user is not the holder
+    eve.get(f"/cases/{case}/amend", status=403)
+    amend = alice.get(f"/cases/{case}/amend").text.split('id="amend-form"', 1)[1]
+    fields = dict(re.findall(r'<input type="hidden" name="([a-z_.]+)" value="([^"]*)"', amend))
+    assert fields["permit_id"] == case and fields["organisation.name"] == "Example University"
+    base = [(k, v) for k, v in fields.items() if k != "csrf_token"] + [("title", "More time"), ("action", "submit")]
+    r = alice.post("/apply", base, status=422, page=f"/cases/{case}/amend")  # no change asked for
+    assert "the change it asks for" in r.text and "Apply for an amendment of" in r.text
+    r = alice.post("/apply", base + [("change.new_valid_until", (date.today() + timedelta(days=900)).isoformat()),
+                                     ("change.add_users", "carol, Carol Analyst, Example University, 2026-02-01")],
+                   page=f"/cases/{case}/amend")
+    amendment = _case_id(r)
+    page = hanna.get(f"/cases/{amendment}").text
+    assert "Amendment" in page and "More time" in page
+
     # the auditor finds the story in the log and verifies the chain
     auditor = Browser(app, users["aud"])
     assert "output.downloaded" in auditor.get(f"/audit?subject=output:{request_id}").text

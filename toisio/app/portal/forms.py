@@ -14,7 +14,7 @@ from typing import Any
 from starlette.datastructures import FormData
 
 #: form fields that hold a list (checkbox groups, multi-line fields)
-LIST_SUFFIXES = (".variables", ".code_columns", ".code_prefixes", ".match_on", ".age_bands")
+LIST_SUFFIXES = (".variables", ".code_columns", ".code_prefixes", ".match_on", ".age_bands", ".remove_users")
 SKIP = ("csrf_token", "action")
 
 
@@ -64,9 +64,9 @@ def application_data(form: FormData) -> dict[str, Any]:
         if key in SKIP:
             continue
         values = [v for v in form.getlist(key) if isinstance(v, str)]
-        if key == "processors":
+        if key in ("processors", "change.add_users"):  # an amendment adds users in the processors' format
             if values and values[0].strip():
-                data["processors"] = _processors(values[0])
+                _set(data, key.split("."), _processors(values[0]))
             continue
         if key == "tabulation_plan":
             if values and values[0].strip():

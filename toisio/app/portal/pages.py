@@ -20,7 +20,7 @@ from permits import decision as D
 from permits import service as S
 from permits.actions import ACTION_BODIES
 from permits.application import ApplicationForm, Purpose
-from permits.lifecycle import WAITING_FOR, State
+from permits.lifecycle import PERMIT_IN_FORCE, WAITING_FOR, State
 from permits.permissions import ACTIONS
 from permits.validation import Report, validate_data
 from secure_env.airlock import outputs as A
@@ -177,6 +177,9 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         how = str(form.get("action") or "draft")
         draft = str(form.get("draft") or "")
         if not report.ok:
+            if data.get("kind") == "amendment":
+                return portal.render(request, "amend.html", 422, actor=actor, permit_id=data.get("permit_id"),
+                                     form=data, report=report)
             user = await call(identity.get_user, svc, actor.user_id)
             return portal.render(request, "apply.html", 422, actor=actor, user=user, kind=data.get("kind"),
                                  draft=draft, form=data, datasets=datasets(),
@@ -219,11 +222,25 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
                                                           State.CLOSED):
             statistics = await call(A.requests_for_permit, svc, actor, case_id)
             can_produce = view.state in (State.DELIVERED, State.ACTIVE) and DR.STATISTICS.can("produce", actor)
+        can_amend = actor.user_id == view.applicant_id and view.kind != "amendment" and \
+            view.state in PERMIT_IN_FORCE
         return portal.render(request, "case.html", actor=actor, case=view, form=form, messages=msgs,
                              estimates=estimates, actions=actions, field_labels=FIELD_LABELS,
                              can_write=can_write, authority=authority, decided=decided,
                              waiting_for=WAITING_FOR[view.state], registries=_registries_of(form),
-                             statistics=statistics, can_produce=can_produce)
+                             statistics=statistics, can_produce=can_produce, can_amend=can_amend)
+
+    @app.get("/cases/{case_id}/amend", response_class=HTMLResponse)
+    async def amend_page(request: Request, case_id: str):
+        """The permit holder's amendment form (validity or named users), prefilled from the permit; it is
+        submitted to /apply like any application."""
+        actor = portal.require(request)
+        page = await call(C.case_file, svc, actor, case_id)
+        base = page.form.model_dump(mode="json")
+        form = {"kind": "amendment", "permit_id": case_id, "title": f"{page.view.title} (amendment)",
+                **{k: base[k] for k in ("applicant", "organisation", "billing")}}
+        return portal.render(request, "amend.html", actor=actor, permit_id=case_id, form=form, report=None,
+                             case=page.view)
 
     @app.post("/cases/{case_id}/statistics")
     async def case_statistics(request: Request, case_id: str):
