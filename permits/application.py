@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from stdnum import exceptions as stdnum_exc
 from stdnum.fi import ytunnus
 
@@ -128,6 +129,10 @@ class Extraction(_Model):
     generalise: Generalisation = Generalisation()
 
 
+#: the error type of a field that the application's kind needs (its ``ctx["fields"]`` names them)
+MISSING_FOR_KIND = "missing_for_kind"
+
+
 class AmendmentChange(_Model):
     """What an amendment changes.  Only validity and named users can change; anything else needs a new
     application."""
@@ -165,16 +170,23 @@ class ApplicationForm(_Model):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ApplicationForm:
+        # each error names the fields it is about (``ctx["fields"]``), so that a form can show it at the field
         if self.kind is Kind.AMENDMENT:
-            if not self.permit_id or self.change is None:
-                raise ValueError("an amendment names the permit_id it amends and the change it asks for")
+            missing = [f for f in ("permit_id", "change") if not getattr(self, f)]
+            if missing:
+                raise PydanticCustomError(MISSING_FOR_KIND, "an amendment names the permit_id it amends and the "
+                                          "change it asks for (missing: {fields})",
+                                          {"kind": "an amendment", "fields": ", ".join(missing)})
         else:
             missing = [f for f in ("purpose", "research_plan", "extraction", "requested_validity")
                        if getattr(self, f) is None]
             if missing:
-                raise ValueError(f"a {self.kind.value.replace('_', ' ')} needs: {', '.join(missing)}")
+                raise PydanticCustomError(MISSING_FOR_KIND, "{kind} needs: {fields}",
+                                          {"kind": "a " + self.kind.value.replace("_", " "),
+                                           "fields": ", ".join(missing)})
             if not self.minimisation_justification.strip():
-                raise ValueError("minimisation_justification: say why each requested variable is needed")
+                raise PydanticCustomError(MISSING_FOR_KIND, "{fields}: say why each requested variable is needed",
+                                          {"fields": "minimisation_justification"})
         return self
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from permits.application import ApplicationForm
+from permits.application import MISSING_FOR_KIND, ApplicationForm
 from permits.rules import RULES
 from permits.scope import extraction_problems
 
@@ -148,6 +148,13 @@ def _field_problems(exc: ValidationError) -> list[Problem]:
         loc = tuple(e.get("loc", ()))
         path = ".".join(str(p) for p in loc) or "(form)"
         kind = e.get("type", "invalid")
+        if kind == MISSING_FOR_KIND:  # one problem per field the kind of application needs, at that field
+            ctx = e.get("ctx") or {}
+            for field in str(ctx.get("fields", "")).split(", "):
+                message = f"{ctx['kind']} needs {field}" if "kind" in ctx else e.get("msg", "missing")
+                out.append(Problem(path=".".join([*map(str, loc), field]), code="missing", expected="a value",
+                                   message=message))
+            continue
         message = e.get("msg", "invalid").removeprefix("Value error, ")
         expected = _EXPECTED.get(kind)
         suggestion = None

@@ -92,12 +92,23 @@ class Session:
 def _apply(s: Session, tmp: Path, *, lang_word_submit: str) -> str:
     """The applicant fills the multi-step form, uploads the research plan, sees no problems and submits."""
     page = s.go("/apply", "apply")
+    assert page.is_hidden("#step-2") and page.is_hidden("#apply-finish")  # one step at a time
+
+    def next_step(n: int) -> None:
+        page.click("#step-next")
+        page.wait_for_selector(f"#step-{n}", state="visible")
+        assert page.is_hidden(f"#step-{n - 1}")
+        assert page.evaluate("document.activeElement.tagName") == "LEGEND"  # the focus moves to the new step
+
     page.check("input[name=kind][value=data_permit]")
     page.fill("#title", "Diabetes follow-up")
     page.select_option("#purpose", "scientific_research")
+    next_step(2)
+    s.check("apply step 2")
     page.fill("#organisation\\.name", "Example University")
     page.fill("#organisation\\.business_id", "0245896-3")
     page.fill("#billing\\.address", "PO Box 1")
+    next_step(3)
     page.fill("#extraction\\.target_group", "adults in Hilmo")
     for reg, var in (("population", "sex"), ("population", "birth_date"), ("hilmo", "admission_date"),
                      ("hilmo", "main_dg")):
@@ -106,16 +117,24 @@ def _apply(s: Session, tmp: Path, *, lang_word_submit: str) -> str:
     page.fill("#p-hilmo-end", "2020-12-31")
     page.fill("#minimisation", "only what the survival analysis uses")
     page.fill("#pseudo", "follow-up per person cannot be done on aggregate tables")
+    next_step(4)
     page.fill("#processors", "bob, Bob Analyst, Example University, 2026-01-10")
     page.fill("#valid-start", date.today().isoformat())
     page.fill("#valid-end", (date.today() + timedelta(days=700)).isoformat())
     page.locator("#valid-end").dispatch_event("change")
-    page.wait_for_selector("#problems .error")  # live validation: the research plan is still missing
-    assert "research_plan" in page.inner_text("#problems")
+    # live validation (of the latest change: an earlier answer may still be on screen): only the research plan
+    # is missing now
+    page.wait_for_function("() => { const p = document.querySelector('#problems .error');"
+                           " return p !== null && p.innerText.includes('research_plan')"
+                           " && !p.innerText.includes('organisation'); }")
+    assert page.inner_text("[data-problems-of='5']") == "1"  # the step with the problem is marked
+    page.click("#problems a[data-go='5']")  # the problem's link opens its step
+    page.wait_for_selector("#step-5", state="visible")
+    s.check("apply step 5")
     plan = tmp / "plan.md"
     plan.write_text("# Research plan\n\nSurvival after diagnosis.\n")
     page.set_input_files("#research_plan_file", str(plan))
-    page.locator("form[action='/apply/attach']").first.locator("button").click()
+    page.click("button[form='upload-research_plan']")
     page.wait_for_selector("#research_plan_slot .ok-box")
     page.locator("#title").dispatch_event("change")
     page.wait_for_selector("#problems .ok-box")

@@ -224,7 +224,7 @@ def test_the_whole_story_through_the_portal(world, tmp_path):
     assert fields["permit_id"] == case and fields["organisation.name"] == "Example University"
     base = [(k, v) for k, v in fields.items() if k != "csrf_token"] + [("title", "More time"), ("action", "submit")]
     r = alice.post("/apply", base, status=422, page=f"/cases/{case}/amend")  # no change asked for
-    assert "the change it asks for" in r.text and "Apply for an amendment of" in r.text
+    assert "an amendment needs change" in r.text and "Apply for an amendment of" in r.text
     r = alice.post("/apply", base + [("change.new_valid_until", (date.today() + timedelta(days=900)).isoformat()),
                                      ("change.add_users", "carol, Carol Analyst, Example University, 2026-02-01")],
                    page=f"/cases/{case}/amend")

@@ -18,6 +18,32 @@ LIST_SUFFIXES = (".variables", ".code_columns", ".code_prefixes", ".match_on", "
 SKIP = ("csrf_token", "action")
 
 
+def N_(text: str) -> str:
+    """Mark a string for extraction (translated where it is shown)."""
+    return text
+
+
+#: the application form's steps in the portal (its wizard), each with the top-level fields it holds; a
+#: problem found by the validation is shown with the step of its field (:func:`step_of`)
+STEPS: dict[int, tuple[str, tuple[str, ...]]] = {
+    1: (N_("Kind of application"), ("schema_version", "kind", "title", "purpose", "fee_category")),
+    2: (N_("Applicant and organisation"), ("applicant", "organisation", "billing")),
+    3: (N_("Data asked for"), ("extraction", "tabulation_plan", "minimisation_justification",
+                           "pseudonymised_data_justification")),
+    4: (N_("People and time"), ("processors", "processing_environment", "requested_validity")),
+    5: (N_("Attachments"), ("research_plan", "ethics_statement_required", "ethics_statement")),
+}
+#: fields of an amendment, which has its own one-page form
+AMENDMENT_FIELDS = ("permit_id", "change")
+
+
+def step_of(path: str) -> int:
+    """The step of the application form that holds a field (by its dotted path); a problem with the whole
+    form (``(form)``) or an unknown field is shown on the first step."""
+    top = path.split(".", 1)[0]
+    return next((n for n, (_title, fields) in STEPS.items() if top in fields), 1)
+
+
 def _set(target: dict, path: list[str], value: Any) -> None:
     for part in path[:-1]:
         target = target.setdefault(part, {})

@@ -139,14 +139,15 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         existing = await call(C.application, svc, actor, draft) if draft else None
         return portal.render(request, "apply.html", actor=actor, user=user, kind=kind, draft=draft,
                              form=existing.model_dump(mode="json") if existing else None,
-                             datasets=datasets(), purposes=[p.value for p in Purpose], report=None)
+                             datasets=datasets(), purposes=[p.value for p in Purpose], report=None, wizard=True)
 
     @app.post("/apply/validate", response_class=HTMLResponse)
     async def apply_validate(request: Request):
         actor = portal.require(request)
         await portal.check_csrf(request)
-        report = validate_data(application_data(await request.form()))
-        return portal.render(request, "_problems.html", actor=actor, report=report)
+        data = application_data(await request.form())
+        return portal.render(request, "_problems.html", actor=actor, report=validate_data(data),
+                             wizard=data.get("kind") != "amendment")
 
     @app.post("/apply/attach", response_class=HTMLResponse)
     async def apply_attach(request: Request):
@@ -183,7 +184,7 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
             user = await call(identity.get_user, svc, actor.user_id)
             return portal.render(request, "apply.html", 422, actor=actor, user=user, kind=data.get("kind"),
                                  draft=draft, form=data, datasets=datasets(),
-                                 purposes=[p.value for p in Purpose], report=report)
+                                 purposes=[p.value for p in Purpose], report=report, wizard=True)
         app_form = ApplicationForm.model_validate(data)
         if draft:
             await call(C.update_draft, svc, actor, draft, app_form)

@@ -197,5 +197,9 @@ def _env(folder: str, lang: str) -> Environment:
         env.globals["label"] = lambda value: labels.label(value, i18n.gettext_for(lang))
         env.filters["label"] = env.globals["label"]
         env.globals["dig"] = dig
+        from toisio.app.portal.forms import STEPS, step_of
+
+        env.globals["step_of"] = step_of
+        env.globals["steps"] = STEPS
         _ENVS[key] = env
     return _ENVS[key]
