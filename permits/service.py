@@ -239,9 +239,10 @@ def show(svc: Service, actor: Actor, case_id: str) -> CaseView:
     with svc.engine.begin() as conn:
         row = _verified_row(conn, svc, case_id)
         role = _check(conn, actor, row, "view")
+        view = _view(conn, row, with_history=True)
+        # last, in the same transaction: the chain's append lock is held from here to the commit only
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
                      payload={"role": role.value})
-        view = _view(conn, row, with_history=True)
         return replace(view, history=_for_role(view.history, role))
 
 

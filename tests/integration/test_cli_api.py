@@ -165,7 +165,8 @@ def test_version_and_log_level(remote):
     assert r.exit_code == 1 and "unknown log level 'loud'" in r.output
 
 
-def test_serve_logs_where_it_listens_and_each_request(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_logs_where_it_listens_and_each_request(tmp_path, workers):
     import os
     import socket
     import subprocess
@@ -180,8 +181,8 @@ def test_serve_logs_where_it_listens_and_each_request(tmp_path):
     env = {**os.environ, "TOISIO_HOME": str(tmp_path / "home")}
     subprocess.run([sys.executable, "-m", "toisio.app.cli", "db", "upgrade"], env=env, check=True,
                    capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "toisio.app.cli", "serve", "--port", str(port)], env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "toisio.app.cli", "serve", "--port", str(port),
+                             "--workers", str(workers)], env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -190,9 +191,12 @@ def test_serve_logs_where_it_listens_and_each_request(tmp_path):
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/cases").status_code == 401
+        for _ in range(4 * workers):  # the connections are spread over the workers
+            with httpx.Client() as fresh:
+                assert fresh.get(f"http://127.0.0.1:{port}/api/v1/cases").status_code == 401
+                assert fresh.get(f"http://127.0.0.1:{port}/catalogue").status_code == 200
     finally:
         proc.terminate()
         _out, errors = proc.communicate(timeout=30)
-    assert f"listening on http://127.0.0.1:{port}" in errors and "/api/v1" in errors
+    assert f"listening on http://127.0.0.1:{port} with {workers} worker" in errors and "/api/v1" in errors
     assert "GET /api/v1/cases -> 401 as (not signed in)" in errors

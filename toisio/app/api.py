@@ -14,6 +14,7 @@ redirects to the provider and returns to ``/api/v1/auth/oidc/callback``.  Either
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from contextlib import asynccontextmanager
 
@@ -244,6 +245,24 @@ def _statistics_routes(app: FastAPI, svc: Service, actor) -> None:
         """The output requests of a permit the caller may see (for a data request: its statistics, and once
         released, the files its holder downloads from /api/v1/outputs/{request_id}/released/{name})."""
         return [OutputSummary(**r) for r in requests_for_permit(svc, a, permit_id)]
+
+
+def configure_serve_logging() -> logging.Logger:
+    """INFO logging to standard error for ``toisio serve`` (unless the process configured logging already)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("toisio").setLevel(min(logging.getLogger().level, logging.INFO) or logging.INFO)
+    return logging.getLogger("toisio.serve")
+
+
+def app_from_environment() -> FastAPI:
+    """The app of the service configured in the environment: what each worker process of
+    ``toisio serve --workers N`` runs."""
+    from toisio.service import service
+
+    configure_serve_logging()
+    return create_app(service())
 
 
 def create_app(svc: Service) -> FastAPI:

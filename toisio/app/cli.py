@@ -313,26 +313,31 @@ def audit_show(subject: str | None = typer.Option(None, "--subject"), limit: int
 
 
 @app.command()
-def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8700, "--port")) -> None:
+def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8700, "--port"),
+          workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                      help="server processes (each with its own database connections); more than "
+                                           "one needs PostgreSQL or a SQLite file on a local disk")) -> None:
     """Run the web portal and the REST API (portal at /, API at /api/v1, its documentation at /docs).
 
     Logs where it listens, and each request with its status and the user it ran as."""
     import uvicorn
 
-    from toisio.app.api import create_app
+    from toisio.app.api import configure_serve_logging
     from toisio.service import service
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("toisio").setLevel(min(logging.getLogger().level, logging.INFO) or logging.INFO)
-    log = logging.getLogger("toisio.serve")
+    log = configure_serve_logging()
     svc = service()
-    app_ = create_app(svc)
+    svc.engine  # noqa: B018 - migrate the database once, before the workers start
     base = svc.settings.public_url.rstrip("/") or f"http://{host}:{port}"
-    log.info("Toisio listening on http://%s:%d: the portal at %s/, the API at %s/api/v1 (documentation %s/docs)",
-             host, port, base, base, base)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    log.info("Toisio listening on http://%s:%d with %d worker%s: the portal at %s/, the API at %s/api/v1 "
+             "(documentation %s/docs)", host, port, workers, "s" if workers > 1 else "", base, base, base)
+    if workers == 1:
+        from toisio.app.api import create_app
+
+        uvicorn.run(create_app(svc), host=host, port=port, log_level="warning")
+    else:
+        uvicorn.run("toisio.app.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
 
 
 @app.command()
