@@ -265,10 +265,15 @@ def _to_event(row) -> AuditEvent:
 
 def events(
     conn: Connection, *, subject: str | None = None, subject_prefix: str | None = None,
-    action_prefix: str | None = None,
+    action_prefix: str | None = None, after: int | None = None, limit: int | None = None,
 ) -> list[AuditEvent]:
-    """Events in chain order, optionally for one subject, a subject prefix or an action prefix."""
+    """Events in chain order, optionally for one subject, a subject prefix or an action prefix, after one
+    sequence number, at most ``limit`` of them."""
     q = select(AuditEventRow).order_by(AuditEventRow.seq)
+    if after is not None:
+        q = q.where(AuditEventRow.seq > after)
+    if limit is not None:
+        q = q.limit(limit)
     if subject is not None:
         q = q.where(AuditEventRow.subject == subject)
     if subject_prefix is not None:

@@ -49,6 +49,12 @@ class Settings:
     oidc_require_mfa: bool = True  # refuse a sign-in whose provider reports no multi-factor authentication
     oidc_redirect_base: str = ""  # the API's public URL for the callback; default: as the request came in
     public_url: str = ""  # the portal's public address; https://... makes its cookies Secure
+    smtp_host: str = ""  # the SMTP server notifications are e-mailed through; empty: the portal's inbox only
+    smtp_port: int = 25
+    smtp_from: str = "toisio@localhost"
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)  # a secret: never printed
+    smtp_starttls: bool = False
 
     @property
     def db_url(self) -> str:

@@ -126,6 +126,7 @@ class UserRow(Base):
     registries: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, for controllers
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     language: Mapped[str | None] = mapped_column(String(5), nullable=True)  # the portal's language, once chosen
+    notify_by: Mapped[str | None] = mapped_column(String(8), nullable=True)  # email (default) or inbox only
 
 
 class CredentialRow(Base):

@@ -17,6 +17,7 @@ import logging
 import sys
 import uuid
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -33,7 +34,7 @@ from secure_env.airlock.api import OutputSummary, airlock_router
 from secure_env.airlock.api import RequestState as RequestStateOut
 from secure_env.airlock.outputs import requests_for_permit
 from secure_env.workspace.api import workspace_router
-from toisio import identity
+from toisio import identity, notify
 from toisio.app.auditing import verify_all
 from toisio.audit_access import search
 from toisio.errors import ToisioError, Unauthenticated, Unavailable
@@ -231,6 +232,40 @@ def _audit_routes(app: FastAPI, svc: Service, actor) -> None:
         return [IndicatorOut(**i.__dict__) for i in indicators(svc, a)]
 
 
+class NotificationOut(BaseModel):
+    id: int
+    topic: str
+    subject: str
+    title: str
+    body: str
+    link: str
+    created_at: str
+    read: bool
+    email_status: str
+
+
+class ChannelBody(BaseModel):
+    channel: Literal["email", "inbox"] = Field(description="email: by e-mail and in the inbox; inbox: the inbox only")
+
+
+def _notification_routes(app: FastAPI, svc: Service, actor) -> None:
+    @app.get("/api/v1/notifications", tags=["notifications"])
+    def inbox(limit: int = Query(50, ge=1, le=500), a: Actor = Depends(actor)) -> list[NotificationOut]:
+        """Your messages, newest first, in your language (the notifier job queues them from the audit chain)."""
+        return [NotificationOut(**n.__dict__) for n in notify.inbox(svc, a, limit=limit)]
+
+    @app.post("/api/v1/notifications/read", tags=["notifications"])
+    def read_all(a: Actor = Depends(actor)) -> dict[str, int]:
+        """Mark all your messages read."""
+        return {"marked": notify.mark_read(svc, a)}
+
+    @app.put("/api/v1/me/notifications", tags=["notifications"])
+    def channel(body: ChannelBody, a: Actor = Depends(actor)) -> ChannelBody:
+        """How you are told: by e-mail (and in the inbox), or in the inbox only."""
+        notify.set_channel(svc, a, body.channel)
+        return body
+
+
 def _statistics_routes(app: FastAPI, svc: Service, actor) -> None:
     """A data request's statistics: produced by the service from the data in its own area, then reviewed and
     released through the output routes like any output (two independent checkers)."""
@@ -355,6 +390,7 @@ def create_app(svc: Service) -> FastAPI:
 
     _audit_routes(app, svc, actor)
     _statistics_routes(app, svc, actor)
+    _notification_routes(app, svc, actor)
     app.include_router(catalogue_router())
     app.include_router(permits_router(svc, actor))
     app.include_router(workspace_router(svc, actor))

@@ -340,6 +340,18 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
                     log_level="warning")
 
 
+@app.command("notify")
+def notify_cmd() -> None:
+    """Operator: queue the messages of the audit chain's new entries and send the e-mails (a scheduled job:
+    the worker runs it every minute)."""
+    from flows.notifications import run_notifier
+    from toisio.service import service
+
+    r = run_notifier(service())
+    console.print(f"{r.entries} audit entries read, {r.queued} messages queued, {r.sent} e-mails sent, "
+                  f"{r.failed} failed" + (f", {r.skipped_forged} forged entries skipped" if r.skipped_forged else ""))
+
+
 @app.command()
 def report(out: Path = typer.Option(Path("var/report"), "--out", help="directory for the CSVs and chart")) -> None:
     """Indicators: applications by kind, purpose and quarter; cycle times; deadline compliance; overdue."""

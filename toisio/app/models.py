@@ -10,4 +10,5 @@ def import_all_models() -> None:
     import secure_env.airlock.models  # noqa: F401
     import toisio.audit  # noqa: F401
     import toisio.identity  # noqa: F401
+    import toisio.notify  # noqa: F401
     import toisio.sessions  # noqa: F401

@@ -25,7 +25,7 @@ from permits.permissions import ACTIONS
 from permits.validation import Report, validate_data
 from secure_env.airlock import outputs as A
 from secure_env.workspace import provision, server
-from toisio import identity
+from toisio import identity, notify
 from toisio.app.portal.forms import action_fields, application_data
 from toisio.app.portal.labels import ACTION_LABELS, FIELD_LABELS
 from toisio.app.portal.web import Portal
@@ -114,7 +114,23 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
     async def notifications(request: Request):
         actor = portal.require(request)
         notes = await call(C.notifications, svc, actor, limit=100)
-        return portal.render(request, "notifications.html", actor=actor, notifications=notes)
+        messages = await call(notify.inbox, svc, actor)
+        channel = await call(notify.channel_of, svc, actor)
+        return portal.render(request, "notifications.html", actor=actor, notifications=notes, messages=messages,
+                             channel=channel)
+
+    @app.post("/notifications/{step}")
+    async def notifications_step(request: Request, step: str):
+        actor = portal.require(request)
+        await portal.check_csrf(request)
+        form = await request.form()
+        if step == "channel":
+            await call(notify.set_channel, svc, actor, str(form.get("channel") or ""))
+        elif step == "read":
+            await call(notify.mark_read, svc, actor)
+        else:
+            raise Invalid(f"unknown step {step!r}", code="unknown_action")
+        return portal.redirect("/notifications")
 
     # ------------------------------------------------------------ catalogue
 
