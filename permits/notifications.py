@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy import Connection, select
 
@@ -133,3 +134,61 @@ def messages_for(conn: Connection, entry: AuditEvent) -> list[Message]:
                     text=entry.payload.get("text") or "")
     return [Message(user_id=u, key=f"{entry.seq}:{u}", topic=entry.action, subject=entry.subject,
                     title=notice.title, body=notice.body, params=values, link=f"/cases/{case_id}") for u in to]
+
+
+# ---------------------------------------------------------------- scheduled messages
+
+#: how many days before a controller's estimate is due they are reminded (and every day after it)
+ESTIMATE_REMINDER_DAYS = 3
+
+
+def digest_messages(conn: Connection, today: date) -> list[Message]:
+    """Each handler's deadline digest for ``today``: the cases nearing (14 days) or past a deadline that they
+    handle, or that nobody handles yet; one message per handler and day."""
+    from permits import deadlines
+    from permits.service import _deadline_of, open_states
+
+    rows = list(conn.execute(select(CaseRow).where(CaseRow.state.in_(open_states()))))
+    items = []
+    for row in rows:
+        due, kind = _deadline_of(conn, row)
+        status = deadlines.status(due, today)
+        if status in ("near", "overdue"):
+            items.append((due, row.case_id, row.handler_id, f"{row.case_id} ({row.state}): {kind} {due} – {status}"))
+    out = []
+    for handler in _users_with(conn, Role.HANDLER):
+        mine = [line for _due, _c, h, line in sorted(items, key=lambda i: (i[0], i[1])) if h in (handler, None)]
+        if mine:
+            out.append(Message(user_id=handler, key=f"digest:{today.isoformat()}:{handler}", topic="case.digest",
+                               subject="cases", title=N_("Your deadlines on {day}"),
+                               body=N_("Cases nearing or past a deadline:\n{cases}"),
+                               params=params(day=today.isoformat(), cases="\n".join(mine)), link="/"))
+    return out
+
+
+def estimate_reminders(conn: Connection, today: date) -> list[Message]:
+    """A reminder to each controller whose estimate is due within :data:`ESTIMATE_REMINDER_DAYS` days or late;
+    one per estimate, controller and day."""
+    from datetime import timedelta
+
+    from permits.models import EstimateRow
+
+    out = []
+    soon = today + timedelta(days=ESTIMATE_REMINDER_DAYS)
+    for e in conn.execute(select(EstimateRow, CaseRow.title, CaseRow.state).join(
+            CaseRow, CaseRow.case_id == EstimateRow.case_id).where(
+            EstimateRow.recorded_on.is_(None), EstimateRow.due_on <= soon)):
+        if e.state != Event.ESTIMATES_REQUESTED.value:
+            continue
+        late = e.due_on < today
+        for user in _users_with(conn, Role.CONTROLLER, {e.registry}):
+            out.append(Message(
+                user_id=user, key=f"estimate-reminder:{today.isoformat()}:{e.case_id}:{e.registry}:{user}",
+                topic="case.estimate_reminder", subject=f"case:{e.case_id}",
+                title=N_("Your estimate for {case} is late") if late else
+                N_("Your estimate for {case} is due on {due}"),
+                body=N_("The estimate of {registry} for {case} ({title}) was due on {due}.") if late else
+                N_("The estimate of {registry} for {case} ({title}) is due on {due}."),
+                params=params(case=e.case_id, registry=e.registry, title=e.title, due=e.due_on.isoformat()),
+                link=f"/cases/{e.case_id}"))
+    return out

@@ -752,12 +752,16 @@ def queue(svc: Service, actor: Actor, *, all_handlers: bool = False, today: date
     return _queue(svc, None if all_handlers else actor.user_id, today=today)
 
 
+def open_states() -> list[str]:
+    """The states of a case that is still being handled (before a decision or an extraction is done)."""
+    return [s.value for s in State if s not in {State.DRAFT, State.ACTIVE} and s not in
+            {State.REJECTED, State.EXPIRED, State.CLOSED, State.REVOKED, State.WITHDRAWN, State.DELETED}]
+
+
 def _queue(svc: Service, handler_id: str | None, *, today: date | None = None) -> list[QueueItem]:
     today = today or _today()
-    open_states = [s.value for s in State if s not in {State.DRAFT, State.ACTIVE} and s not in
-                   {State.REJECTED, State.EXPIRED, State.CLOSED, State.REVOKED, State.WITHDRAWN, State.DELETED}]
     with svc.engine.connect() as conn:
-        q = select(CaseRow).where(CaseRow.state.in_(open_states))
+        q = select(CaseRow).where(CaseRow.state.in_(open_states()))
         if handler_id:
             q = q.where(CaseRow.handler_id == handler_id)
         items = []

@@ -119,7 +119,12 @@ echo "released to $TOISIO_HOME/releases/$CASE/$REQ/"
 say "10. The same service through the web portal's own routes (what a browser does)"
 .venv/bin/python scripts/demo_portal.py "$PORTAL" "$USERS_FILE" "$DEMO_PASSWORD" "$CASE"
 
-say "11. The workspace stops; the case, its history and the audit chain"
+say "11. Everyone whose turn it was is told: the notifier reads the audit chain and queues each message once"
+$T notify
+echo "no SMTP server is configured for the demo (TOISIO_SMTP_HOST), so the messages wait in each user's inbox"
+echo "in the portal (Notifications), in their language; the worker below runs this job every minute"
+
+say "12. The workspace stops; the case, its history and the audit chain"
 run_as hanna workspace stop --permit "$CASE" --reason "analysis done"
 run_as hanna permits show "$CASE"
 $T audit verify
@@ -138,3 +143,6 @@ echo "                   to an authenticator app)"
 echo "The language menu switches between suomi, svenska and English; the API's documentation is $PORTAL/docs."
 echo "JupyterLab: start the permit's workspace from bob's Workspaces page and open his login link there."
 echo "Command line as a user: TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio login --user hanna; then e.g. toisio permits queue"
+echo "The recurring jobs (notifications every minute, permit expiry, the handlers' deadline digest, estimate"
+echo "reminders, draft tidying) on their schedules, with Prefect's UI at http://127.0.0.1:4200/ :"
+echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio worker"

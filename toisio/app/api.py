@@ -288,6 +288,7 @@ def configure_serve_logging() -> logging.Logger:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("toisio").setLevel(min(logging.getLogger().level, logging.INFO) or logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a client's every request (the Prefect worker's polls)
     return logging.getLogger("toisio.serve")
 
 

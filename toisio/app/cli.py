@@ -340,6 +340,20 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
                     log_level="warning")
 
 
+@app.command("worker")
+def worker_cmd(port: int = typer.Option(4200, "--port",
+                                        help="the embedded Prefect server's port (its UI too)")) -> None:
+    """Run the service's recurring jobs on their schedules as Prefect deployments (notify, expire-permits,
+    deadline-digest, estimate-reminders, tidy-drafts), against PREFECT_API_URL or an embedded Prefect server
+    whose UI it prints."""
+    from flows.worker import run_worker
+    from toisio.app.api import configure_serve_logging
+    from toisio.service import service
+
+    configure_serve_logging()
+    run_worker(service().settings, port=port)
+
+
 @app.command("notify")
 def notify_cmd() -> None:
     """Operator: queue the messages of the audit chain's new entries and send the e-mails (a scheduled job:

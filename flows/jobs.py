@@ -1,0 +1,128 @@
+"""The service's recurring jobs, as plain functions of a date (tested on a fake clock) and as the Prefect flows
+the worker schedules (:mod:`flows.worker`).
+
+=====================  =========================  ==========================================================
+deployment             schedule (Europe/Helsinki)  what it does
+=====================  =========================  ==========================================================
+``notify``             every minute               queue the messages of new audit entries; send e-mails
+``expire-permits``     daily 00:10                 expire permits past their end date (their workspaces stop)
+``deadline-digest``    working days 07:00          each handler's cases nearing or past a deadline
+``estimate-reminders`` working days 08:00          remind controllers of estimates due within 3 days or late
+``tidy-drafts``        daily 02:00                 remind owners of idle drafts (30 days), delete them (60)
+=====================  =========================  ==========================================================
+
+Every job is idempotent: run twice on one day, it does its work once (the messages have one key per person
+and day; an expired permit is not expired again).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from flows.notifications import run_notifier
+from permits import notifications as case_notices
+from permits.deadlines import is_working_day
+from permits.service import expire_due, tidy_drafts
+from toisio import notify
+from toisio.identity import SYSTEM
+from toisio.service import Service, service
+
+log = logging.getLogger("toisio.jobs")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A recurring job: its deployment name, its cron schedule and what it does."""
+
+    name: str
+    cron: str
+    doing: str
+
+
+JOBS: tuple[Job, ...] = (
+    Job("notify", "* * * * *", "queue the messages of new audit entries; send e-mails"),
+    Job("expire-permits", "10 0 * * *", "expire permits past their end date (their workspaces stop)"),
+    Job("deadline-digest", "0 7 * * 1-5", "each handler's cases nearing or past a deadline (working days)"),
+    Job("estimate-reminders", "0 8 * * 1-5", "remind controllers of estimates due within 3 days or late"),
+    Job("tidy-drafts", "0 2 * * *", "remind owners of idle drafts after 30 days, delete them after 60"),
+)
+TIMEZONE = "Europe/Helsinki"
+
+
+def _queue_all(svc: Service, messages) -> int:
+    with svc.engine.begin() as conn:
+        return sum(notify.queue(conn, m, public_url=svc.settings.public_url) for m in messages)
+
+
+def send_digest(svc: Service, today: date) -> int:
+    """Queue each handler's digest for ``today`` (nothing on a weekend or a Finnish public holiday); returns
+    how many were queued now."""
+    if not is_working_day(today):
+        return 0
+    with svc.engine.connect() as conn:
+        messages = case_notices.digest_messages(conn, today)
+    return _queue_all(svc, messages)
+
+
+def remind_estimates(svc: Service, today: date) -> int:
+    """Queue the controllers' estimate reminders for ``today`` (working days); returns how many were queued."""
+    if not is_working_day(today):
+        return 0
+    with svc.engine.connect() as conn:
+        messages = case_notices.estimate_reminders(conn, today)
+    return _queue_all(svc, messages)
+
+
+def _today() -> date:
+    """Today in Helsinki (the schedules' time zone: a working day is a Finnish one)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo(TIMEZONE)).date()
+
+
+@flow(name="toisio-notify", flow_run_name="notify", persist_result=False)
+def notify_flow() -> dict:
+    r = run_notifier(service())
+    get_run_logger().info("%d audit entries read, %d messages queued, %d e-mails sent, %d failed", r.entries,
+                          r.queued, r.sent, r.failed)
+    return {"entries": r.entries, "queued": r.queued, "sent": r.sent, "failed": r.failed}
+
+
+@flow(name="toisio-expire-permits", flow_run_name="expire permits", persist_result=False)
+def expire_flow() -> list[str]:
+    done = expire_due(service(), by=SYSTEM)
+    get_run_logger().info("expired: %s", ", ".join(done) or "none")
+    return done
+
+
+@flow(name="toisio-deadline-digest", flow_run_name="deadline digest", persist_result=False)
+def digest_flow() -> int:
+    n = send_digest(service(), _today())
+    get_run_logger().info("%d handlers' digests queued", n)
+    run_notifier(service())
+    return n
+
+
+@flow(name="toisio-estimate-reminders", flow_run_name="estimate reminders", persist_result=False)
+def estimate_reminders_flow() -> int:
+    n = remind_estimates(service(), _today())
+    get_run_logger().info("%d estimate reminders queued", n)
+    run_notifier(service())
+    return n
+
+
+@flow(name="toisio-tidy-drafts", flow_run_name="tidy drafts", persist_result=False)
+def tidy_drafts_flow() -> dict:
+    result = tidy_drafts(service(), by=SYSTEM)
+    get_run_logger().info("reminded %s; deleted %s", result["reminded"], result["deleted"])
+    return result
+
+
+FLOWS = {"notify": notify_flow, "expire-permits": expire_flow, "deadline-digest": digest_flow,
+         "estimate-reminders": estimate_reminders_flow, "tidy-drafts": tidy_drafts_flow}

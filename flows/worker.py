@@ -1,0 +1,105 @@
+"""``toisio worker``: one long-running process that serves all of Toisio's deployments against a persistent
+Prefect server, so that the recurring jobs (:data:`flows.jobs.JOBS`) run on their schedules and every run is
+visible in Prefect's UI.
+
+The server is ``PREFECT_API_URL`` when set (production: a shared ``prefect server`` on PostgreSQL,
+``PREFECT_API_DATABASE_CONNECTION_URL``).  Otherwise the worker starts an embedded one (:class:`EmbeddedServer`:
+``prefect server start`` on 127.0.0.1, its database under ``$TOISIO_HOME/prefect``, the UI on) and stops it
+when it stops.  Deployments are served with ``pause_on_shutdown=False``, so their schedules keep running
+across restarts; the database stays the system of record, and every job is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from toisio.config import Settings
+
+log = logging.getLogger("toisio.worker")
+
+DEFAULT_PORT = 4200
+
+
+class EmbeddedServer:
+    """A Prefect server in a child process, with its database and logs under the service home."""
+
+    def __init__(self, settings: Settings, port: int = DEFAULT_PORT, *, startup_seconds: float = 120):
+        self.home = settings.home / "prefect"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.ui_url = f"http://127.0.0.1:{port}/"
+        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_UI_ENABLED": "true", "PREFECT_SERVER_UI_ENABLED": "true"}
+        env.pop("PREFECT_API_URL", None)
+        self.log_path = self.home / "server.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - held for the child's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + startup_seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._log.close()
+                raise RuntimeError(f"the Prefect server stopped at start (exit {self.proc.returncode}); "
+                                   f"see {self.log_path}")
+            try:
+                if httpx.get(self.api_url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"the Prefect server did not answer within {startup_seconds:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+
+def deployments():
+    """Every recurring job as a deployment with its schedule (Helsinki time)."""
+    from prefect.schedules import Cron
+
+    from flows.jobs import FLOWS, JOBS, TIMEZONE
+
+    return [FLOWS[j.name].to_deployment(name=j.name, schedules=[Cron(j.cron, timezone=TIMEZONE)],
+                                        description=j.doing, tags=["toisio", "scheduled"])
+            for j in JOBS]
+
+
+def run_worker(settings: Settings, *, port: int = DEFAULT_PORT) -> None:
+    """Serve every deployment until stopped (Ctrl-C or SIGTERM), with an embedded server unless
+    ``PREFECT_API_URL`` names one."""
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        server = EmbeddedServer(settings, port)
+        os.environ["PREFECT_API_URL"] = server.api_url
+        log.info("Prefect server started: its UI is at %s (runs, schedules, logs)", server.ui_url)
+    else:
+        log.info("using the Prefect server at %s", os.environ["PREFECT_API_URL"])
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+    def _stop(signum, frame):
+        raise SystemExit(0)  # run the finally below: the embedded server stops with the worker
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        from prefect import serve
+
+        deps = deployments()
+        log.info("serving %d deployments: %s", len(deps), ", ".join(d.name for d in deps))
+        serve(*deps, pause_on_shutdown=False, print_starting_message=False)
+    finally:
+        if server is not None:
+            server.stop()

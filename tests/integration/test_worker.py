@@ -1,0 +1,84 @@
+"""``toisio worker``: an embedded Prefect server, every recurring job served as a deployment with its schedule,
+a run started through Prefect's API doing its work on the service's database; stopping the worker stops the
+server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from flows.jobs import JOBS, TIMEZONE
+from tests.factories import make_case, make_service, make_staff
+from toisio.notify import NotificationRow
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except httpx.HTTPError:
+            found = None
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{what} within {seconds:.0f} s")
+
+
+def test_the_worker_serves_every_job_on_its_schedule_and_runs_them(tmp_path):
+    home = tmp_path / "home"
+    svc = make_service(home)
+    staff = make_staff(svc)
+    case = make_case(svc, staff, state="submitted").case_id
+    port = _port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(TOISIO_HOME=str(home))
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "toisio.app.cli", "worker", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deployments = _wait(lambda: (lambda d: d if len(d) == len(JOBS) else None)(
+            httpx.post(f"{api}/deployments/filter", json={}, timeout=5).json()), 180, "every deployment served")
+        by_name = {d["name"]: d for d in deployments}
+        for job in JOBS:
+            [schedule] = by_name[job.name]["schedules"]
+            assert schedule["schedule"]["cron"] == job.cron and schedule["schedule"]["timezone"] == TIMEZONE
+            assert schedule["active"] and "toisio" in by_name[job.name]["tags"]
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # the UI
+
+        # started as Prefect's own client does (it also fetches the server's CSRF token), in its own process
+        started = subprocess.run(
+            [sys.executable, "-c", "from prefect.deployments import run_deployment; "
+             "r = run_deployment('toisio-notify/notify', timeout=120); print(r.state.type.value)"],
+            env={**env, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "client")}, capture_output=True,
+            text=True, timeout=180)
+        assert started.stdout.strip().endswith("COMPLETED"), started.stdout[-2000:] + started.stderr[-2000:] + \
+            (tmp_path / "worker.log").read_text()[-3000:]
+        with svc.engine.connect() as conn:
+            told = {r.user_id for r in conn.execute(select(NotificationRow).where(
+                NotificationRow.subject == f"case:{case}"))}
+        assert {"hanna", "harri"} <= told  # the handlers heard of the new application
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+    # the embedded server stopped with the worker
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{api}/health", timeout=2)
+    assert "its UI is at" in (tmp_path / "worker.log").read_text()
