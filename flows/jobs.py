@@ -9,6 +9,7 @@ deployment             schedule (Europe/Helsinki)  what it does
 ``deadline-digest``    working days 07:00          each handler's cases nearing or past a deadline
 ``estimate-reminders`` working days 08:00          remind controllers of estimates due within 3 days or late
 ``tidy-drafts``        daily 02:00                 remind owners of idle drafts (30 days), delete them (60)
+``delete-ended``       daily 03:00                 delete ended permits' data after retention; old quarantines
 =====================  =========================  ==========================================================
 
 Every job is idempotent: run twice on one day, it does its work once (the messages have one key per person
@@ -50,6 +51,8 @@ JOBS: tuple[Job, ...] = (
     Job("deadline-digest", "0 7 * * 1-5", "each handler's cases nearing or past a deadline (working days)"),
     Job("estimate-reminders", "0 8 * * 1-5", "remind controllers of estimates due within 3 days or late"),
     Job("tidy-drafts", "0 2 * * *", "remind owners of idle drafts after 30 days, delete them after 60"),
+    Job("delete-ended", "0 3 * * *", "delete what is held for ended permits after their retention, and "
+                                     "quarantines after theirs (proof in the audit chain)"),
 )
 TIMEZONE = "Europe/Helsinki"
 
@@ -124,5 +127,15 @@ def tidy_drafts_flow() -> dict:
     return result
 
 
+@flow(name="toisio-delete-ended", flow_run_name="delete ended permits' data", persist_result=False)
+def delete_ended_flow() -> dict:
+    from flows.retention import delete_ended
+
+    done = delete_ended(service(), today=_today(), by=SYSTEM)
+    get_run_logger().info("deleted: %s", {p: [h.kind for h in items] for p, items in done.items()} or "nothing")
+    return {p: [h.path for h in items] for p, items in done.items()}
+
+
 FLOWS = {"notify": notify_flow, "expire-permits": expire_flow, "deadline-digest": digest_flow,
-         "estimate-reminders": estimate_reminders_flow, "tidy-drafts": tidy_drafts_flow}
+         "estimate-reminders": estimate_reminders_flow, "tidy-drafts": tidy_drafts_flow,
+         "delete-ended": delete_ended_flow}

@@ -686,10 +686,10 @@ def permit_access(svc: Service, permit_id: str, *, today: date | None = None) ->
                             row.applicant_id)
     if row.valid_until is not None and today > row.valid_until:
         return PermitAccess(permit_id, state, False, f"permit ended on {row.valid_until}", users,
-                            row.valid_until, scope)
+                            row.valid_until, scope, row.applicant_id)
     if row.valid_from is not None and today < row.valid_from:
         return PermitAccess(permit_id, state, False, f"permit starts on {row.valid_from}", users,
-                            row.valid_until, scope)
+                            row.valid_until, scope, row.applicant_id)
     return PermitAccess(permit_id, state, True, "in force", users, row.valid_until, scope, row.applicant_id)
 
 

@@ -64,6 +64,7 @@ _ACTIONS = {
     "output": (*_OUTPUT_EVENTS, "created", "file_added", "group_described", "commented", "voted", "viewed", "file_read",
                "downloaded"),
     "dp": ("budget_set", "query_charged"),
+    "data": ("deleted",),
     "audit": ("searched",),
 }
 AuditAction = StrEnum("AuditAction", {f"{area}_{a}".upper(): f"{area}.{a}"

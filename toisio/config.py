@@ -49,6 +49,8 @@ class Settings:
     oidc_require_mfa: bool = True  # refuse a sign-in whose provider reports no multi-factor authentication
     oidc_redirect_base: str = ""  # the API's public URL for the callback; default: as the request came in
     public_url: str = ""  # the portal's public address; https://... makes its cookies Secure
+    retention_days_after_end: int = 0  # delivered data is deleted this many days after a permit ends
+    quarantine_retention_days: int = 30  # quarantined rows (they hold raw identity codes) are kept this long
     smtp_host: str = ""  # the SMTP server notifications are e-mailed through; empty: the portal's inbox only
     smtp_port: int = 25
     smtp_from: str = "toisio@localhost"

@@ -37,7 +37,7 @@ from permits.permissions import PermissionDenied, Role
 from permits.service import permit_access
 from secure_env.airlock import rules
 from secure_env.airlock.disclosure import Table, check_differencing, check_table
-from secure_env.airlock.lifecycle import RequestEvent, RequestState, next_request_state
+from secure_env.airlock.lifecycle import TRANSITIONS, RequestEvent, RequestState, next_request_state
 from secure_env.airlock.models import (
     OutputCommentRow,
     OutputFileRow,
@@ -629,7 +629,11 @@ def read_file(svc: Service, actor: Actor, request_id: str, name: str) -> bytes:
         f = next((f for f in _files(conn, request_id) if f.name == name), None)
         if f is None:
             raise AirlockError(f"{request_id} has no file {name!r}", "not_found")
-        data = (_store(svc) / request_id / f.name).read_bytes()
+        path = _store(svc) / request_id / f.name
+        if not path.exists():
+            raise AirlockError(f"{f.name} was deleted when its permit ended (see the audit log's data.deleted)",
+                               "deleted")
+        data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != f.sha256:
             raise AirlockError(f"{f.name} changed after it was submitted (checksum mismatch)", "tampered")
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.file_read",
@@ -706,3 +710,42 @@ def checker_queue(svc: Service, actor: Actor) -> list[dict]:
             out.append({"request_id": r.request_id, "permit_id": r.permit_id, "state": r.state,
                         "waiting_since": r.updated_at})
     return out
+
+
+def held(svc: Service, permit_id: str) -> list:
+    """The airlock's copies of the permit's requests that were not released (released files are the results,
+    kept in the release store), as :class:`toisio.retention.Held`."""
+    from toisio.retention import Held, size_of
+
+    with svc.engine.connect() as conn:
+        rows = list(conn.execute(select(OutputRequestRow).where(OutputRequestRow.permit_id == permit_id,
+                                                                OutputRequestRow.state != RequestState.RELEASED.value)
+                                 .order_by(OutputRequestRow.created_at)))
+    out = []
+    for r in rows:
+        path = _store(svc) / r.request_id
+        if path.exists():
+            files, size = size_of(path)
+            out.append(Held("airlock", "unreleased_output", str(path), files, size, r.request_id, None,
+                            r.updated_at))
+    return out
+
+
+def discard_unreleased(svc: Service, actor: Actor, permit_id: str, *, reason: str) -> list:
+    """At a permit's end: withdraw its open requests and delete every unreleased copy, each deletion with its
+    proof in the audit chain (the service or an operator)."""
+    from toisio.retention import record_deletion, remove
+
+    if not actor.roles & {Role.SYSTEM, Role.OPERATOR}:
+        raise PermissionDenied(f"{actor.user_id} may not discard a permit's outputs: only the service or an "
+                               f"operator may", action="output.discard")
+    done = []
+    for h in held(svc, permit_id):
+        with svc.engine.begin() as conn:
+            row = _row(conn, h.ref)
+            if (RequestState(row.state), RequestEvent.WITHDRAW) in TRANSITIONS:
+                _move(conn, svc, row, RequestEvent.WITHDRAW, actor.user_id, payload={"reason": reason})
+            remove(Path(h.path))
+            record_deletion(conn, svc.audit_key, actor=actor.user_id, permit_id=permit_id, held=h, reason=reason)
+        done.append(h)
+    return done

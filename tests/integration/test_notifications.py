@@ -184,3 +184,20 @@ def test_the_inbox_and_the_channel_through_the_api_and_the_portal(tmp_path):
         assert f"Hakemus {case} lähetettiin uudelleen" in page
         r = web.post("/notifications/channel", data={"channel": "inbox", "csrf_token": csrf_of(page)})
         assert r.status_code == 303 and notify.channel_of(svc, who(svc, "nina")) == "inbox"
+
+
+def test_an_internal_remark_tells_nobody_outside_the_authority(tmp_path, smtp):
+    sink, port = smtp
+    svc = make_service(tmp_path / "home", smtp_host="127.0.0.1", smtp_port=port)
+    staff = make_staff(svc)
+    case = make_case(svc, staff, state="submitted").case_id
+    run_notifier(svc)
+    sink.mails.clear()
+    act(svc, staff["hanna"], case, "remark", text="the plan looks thin; ask THL", public=False)
+    act(svc, staff["hanna"], case, "remark", text="please add a timetable", public=True)
+    act(svc, staff["alice"], case, "remark", text="timetable added", public=True)
+    run_notifier(svc)
+    to_alice = [m.get_content() for m in _to(sink, "alice@uni.example")]
+    assert len(to_alice) == 1 and "please add a timetable" in to_alice[0]
+    assert not any("looks thin" in m.get_content() for m in sink.mails)
+    assert any("timetable added" in m.get_content() for m in _to(sink, "hanna@authority.example"))

@@ -17,6 +17,7 @@ import logging
 import sys
 import uuid
 from contextlib import asynccontextmanager
+from datetime import date
 from typing import Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -28,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from catalogue.api import catalogue_router
 from flows.data_request import produce_statistics
+from flows.retention import retention
 from permits.api import permits_router
 from permits.report import indicators
 from secure_env.airlock.api import OutputSummary, airlock_router
@@ -248,6 +250,35 @@ class ChannelBody(BaseModel):
     channel: Literal["email", "inbox"] = Field(description="email: by e-mail and in the inbox; inbox: the inbox only")
 
 
+class HeldOut(BaseModel):
+    stage: str
+    kind: str
+    path: str
+    files: int
+    bytes: int
+    ref: str
+    manifest_sha256: str | None
+    since: str
+
+
+class RetentionOut(BaseModel):
+    permit_id: str
+    state: str
+    ended_on: date | None
+    delete_after: date | None = Field(description="from when it is deleted (none while the permit is in force)")
+    held: list[HeldOut]
+
+
+def _retention_routes(app: FastAPI, svc: Service, actor) -> None:
+    @app.get("/api/v1/permits/{permit_id}/retention", tags=["data lifecycle"])
+    def permit_retention(permit_id: str, a: Actor = Depends(actor)) -> RetentionOut:
+        """What each stage holds for the permit (workspace, deliveries, quarantines, unreleased outputs) and from
+        when it is deleted (handlers, auditors)."""
+        r = retention(svc, a, permit_id)
+        return RetentionOut(permit_id=r.permit_id, state=r.state, ended_on=r.ended_on, delete_after=r.delete_after,
+                            held=[HeldOut(**h.__dict__) for h in r.held])
+
+
 def _notification_routes(app: FastAPI, svc: Service, actor) -> None:
     @app.get("/api/v1/notifications", tags=["notifications"])
     def inbox(limit: int = Query(50, ge=1, le=500), a: Actor = Depends(actor)) -> list[NotificationOut]:
@@ -392,6 +423,7 @@ def create_app(svc: Service) -> FastAPI:
     _audit_routes(app, svc, actor)
     _statistics_routes(app, svc, actor)
     _notification_routes(app, svc, actor)
+    _retention_routes(app, svc, actor)
     app.include_router(catalogue_router())
     app.include_router(permits_router(svc, actor))
     app.include_router(workspace_router(svc, actor))

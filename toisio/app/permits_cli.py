@@ -175,6 +175,39 @@ def expire_cmd(on: str | None = typer.Option(None, help="run as of this date (YY
     console.print(f"expired: {', '.join(done) or 'none'}")
 
 
+@permits_app.command("retention")
+def retention_cmd(permit: str, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """What is held for a permit (workspace, deliveries, quarantines, unreleased outputs) and from when it is
+    deleted (handlers, auditors)."""
+    api = _api()
+    r = _run(lambda: api.get(f"/permits/{permit}/retention"))
+    if as_json:
+        return print_json(r)
+    console.print(styled((permit, "bold"), f" {r['state']}; ended {r['ended_on'] or '-'}; deleted from "
+                                          f"{r['delete_after'] or '- (in force)'}"))
+    t = Table()
+    for c in ("stage", "kind", "path", "files", "bytes", "since"):
+        t.add_column(c)
+    for h in r["held"]:
+        t.add_row(h["stage"], h["kind"], h["path"], str(h["files"]), f"{h['bytes']:,}", (h["since"] or "")[:10])
+    console.print(t)
+
+
+@permits_app.command("delete-ended")
+def delete_ended_cmd(on: str | None = typer.Option(None, help="run as of this date (YYYY-MM-DD)")) -> None:
+    """Operator: delete what is held for permits whose retention ran out, and quarantines past theirs (scheduled
+    job); each deletion is recorded in the audit chain."""
+    from flows.retention import delete_ended
+    from toisio.identity import operator
+
+    done = _run(lambda: delete_ended(_svc(), today=date.fromisoformat(on) if on else None,
+                                     by=operator(scheduled_job=True)))
+    for permit, items in done.items():
+        console.print(f"{permit}: deleted " + ", ".join(f"{h.kind} {h.path} ({h.bytes:,} bytes)" for h in items))
+    if not done:
+        console.print("nothing to delete")
+
+
 @permits_app.command("tidy-drafts")
 def tidy_cmd(remind_after: int = typer.Option(30), delete_after: int = typer.Option(60)) -> None:
     """Operator: remind owners of idle drafts, then delete them (scheduled job; deletions are audited)."""
