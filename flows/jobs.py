@@ -4,6 +4,7 @@ the worker schedules (:mod:`flows.worker`).
 =====================  =========================  ==========================================================
 deployment             schedule (Europe/Helsinki)  what it does
 =====================  =========================  ==========================================================
+``advance``            every minute               approved permits: extraction, delivery, workspace, activation
 ``notify``             every minute               queue the messages of new audit entries; send e-mails
 ``expire-permits``     daily 00:10                 expire permits past their end date (their workspaces stop)
 ``deadline-digest``    working days 07:00          each handler's cases nearing or past a deadline
@@ -46,6 +47,8 @@ class Job:
 
 
 JOBS: tuple[Job, ...] = (
+    Job("advance", "* * * * *", "take approved permits further: extraction, delivery, workspace or statistics, "
+                                "activation (one flow run per permit)"),
     Job("notify", "* * * * *", "queue the messages of new audit entries; send e-mails"),
     Job("expire-permits", "10 0 * * *", "expire permits past their end date (their workspaces stop)"),
     Job("deadline-digest", "0 7 * * 1-5", "each handler's cases nearing or past a deadline (working days)"),
@@ -87,6 +90,36 @@ def _today() -> date:
     from zoneinfo import ZoneInfo
 
     return datetime.now(ZoneInfo(TIMEZONE)).date()
+
+
+@flow(name="toisio-deliver-permit", flow_run_name="deliver {permit_id}", persist_result=False)
+def deliver_flow(permit_id: str) -> dict:
+    """One permit from its decision to in force (:func:`flows.delivery.deliver`); after a failure the next
+    ``advance`` run tries again from the database's state."""
+    from flows.delivery import deliver
+
+    report = deliver(service(), permit_id)
+    for step in report.steps:
+        get_run_logger().info("%s: %s", permit_id, step)
+    return {"permit_id": permit_id, "steps": report.steps, "state": report.state}
+
+
+@flow(name="toisio-advance", flow_run_name="advance", persist_result=False)
+def advance_flow() -> list[dict]:
+    """Every permit waiting for the service, each in its own flow run tagged with its id."""
+    from prefect import tags
+
+    from flows.delivery import waiting_for_service
+
+    out = []
+    for permit_id in waiting_for_service(service()):
+        with tags(f"case:{permit_id}", "delivery"):
+            try:
+                out.append(deliver_flow(permit_id))
+            except Exception as exc:  # one permit's failure must not stop the others; its run shows it
+                get_run_logger().error("%s: %s", permit_id, exc)
+                out.append({"permit_id": permit_id, "error": str(exc)})
+    return out
 
 
 @flow(name="toisio-notify", flow_run_name="notify", persist_result=False)
@@ -136,6 +169,6 @@ def delete_ended_flow() -> dict:
     return {p: [h.path for h in items] for p, items in done.items()}
 
 
-FLOWS = {"notify": notify_flow, "expire-permits": expire_flow, "deadline-digest": digest_flow,
+FLOWS = {"advance": advance_flow, "notify": notify_flow, "expire-permits": expire_flow, "deadline-digest": digest_flow,
          "estimate-reminders": estimate_reminders_flow, "tidy-drafts": tidy_drafts_flow,
          "delete-ended": delete_ended_flow}

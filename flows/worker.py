@@ -73,8 +73,9 @@ def deployments():
 
     from flows.jobs import FLOWS, JOBS, TIMEZONE
 
+    # one run of each job at a time: a slow run (an extraction) is never overtaken by the next minute's
     return [FLOWS[j.name].to_deployment(name=j.name, schedules=[Cron(j.cron, timezone=TIMEZONE)],
-                                        description=j.doing, tags=["toisio", "scheduled"])
+                                        description=j.doing, tags=["toisio", "scheduled"], concurrency_limit=1)
             for j in JOBS]
 
 

@@ -49,6 +49,7 @@ class Settings:
     oidc_require_mfa: bool = True  # refuse a sign-in whose provider reports no multi-factor authentication
     oidc_redirect_base: str = ""  # the API's public URL for the callback; default: as the request came in
     public_url: str = ""  # the portal's public address; https://... makes its cookies Secure
+    extracts_dir: Path | None = None  # the controllers' registry extracts; default: <home>/extracts
     retention_days_after_end: int = 0  # delivered data is deleted this many days after a permit ends
     quarantine_retention_days: int = 30  # quarantined rows (they hold raw identity codes) are kept this long
     smtp_host: str = ""  # the SMTP server notifications are e-mailed through; empty: the portal's inbox only
@@ -67,6 +68,14 @@ class Settings:
         return self.key_dir or (self.home / "keys")
 
     @property
+    def extracts(self) -> Path:
+        return self.extracts_dir or (self.home / "extracts")
+
+    @property
+    def deliveries_dir(self) -> Path:
+        return self.home / "deliveries"
+
+    @property
     def quarantine_dir(self) -> Path:
         return self.home / "quarantine"
 
@@ -81,7 +90,7 @@ def load_settings(**overrides: object) -> Settings:
         env = os.environ.get(_ENV_PREFIX + f.name.upper())
         if env is None or env == "":
             continue
-        if f.name in ("home", "key_dir"):
+        if f.name in ("home", "key_dir", "extracts_dir"):
             values[f.name] = Path(env).expanduser()
         elif f.type in ("int", int):
             values[f.name] = int(env)

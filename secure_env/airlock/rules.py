@@ -28,7 +28,7 @@ OUTPUTS = Table("output", {
     "withdraw": rule("withdraw this request", {REQUESTER}),
     "view": rule("see this request", {REQUESTER, HOLDER, Role.OUTPUT_CHECKER, Role.AUDITOR}),
     "list": rule("list this permit's output requests (each still shown only to those who may see it)",
-                 {NAMED, HOLDER, Role.HANDLER, Role.OUTPUT_CHECKER, Role.AUDITOR}),
+                 {NAMED, HOLDER, Role.HANDLER, Role.OUTPUT_CHECKER, Role.AUDITOR, Role.SYSTEM}),
     "review": rule("review this request's outputs", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
     "release": rule("release this request's outputs", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
     "download": rule("download this request's released files", {NAMED, HOLDER}),

@@ -43,7 +43,7 @@ EXPECTED = {
         "submit": ({"requester"}, set()),
         "withdraw": ({"requester"}, set()),
         "view": ({"requester", "holder", R.OUTPUT_CHECKER, R.AUDITOR}, set()),
-        "list": ({"named", "holder", R.HANDLER, R.OUTPUT_CHECKER, R.AUDITOR}, set()),
+        "list": ({"named", "holder", R.HANDLER, R.OUTPUT_CHECKER, R.AUDITOR, R.SYSTEM}, set()),
         "review": ({R.OUTPUT_CHECKER}, {"requester", "named"}),
         "release": ({R.OUTPUT_CHECKER}, {"requester", "named"}),
         "download": ({"named", "holder"}, set()),

@@ -1,0 +1,61 @@
+"""From a decision to a permit in force, by the service: extraction, delivery recorded, workspace (data permit)
+or statistics (data request), activation; a run killed in between continues without doing a step twice."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from flows.delivery import deliver, delivery_dir, waiting_for_service
+from permits.application import Kind
+from permits.lifecycle import State
+from permits.service import act, frozen_scope, permit_access
+from pseudonymise.pipeline import run_extraction
+from pseudonymise.runs import LinkageRun
+from secure_env.airlock import outputs as A
+from secure_env.workspace import provision
+from tests.factories import make_case, make_service, make_staff
+from toisio.identity import SYSTEM
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _runs(svc, permit):
+    with svc.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(LinkageRun).where(LinkageRun.permit_id == permit)).scalar()
+
+
+def test_an_approved_permit_is_taken_to_in_force_and_a_crash_does_nothing_twice(spark, extracts, tmp_path):
+    svc = make_service(tmp_path / "home", extracts_dir=extracts)
+    staff = make_staff(svc)
+    permit = make_case(svc, staff, state="approved").case_id
+    assert waiting_for_service(svc) == [permit]
+    report = deliver(svc, permit, spark=spark)
+    assert report.state == "active" and _runs(svc, permit) == 1
+    assert [s.split(" ")[0] for s in report.steps] == ["extracted", "workspace", "activated"]
+    assert (provision.paths(svc, permit).data / "manifest.json").exists()
+    assert waiting_for_service(svc) == []
+    assert deliver(svc, permit, spark=spark).steps == []  # nothing left to do, nothing done twice
+
+    # killed after the pipeline delivered but before the delivery was recorded on the permit
+    second = make_case(svc, staff, state="approved").case_id
+    act(svc, SYSTEM, second, "start_extraction")
+    out = delivery_dir(svc, second, Kind.DATA_PERMIT)
+    run_extraction(frozen_scope(svc, second), extracts, out, svc, actor="system", spark=spark)
+    report = deliver(svc, second, spark=spark)
+    assert _runs(svc, second) == 1  # the finished run's delivery was recorded, not extracted again
+    assert report.steps[0].startswith("delivery of run") and report.state == "active"
+
+
+def test_a_data_request_gets_its_statistics_instead_of_a_workspace(spark, extracts, tmp_path):
+    svc = make_service(tmp_path / "home", extracts_dir=extracts)
+    staff = make_staff(svc)
+    permit = make_case(svc, staff, state="approved", kind="data_request", processors=[],
+                       pseudonymised_data_justification="",
+                       tabulation_plan=[{"registry": "population", "rows": ["sex"], "statistic": "count"}]).case_id
+    report = deliver(svc, permit, spark=spark)
+    assert permit_access(svc, permit).state is State.ACTIVE
+    assert not provision.paths(svc, permit).base.exists()
+    [request] = A.requests_for_permit(svc, SYSTEM, permit)
+    assert request["state"] == "submitted" and request["files"] == ["table-1.csv"]
+    assert any("statistics produced" in s for s in report.steps)
