@@ -1,6 +1,7 @@
 """`make bench`: run the benchmarks and write one JSON file per benchmark under bench/results/.
 
-Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline, workspace, portal; default all), BENCH_SIZES
+Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline, workspace, portal, delivery; default all),
+BENCH_SIZES
 (comma-separated persons for the pipeline, default "200000,1000000"), BENCH_PANDAS_MAX (largest
 size the pandas reference runs at, default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
 """
@@ -15,7 +16,15 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import acro_compare, airlock_bench, permits_bench, pipeline_bench, portal_bench, workspace_bench
+from bench import (
+    acro_compare,
+    airlock_bench,
+    delivery_bench,
+    permits_bench,
+    pipeline_bench,
+    portal_bench,
+    workspace_bench,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -41,7 +50,7 @@ def _airlock(tmp: Path) -> dict:
 
 
 BENCHMARKS = {"airlock": _airlock, "permits": permits_bench.run, "pipeline": _pipeline,
-              "workspace": workspace_bench.run, "portal": portal_bench.run}
+              "workspace": workspace_bench.run, "portal": portal_bench.run, "delivery": delivery_bench.run}
 
 
 def main() -> None:

@@ -10,6 +10,9 @@ export TOISIO_HOME=${TOISIO_HOME:-$HOME/.local/share/toisio-demo}
 rm -rf "$TOISIO_HOME" "$DEMO_DIR"     # the demo starts from nothing each time
 mkdir -p "$DEMO_DIR" && chmod 700 "$DEMO_DIR"
 CASE="TOISIO-$(date -u +%Y)-1"
+export TOISIO_EXTRACTS_DIR="$PWD/$DEMO_DIR/extracts"   # where the worker finds the controllers' extracts
+PREFECT_PORT=${DEMO_PREFECT_PORT:-4200}
+PREFECT_URL="http://127.0.0.1:$PREFECT_PORT"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 DEMO_PASSWORD=${DEMO_PASSWORD:-toisio-demo-password}
 USERS_FILE="$DEMO_DIR/demo-users.txt"
@@ -65,6 +68,10 @@ for _ in range(150):
 sys.exit(1)
 PY
 echo "the web portal and the REST API run at $PORTAL (log: $DEMO_DIR/serve.log)"
+$T worker --port "$PREFECT_PORT" > "$DEMO_DIR/worker.log" 2>&1 &
+WORKER_PID=$!
+trap 'kill $WORKER_PID $SERVE_PID 2>/dev/null || true' EXIT
+echo "the worker serves the recurring jobs from an embedded Prefect server: its UI is at $PREFECT_URL/ (log: $DEMO_DIR/worker.log)"
 echo "each signed in with password + one-time code; their tokens are in $DEMO_DIR/config/<user>/toisio/token (mode 600)"
 
 say "3. Alice stores her research plan and submits a data permit application prepared offline"
@@ -85,14 +92,44 @@ run_as alice permits accept "$CASE"
 run_as hanna permits present "$CASE"
 run_as dora permits approve "$CASE" --set valid_until=2029-12-31
 
-say "6. Extraction with the frozen scope, as a Prefect flow"
-run_as hanna extract --flow --permit "$CASE" --in "$DEMO_DIR/extracts" --out "$DEMO_DIR/delivery/$CASE"
-run_as hanna permits activate "$CASE"
+say "6. The service takes it from here: the worker extracts the frozen scope, makes the workspace and opens it"
+.venv/bin/python - "$PREFECT_URL" "$CASE" <<'PY' || { echo "the worker did not deliver; see $DEMO_DIR/worker.log"; exit 1; }
+import os, subprocess, sys, time
+import httpx
+url, case = sys.argv[1], sys.argv[2]
+env = {**os.environ, "PREFECT_API_URL": url + "/api"}
+for _ in range(360):  # the worker's Prefect server starts, then its deployments are served
+    try:
+        r = httpx.post(url + "/api/deployments/filter", json={}, timeout=5)
+        if any(d["name"] == "advance" for d in r.json()):
+            break
+    except (httpx.HTTPError, ValueError):
+        pass
+    time.sleep(0.5)
+else:
+    sys.exit(1)
+# the advance job runs every minute; start it now rather than wait for the next minute
+subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "toisio-advance/advance"], env=env,
+               check=True, capture_output=True)
+from toisio.service import service
+from permits.service import permit_access
+start = time.monotonic()
+while time.monotonic() - start < 600:
+    state = permit_access(service(), case).state.value
+    if state == "active":
+        print(f"{case} is active {time.monotonic() - start:.0f} s after the run started: extracted, delivered, "
+              f"its workspace made, opened")
+        sys.exit(0)
+    time.sleep(2)
+sys.exit(1)
+PY
+echo "see the runs 'advance' and 'deliver $CASE' (tagged case:$CASE) in Prefect's UI: $PREFECT_URL/runs"
 
-say "7. The permit's workspace: its own JupyterLab on 127.0.0.1, one token per named analyst"
-run_as hanna workspace create --permit "$CASE" --tokens-out "$DEMO_DIR/tokens.json"
+say "7. The permit's workspace: its own JupyterLab on 127.0.0.1; bob gets his own login token"
+BOB_TOKEN=$(run_as bob workspace token --permit "$CASE" --analyst bob | sed -n 's/^bob: //p')
+printf '{"bob": "%s"}\n' "$BOB_TOKEN" > "$DEMO_DIR/tokens.json" && chmod 600 "$DEMO_DIR/tokens.json"
 run_as hanna workspace start --permit "$CASE"
-trap 'run_as hanna workspace stop --permit "$CASE" --reason "demo finished" >/dev/null 2>&1 || true; kill $SERVE_PID 2>/dev/null || true' EXIT
+trap 'run_as hanna workspace stop --permit "$CASE" --reason "demo finished" >/dev/null 2>&1 || true; kill $WORKER_PID $SERVE_PID 2>/dev/null || true' EXIT
 URL=$(run_as hanna workspace status --permit "$CASE" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')
 echo "bob would now open ${URL}lab in his browser and log in with his token"
 
@@ -129,8 +166,8 @@ run_as hanna workspace stop --permit "$CASE" --reason "analysis done"
 run_as hanna permits show "$CASE"
 $T audit verify
 
-kill $SERVE_PID 2>/dev/null || true
-wait $SERVE_PID 2>/dev/null || true
+kill $SERVE_PID $WORKER_PID 2>/dev/null || true
+wait $SERVE_PID $WORKER_PID 2>/dev/null || true
 
 say "Now click through it yourself"
 echo "Start the portal (it stopped with the demo):"
@@ -143,6 +180,7 @@ echo "                   to an authenticator app)"
 echo "The language menu switches between suomi, svenska and English; the API's documentation is $PORTAL/docs."
 echo "JupyterLab: start the permit's workspace from bob's Workspaces page and open his login link there."
 echo "Command line as a user: TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio login --user hanna; then e.g. toisio permits queue"
-echo "The recurring jobs (notifications every minute, permit expiry, the handlers' deadline digest, estimate"
-echo "reminders, draft tidying) on their schedules, with Prefect's UI at http://127.0.0.1:4200/ :"
-echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio worker"
+echo "The worker (it stopped with the demo): approved permits taken to in force, notifications every minute,"
+echo "permit expiry, the handlers' deadline digest, estimate reminders, draft tidying and data deletion on their"
+echo "schedules; Prefect's UI, with the demo's runs, at $PREFECT_URL/ :"
+echo "  TOISIO_HOME=$TOISIO_HOME TOISIO_EXTRACTS_DIR=$TOISIO_EXTRACTS_DIR .venv/bin/toisio worker --port $PREFECT_PORT"
