@@ -61,6 +61,12 @@ def test_the_worker_serves_every_job_on_its_schedule_and_runs_them(tmp_path):
             assert schedule["schedule"]["cron"] == job.cron and schedule["schedule"]["timezone"] == TIMEZONE
             assert schedule["active"] and "toisio" in by_name[job.name]["tags"]
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # the UI
+        # the server's scheduler plans the runs of every minute's jobs (it failed on SQLAlchemy 2.1, silently)
+        planned = _wait(lambda: httpx.post(f"{api}/flow_runs/filter", timeout=5, json={
+            "deployments": {"id": {"any_": [by_name["notify"]["id"]]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED"]}}}}).json(),
+            90, "the notify job's runs scheduled")
+        assert planned
 
         # started as Prefect's own client does (it also fetches the server's CSRF token), in its own process
         started = subprocess.run(
