@@ -41,6 +41,7 @@ from toisio.app.auditing import verify_all
 from toisio.audit_access import search
 from toisio.errors import ToisioError, Unauthenticated, Unavailable
 from toisio.identity import Actor
+from toisio.retention import Held
 from toisio.service import Service
 from toisio.web import LimitsMiddleware
 
@@ -234,31 +235,8 @@ def _audit_routes(app: FastAPI, svc: Service, actor) -> None:
         return [IndicatorOut(**i.__dict__) for i in indicators(svc, a)]
 
 
-class NotificationOut(BaseModel):
-    id: int
-    topic: str
-    subject: str
-    title: str
-    body: str
-    link: str
-    created_at: str
-    read: bool
-    email_status: str
-
-
 class ChannelBody(BaseModel):
     channel: Literal["email", "inbox"] = Field(description="email: by e-mail and in the inbox; inbox: the inbox only")
-
-
-class HeldOut(BaseModel):
-    stage: str
-    kind: str
-    path: str
-    files: int
-    bytes: int
-    ref: str
-    manifest_sha256: str | None
-    since: str
 
 
 class RetentionOut(BaseModel):
@@ -266,7 +244,7 @@ class RetentionOut(BaseModel):
     state: str
     ended_on: date | None
     delete_after: date | None = Field(description="from when it is deleted (none while the permit is in force)")
-    held: list[HeldOut]
+    held: list[Held]
 
 
 def _retention_routes(app: FastAPI, svc: Service, actor) -> None:
@@ -276,14 +254,14 @@ def _retention_routes(app: FastAPI, svc: Service, actor) -> None:
         when it is deleted (handlers, auditors)."""
         r = retention(svc, a, permit_id)
         return RetentionOut(permit_id=r.permit_id, state=r.state, ended_on=r.ended_on, delete_after=r.delete_after,
-                            held=[HeldOut(**h.__dict__) for h in r.held])
+                            held=list(r.held))
 
 
 def _notification_routes(app: FastAPI, svc: Service, actor) -> None:
     @app.get("/api/v1/notifications", tags=["notifications"])
-    def inbox(limit: int = Query(50, ge=1, le=500), a: Actor = Depends(actor)) -> list[NotificationOut]:
+    def inbox(limit: int = Query(50, ge=1, le=500), a: Actor = Depends(actor)) -> list[notify.Notification]:
         """Your messages, newest first, in your language (the notifier job queues them from the audit chain)."""
-        return [NotificationOut(**n.__dict__) for n in notify.inbox(svc, a, limit=limit)]
+        return notify.inbox(svc, a, limit=limit)
 
     @app.post("/api/v1/notifications/read", tags=["notifications"])
     def read_all(a: Actor = Depends(actor)) -> dict[str, int]:
