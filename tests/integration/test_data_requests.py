@@ -8,7 +8,6 @@ import pytest
 from flows.data_request import aggregate_dir, produce_statistics
 from permits.permissions import PermissionDenied
 from permits.service import act, frozen_scope
-from pseudonymise.pipeline import run_extraction
 from secure_env.airlock import outputs as A
 from tests.factories import make_form, make_staff
 
@@ -36,12 +35,20 @@ def test_data_request_statistics_released_after_two_reviews(spark, extracts, tmp
     act(svc, s["dora"], case, "approve", valid_until=date(2029, 1, 1))
     scope = frozen_scope(svc, case)
     assert scope.delivery == "aggregate"
-    run_extraction(scope, extracts, aggregate_dir(svc, case), svc, spark=spark)
     with pytest.raises(PermissionDenied, match="only a handler"):
         produce_statistics(svc, s["alice"], case)
-    rid = produce_statistics(svc, s["hanna"], case)
+    # the service takes it from the decision: extraction to its own area, the statistics, activation
+    from flows.delivery import deliver
+    from secure_env.workspace import provision
+    from toisio.identity import SYSTEM
+
+    report = deliver(svc, case, in_dir=extracts, spark=spark)
+    assert report.state == "active" and any("statistics produced" in step for step in report.steps)
+    assert (aggregate_dir(svc, case) / "manifest.json").exists() and not provision.paths(svc, case).base.exists()
+    [request] = A.requests_for_permit(svc, SYSTEM, case)
+    rid = request["request_id"]
     seen = A.view(svc, s["oscar"], rid)
-    assert seen["requester"] == "hanna" and len(seen["files"]) == 2
+    assert seen["requester"] == "system" and len(seen["files"]) == 2
     for checker in (s["oscar"], olga):
         for f in seen["files"]:
             A.vote(svc, checker, rid, f["name"], "approve")
@@ -57,7 +64,17 @@ DATA_REQUEST = dict(kind="data_request", processors=[], pseudonymised_data_justi
                     tabulation_plan=[{"registry": "population", "rows": ["sex"], "statistic": "count"}])
 
 
-def test_statistics_through_the_api_and_the_portal(spark, extracts, tmp_path):
+def _small_aggregate_delivery(directory):
+    """A minimised persons table as a data request's extraction delivers it (without running Spark)."""
+    import pandas as pd
+
+    (directory / "persons").mkdir(parents=True)
+    pd.DataFrame({"pseudonym": [f"p{i}" for i in range(60)], "sex": [1, 2] * 30}).to_parquet(
+        directory / "persons" / "part-00000.parquet")
+    (directory / "manifest.json").write_text("{}")
+
+
+def test_statistics_through_the_api_and_the_portal(tmp_path):
     """A handler produces the statistics from the portal (refused before the delivery, with a clear error), the
     API lists them for the applicant, checkers review, and the applicant downloads the released table."""
     import contextlib
@@ -92,7 +109,7 @@ def test_statistics_through_the_api_and_the_portal(spark, extracts, tmp_path):
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         r = web.post(f"/cases/{case}/statistics", data={"csrf_token": token})
         assert r.status_code == 409 and "not_delivered" in r.text and "run its extraction first" in r.text
-        run_extraction(frozen_scope(svc, case), extracts, aggregate_dir(svc, case), svc, spark=spark)
+        _small_aggregate_delivery(aggregate_dir(svc, case))  # what the extraction leaves in the service's area
         r = web.post(f"/cases/{case}/statistics", data={"csrf_token": token})
         assert r.status_code == 303
         rid = r.headers["location"].rsplit("/", 1)[1]

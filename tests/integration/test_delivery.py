@@ -1,5 +1,6 @@
-"""From a decision to a permit in force, by the service: extraction, delivery recorded, workspace (data permit)
-or statistics (data request), activation; a run killed in between continues without doing a step twice."""
+"""From a decision to a permit in force, by the service: extraction, delivery recorded, workspace, activation; a
+run killed in between continues without doing a step twice.  (A data request's way, statistics instead of a
+workspace, is in test_data_requests.py.)"""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from sqlalchemy import func, select
 
 from flows.delivery import deliver, delivery_dir, waiting_for_service
 from permits.application import Kind
-from permits.lifecycle import State
-from permits.service import act, frozen_scope, permit_access
+from permits.service import act, frozen_scope
 from pseudonymise.pipeline import run_extraction
 from pseudonymise.runs import LinkageRun
-from secure_env.airlock import outputs as A
 from secure_env.workspace import provision
 from tests.factories import make_case, make_service, make_staff
 from toisio.identity import SYSTEM
@@ -46,16 +45,3 @@ def test_an_approved_permit_is_taken_to_in_force_and_a_crash_does_nothing_twice(
     assert _runs(svc, second) == 1  # the finished run's delivery was recorded, not extracted again
     assert report.steps[0].startswith("delivery of run") and report.state == "active"
 
-
-def test_a_data_request_gets_its_statistics_instead_of_a_workspace(spark, extracts, tmp_path):
-    svc = make_service(tmp_path / "home", extracts_dir=extracts)
-    staff = make_staff(svc)
-    permit = make_case(svc, staff, state="approved", kind="data_request", processors=[],
-                       pseudonymised_data_justification="",
-                       tabulation_plan=[{"registry": "population", "rows": ["sex"], "statistic": "count"}]).case_id
-    report = deliver(svc, permit, spark=spark)
-    assert permit_access(svc, permit).state is State.ACTIVE
-    assert not provision.paths(svc, permit).base.exists()
-    [request] = A.requests_for_permit(svc, SYSTEM, permit)
-    assert request["state"] == "submitted" and request["files"] == ["table-1.csv"]
-    assert any("statistics produced" in s for s in report.steps)
