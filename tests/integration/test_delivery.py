@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from flows.delivery import deliver, delivery_dir, waiting_for_service
 from permits.application import Kind
-from permits.service import act, frozen_scope
+from permits.lifecycle import State
+from permits.service import act, frozen_scope, permit_access
 from pseudonymise.pipeline import run_extraction
 from pseudonymise.runs import LinkageRun
 from secure_env.workspace import provision
@@ -24,24 +25,21 @@ def _runs(svc, permit):
         return conn.execute(select(func.count()).select_from(LinkageRun).where(LinkageRun.permit_id == permit)).scalar()
 
 
-def test_an_approved_permit_is_taken_to_in_force_and_a_crash_does_nothing_twice(spark, extracts, tmp_path):
+def test_a_crashed_delivery_is_continued_to_in_force_without_a_second_extraction(spark, extracts, tmp_path):
+    """The pipeline delivered, then the process died before the delivery was recorded on the permit: the next
+    run records it (no second extraction), makes the workspace and activates; a run after that does nothing.
+    (The extraction branch itself runs in test_data_requests.py and test_flow.py.)"""
     svc = make_service(tmp_path / "home", extracts_dir=extracts)
     staff = make_staff(svc)
     permit = make_case(svc, staff, state="approved").case_id
     assert waiting_for_service(svc) == [permit]
+    act(svc, SYSTEM, permit, "start_extraction")
+    out = delivery_dir(svc, permit, Kind.DATA_PERMIT)
+    run_extraction(frozen_scope(svc, permit), extracts, out, svc, actor="system", spark=spark)
     report = deliver(svc, permit, spark=spark)
-    assert report.state == "active" and _runs(svc, permit) == 1
-    assert [s.split(" ")[0] for s in report.steps] == ["extracted", "workspace", "activated"]
+    assert _runs(svc, permit) == 1  # the finished run's delivery was recorded, not extracted again
+    assert [s.split(" ")[0] for s in report.steps] == ["delivery", "workspace", "activated"]
+    assert report.state == "active" and permit_access(svc, permit).state is State.ACTIVE
     assert (provision.paths(svc, permit).data / "manifest.json").exists()
     assert waiting_for_service(svc) == []
     assert deliver(svc, permit, spark=spark).steps == []  # nothing left to do, nothing done twice
-
-    # killed after the pipeline delivered but before the delivery was recorded on the permit
-    second = make_case(svc, staff, state="approved").case_id
-    act(svc, SYSTEM, second, "start_extraction")
-    out = delivery_dir(svc, second, Kind.DATA_PERMIT)
-    run_extraction(frozen_scope(svc, second), extracts, out, svc, actor="system", spark=spark)
-    report = deliver(svc, second, spark=spark)
-    assert _runs(svc, second) == 1  # the finished run's delivery was recorded, not extracted again
-    assert report.steps[0].startswith("delivery of run") and report.state == "active"
-
