@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from permits.lifecycle import State
-from permits.permissions import PermissionDenied
 from permits.service import permit_access
 from pseudonymise import retention as extracted
 from secure_env.airlock import outputs as airlock
 from secure_env.workspace import provision
 from toisio import audit
+from toisio.authz import Table, rule
 from toisio.identity import SYSTEM, Actor, Role
 from toisio.retention import Held, size_of
 from toisio.service import Service
@@ -38,10 +38,9 @@ class Retention:
     held: tuple[Held, ...]
 
 
-def _check(actor: Actor) -> None:
-    if not actor.roles & {Role.SYSTEM, Role.OPERATOR, Role.HANDLER, Role.AUDITOR}:
-        raise PermissionDenied(f"{actor.user_id} may not see what is held for a permit: only a handler, an "
-                               f"auditor, an operator or the service may", action="retention.view")
+RETENTION = Table("retention", {
+    "view": rule("see what is held for a permit", {Role.HANDLER, Role.AUDITOR, Role.OPERATOR, Role.SYSTEM}),
+}, {})
 
 
 def _ended_on(svc: Service, permit_id: str, state: State) -> date | None:
@@ -63,7 +62,7 @@ def _workspace(svc: Service, permit_id: str) -> list[Held]:
 
 def retention(svc: Service, actor: Actor, permit_id: str) -> Retention:
     """What each stage holds for the permit and when it will be deleted."""
-    _check(actor)
+    RETENTION.check_can("view", actor)
     access = permit_access(svc, permit_id)
     ended = _ended_on(svc, permit_id, access.state)
     after = ended + timedelta(days=svc.settings.retention_days_after_end) if ended else None

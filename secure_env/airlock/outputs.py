@@ -736,9 +736,7 @@ def discard_unreleased(svc: Service, actor: Actor, permit_id: str, *, reason: st
     proof in the audit chain (the service or an operator)."""
     from toisio.retention import record_deletion, remove
 
-    if not actor.roles & {Role.SYSTEM, Role.OPERATOR}:
-        raise PermissionDenied(f"{actor.user_id} may not discard a permit's outputs: only the service or an "
-                               f"operator may", action="output.discard")
+    check_can("discard", svc, actor, permit_id, None)
     done = []
     for h in held(svc, permit_id):
         with svc.engine.begin() as conn:

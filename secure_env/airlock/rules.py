@@ -32,6 +32,7 @@ OUTPUTS = Table("output", {
     "review": rule("review this request's outputs", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
     "release": rule("release this request's outputs", {Role.OUTPUT_CHECKER}, barred={REQUESTER, NAMED}),
     "download": rule("download this request's released files", {NAMED, HOLDER}),
+    "discard": rule("discard a permit's unreleased outputs at its end", {Role.OPERATOR, Role.SYSTEM}),
 }, {REQUESTER: "the request's author", NAMED: "an analyst named on the permit", HOLDER: "the permit holder"})
 
 check_can_review, can_review_ = OUTPUTS.pair("review")

@@ -6,6 +6,7 @@ from itertools import chain, combinations
 import pytest
 
 from flows import data_request as data_requests
+from flows import retention
 from permits.report import REPORT
 from secure_env.airlock import dp
 from secure_env.airlock import outputs as A
@@ -47,6 +48,10 @@ EXPECTED = {
         "review": ({R.OUTPUT_CHECKER}, {"requester", "named"}),
         "release": ({R.OUTPUT_CHECKER}, {"requester", "named"}),
         "download": ({"named", "holder"}, set()),
+        "discard": ({R.OPERATOR, R.SYSTEM}, set()),
+    }),
+    "retention": (retention.RETENTION, {
+        "view": ({R.HANDLER, R.AUDITOR, R.OPERATOR, R.SYSTEM}, set()),
     }),
     "import": (ingress.IMPORTS, {
         "request": ({"named"}, set()),
