@@ -38,6 +38,9 @@ class AddFile(_Body):
                        description="the group the file belongs to (its context and controls are the group's)")
     supporting: bool = Field(False, description="a supporting file: shown to the reviewers, never released; "
                                                 "needs only a description")
+    exception: str = Field("", max_length=MAX_TEXT,
+                           description="a request for an exception to a failed automatic check, with the reason "
+                                       "(ACRO's add_exception); without one a failing file cannot be approved")
 
 
 class GroupIn(_Body):
@@ -238,6 +241,8 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
         context = {"description": body.description, "method": body.method, "statistic": body.statistic}
         if body.index:
             context["index"] = body.index
+        if body.exception.strip():
+            context["exception"] = body.exception.strip()
         A.add_file(svc, a, request_id, path, context, group=body.group, supporting=body.supporting)
         return {"request_id": request_id, "file": path.name}
 

@@ -8,7 +8,7 @@ from secure_env.airlock.disclosure import CELL_RULES
 from secure_env.airlock.dp import DP
 from secure_env.airlock.lifecycle import TRANSITIONS
 from secure_env.airlock.profiles import DisclosureProfile, profiles
-from secure_env.airlock.rules import OUTPUTS, VISIBILITIES
+from secure_env.airlock.rules import OUTPUTS, OVERRIDE_NEEDS, VISIBILITIES
 from toisio.documents import write_generated
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "airlock.md"
@@ -30,6 +30,13 @@ def render() -> str:
            "(`secure_env.airlock.rules.file_status`): the first *n* votes decide if they agree, where *n* is the "
            "policy's number of approvals (2; `TOISIO_DP_APPROVALS_NEEDED` for differentially private files), at "
            "least the first two when two have voted; a disagreement is settled by the next vote.", "",
+           "A file whose automatic check *failed* is approved only as an exception (ACRO's `add_exception`; "
+           "`secure_env.airlock.rules.approval_refused`): the analyst asks for it with a reason when adding the "
+           "file, and every checker who approves gives their reason for overriding the check. An approval is "
+           "refused with:", "", "| code | why |", "| --- | --- |",
+           *[f"| `{k}` | {v} |" for k, v in OVERRIDE_NEEDS.items()], "",
+           "The policy in force is recorded with every decision (its audit entry) and in the release's manifest, "
+           "with the analyst's exception and each checker's override reason.", "",
            "## Groups, supporting files and comments", "",
            "Files come in groups, as in OpenSAFELY's airlock: a group has the *context* its files share (what they "
            "are for) and the *disclosure controls* applied to them. A *supporting* file (the counts behind a "
@@ -45,8 +52,12 @@ def render() -> str:
             "Each table is checked when it is added to a request, before any reviewer sees it. Each rule gives "
             "every cell pass, review or fail, with a reason. Suppression then hides the failing cells (primary) "
             "and, where needed, more cells (secondary), so that no row or column is left with a single hidden "
-            "cell that could be recomputed from the margins. Differencing compares a new table with the tables "
-            "already released for the same permit.", "",
+            "cell that could be recomputed from the margins. An empty cell in a table that leaves is a suppressed "
+            "cell (listed as such, never as missing); a row or column with a single suppressed cell goes to "
+            "review, and fails when the table shows that line's total (a margin such as `All` or `Total`). A cell "
+            "that holds text (`<5`, `*`) cannot be checked and sends the table to review. Differencing compares a "
+            "new table with the tables already released for the same permit, also when their shapes differ: "
+            "shared cells, each shared row's and column's total, and the grand total.", "",
             "| rule | applies to | what it checks |", "| --- | --- | --- |"]
     out += [f"| `{r.code}` | {', '.join(sorted(r.applies_to))} | {r.description} |" for r in CELL_RULES]
     out += ["", "## Profiles", "", "| parameter | meaning | " + " | ".join(profiles()) + " |",

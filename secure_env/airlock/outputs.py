@@ -16,7 +16,10 @@
   settles it.
 * A request is approved only when every file has two approvals from different checkers (or one
   for a differentially private output when the policy allows); an approval can be revoked until
-  release.  Release copies the files with a manifest to the release store, outside every
+  release.  A file whose automatic check failed is approved only when the analyst asked for an
+  exception with a reason and each approving checker gave their reason for overriding the check
+  (:func:`secure_env.airlock.rules.approval_refused`); the policy in force is recorded with every
+  decision and in the release's manifest.  Release copies the files with a manifest to the release store, outside every
   workspace.  Every view, vote, comment and release is in the audit log.
 """
 
@@ -30,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, func, select, update
 
@@ -73,10 +77,16 @@ class AirlockError(CodedError):
 
 @dataclass(frozen=True)
 class Policy:
-    """Release policy: how many approvals a file needs."""
+    """Release policy: how many approvals a file needs.  Recorded with every decision."""
 
     approvals_needed: int = 2
     dp_approvals_needed: int = 2  # may be lowered to 1 for differentially private outputs
+
+    def recorded(self) -> dict[str, Any]:
+        """The policy as it is written into a decision's audit entry."""
+        return {"approvals_needed": self.approvals_needed, "dp_approvals_needed": self.dp_approvals_needed,
+                "dp_policy_needs": "a receipt of the service's DP query service, verified against the ledger",
+                "automatic_fail": "approved only with the analyst's exception and every approver's override reason"}
 
 
 def _now() -> str:
@@ -200,17 +210,50 @@ def _released_tables(conn: Connection, svc: Service, permit_id: str) -> list[Tab
     return out
 
 
+def _mostly_numbers(col: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(col):
+        return True
+    filled = col.dropna().astype(str).str.strip()
+    filled = filled[filled != ""]
+    return bool(len(filled)) and pd.to_numeric(filled, errors="coerce").notna().mean() >= 0.5
+
+
+def _table_cells(path: Path, index: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """A table file's cells as numbers, labelled by its row-label columns, and findings for cells that hold text.
+
+    The row labels are the columns named in ``index`` (comma-separated for several levels), else every column
+    in which fewer than half of the filled cells are numbers (so a count column with a ``<5`` in it stays a
+    column of counts).  A cell that is neither a number nor empty (``<5``, ``*``, ``n/a``) cannot be checked:
+    it is listed, and the table goes to review.  An empty cell is a suppressed one.
+    """
+    df = _read_table(path)
+    labels = ([c.strip() for c in str(index).split(",") if c.strip()] if index else
+              [c for c in df.columns if not _mostly_numbers(df[c])])
+    unknown = [c for c in labels if c not in df.columns]
+    if unknown:
+        raise AirlockError(f"{path.name}: no column {unknown[0]!r} for the row labels; columns: "
+                           f"{', '.join(map(str, df.columns))}", "bad_index")
+    if labels and len(labels) < len(df.columns):
+        df = df.set_index(labels)
+    numeric = df.apply(pd.to_numeric, errors="coerce").astype(float)
+    text = df.astype("string").apply(lambda col: col.str.strip())
+    bad = (numeric.isna() & df.notna() & text.ne("").fillna(False)).to_numpy()
+    findings = []
+    for i, j in list(zip(*np.nonzero(bad), strict=True))[:20]:
+        findings.append(f"cell ({df.index[i]}, {df.columns[j]}) holds {str(df.iat[i, j])[:20]!r}, not a number: "
+                        f"the automatic check cannot read it (write suppressed cells empty)")
+    if int(bad.sum()) > 20:
+        findings.append(f"... and {int(bad.sum()) - 20} more cells that are not numbers")
+    return numeric, findings
+
+
 def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
                 released: list[Table] | None = None) -> tuple[str, dict]:
     """Run the disclosure checks on a table file; other files go to manual review."""
     if _kind(path.name) != "table":
         return "review", {"note": "figures and text are checked by the reviewers"}
-    df = _read_table(path)
-    index = context.get("index")
-    if index:
-        df = df.set_index(index)
+    numeric, unreadable = _table_cells(path, context.get("index"))
     statistic = context.get("statistic", "count")
-    numeric = df.select_dtypes("number").astype(float)
     if statistic != "count":
         report = {"status": "review", "note": f"a {statistic} table: the reviewers check it with the counts in "
                                              f"the analyst report", "table_findings": [], "cells": []}
@@ -223,6 +266,9 @@ def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
     if findings:
         report["table_findings"] = report["table_findings"] + findings
         report["status"] = "fail"
+    if unreadable:
+        report["table_findings"] = report["table_findings"] + unreadable
+        report["status"] = "fail" if report["status"] == "fail" else "review"
     if "check_report" in context:
         # the analyst helpers' report (computed in the workspace with the true counts) is kept for the
         # reviewers, but the verdict is always the server's own check of the numbers that would leave
@@ -278,6 +324,13 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
     nobody votes on it, and it is never released."""
     path = Path(path)
     group = group_name(group)
+    exception = context.get("exception", "")
+    if not isinstance(exception, str) or len(exception) > MAX_TEXT:
+        raise AirlockError(f"{path.name}: an exception is a reason in words, at most {MAX_TEXT} characters",
+                           "bad_exception")
+    if exception.strip() and supporting:
+        raise AirlockError(f"{path.name}: a supporting file is never released, so it needs no exception",
+                           "bad_exception")
     for key in ("description",) if supporting else ("description", "method"):
         if not str(context.get(key, "")).strip():
             raise AirlockError(f"{path.name}: context needs '{key}' (what the file shows and how it was made)",
@@ -449,6 +502,10 @@ def vote(svc: Service, actor: Actor, request_id: str, file_name: str, decision: 
         if f.supporting:
             raise AirlockError(f"{file_name} is a supporting file: it is never released, so nobody votes on it",
                                "supporting_file")
+        if decision == "approve":
+            refused = rules.approval_refused(f.check_status, exception=_exception(f), reason=comment)
+            if refused:
+                raise AirlockError(f"{file_name}: {rules.OVERRIDE_NEEDS[refused]}", refused)
         conn.execute(update(ReviewVoteRow).where(
             ReviewVoteRow.request_id == request_id, ReviewVoteRow.file_id == f.id, ReviewVoteRow.round == row.round,
             ReviewVoteRow.reviewer == actor.user_id).values(revoked=True))
@@ -482,6 +539,11 @@ def submit_review(svc: Service, actor: Actor, request_id: str) -> RequestState:
         return _move(conn, svc, row, RequestEvent.REVIEW_SUBMITTED, actor.user_id)
 
 
+def _exception(f) -> str:
+    """The analyst's reason for an exception to a failed automatic check (ACRO's ``add_exception``), or ''."""
+    return str(json.loads(f.context).get("exception", "") or "")
+
+
 def file_status(conn: Connection, row, f, policy: Policy = Policy()) -> str:
     """``approved``, ``rejected``, ``changes_requested``, ``conflicted`` or ``pending`` for one file
     (:func:`secure_env.airlock.rules.file_status` over this round's submitted votes); ``supporting`` for a
@@ -491,7 +553,11 @@ def file_status(conn: Connection, row, f, policy: Policy = Policy()) -> str:
     submitted = _submitted(conn, row.request_id, row.round)
     votes = [v for v in _votes(conn, row.request_id, row.round) if v.file_id == f.id and v.reviewer in submitted]
     needed = policy.dp_approvals_needed if f.differentially_private else policy.approvals_needed
-    return rules.file_status([v.decision for v in votes], needed)
+    # an approval the override rule refuses does not count (it could not have been recorded, but the rule is
+    # applied again here so that no path around :func:`vote` approves a failed file)
+    decisions = [v.decision for v in votes if v.decision != "approve" or not rules.approval_refused(
+        f.check_status, exception=_exception(f), reason=v.comment)]
+    return rules.file_status(decisions, needed)
 
 
 def _check_can_see(svc: Service, actor: Actor, row) -> None:
@@ -571,7 +637,8 @@ def decide(svc: Service, actor: Actor, request_id: str, outcome: str, *, policy:
                 raise AirlockError("every file needs two independent approvals before release; not approved: "
                                    + ", ".join(f"{n} ({s})" for n, s in not_ok.items()), "not_approved")
         return _move(conn, svc, row, events_[outcome], actor.user_id,
-                     payload={"files": statuses, "dp_approvals_needed": policy.dp_approvals_needed})
+                     payload={"files": statuses, "dp_approvals_needed": policy.dp_approvals_needed,
+                              "policy": policy.recorded()})
 
 
 def revoke_approval(svc: Service, actor: Actor, request_id: str, reason: str) -> RequestState:
@@ -608,12 +675,14 @@ def release(svc: Service, actor: Actor, request_id: str) -> Path:
             manifest_files.append({
                 "name": f.name, "sha256": f.sha256, "bytes": f.size, "check_status": f.check_status,
                 "check_report": json.loads(f.check_report), "differentially_private": bool(f.differentially_private),
-                "reviewers": [{"reviewer": v.reviewer, "decision": v.decision, "at": v.ts}
+                "exception": _exception(f),
+                "reviewers": [{"reviewer": v.reviewer, "decision": v.decision, "at": v.ts,
+                               **({"override_reason": v.comment} if f.check_status == "fail" else {})}
                               for v in votes if v.file_id == f.id]})
         released_at = _now()
         manifest = {"request_id": request_id, "permit_id": row.permit_id, "requester": row.requester,
                     "submitted_round": row.round, "created_at": row.created_at, "released_at": released_at,
-                    "released_by": actor.user_id, "files": manifest_files}
+                    "released_by": actor.user_id, "policy": policy_of(svc).recorded(), "files": manifest_files}
         (target / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _move(conn, svc, row, RequestEvent.RELEASE, actor.user_id,
               payload={"files": [f["name"] for f in manifest_files], "release_dir": str(target)},

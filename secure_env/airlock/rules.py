@@ -80,6 +80,31 @@ def comment_visible(*, author: str, visibility: str, comment_round: int, viewer:
     return visibility == PUBLIC and (comment_round < current_round or outcome_known)
 
 
+#: Why an approval of a file is refused, by the file's automatic check (ACRO's exceptions, SACRO's guidance: a
+#: failing output leaves only when the analyst asked for an exception with a reason and every approving checker
+#: recorded why they override the check).  ``None``: the approval may be recorded.
+OVERRIDE_NEEDS = {
+    "exception_missing": "the automatic check failed: the analyst must ask for an exception with a reason first",
+    "override_reason_missing": "approving a file that failed the automatic check needs your reason for overriding "
+                               "it",
+}
+
+
+def approval_refused(check_status: str, *, exception: str, reason: str) -> str | None:
+    """The code from :data:`OVERRIDE_NEEDS` that refuses an approval of a file, or ``None`` when it may be approved.
+
+    Only a ``fail`` of the automatic check blocks: ``pass`` and ``review`` files are approved on the checkers'
+    judgement alone (a ``review`` is what they are there for).
+    """
+    if check_status != "fail":
+        return None
+    if not exception.strip():
+        return "exception_missing"
+    if not reason.strip():
+        return "override_reason_missing"
+    return None
+
+
 #: what a panel that agrees decides
 OUTCOME = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
 

@@ -402,3 +402,100 @@ def test_comment_visibility_covers_every_case():
     assert not seen(viewer="mona", visibility="private", outcome_known=True)  # the holder: never private
     with pytest.raises(ValueError, match="unknown comment visibility"):
         seen(visibility="secret")
+
+
+@pytest.mark.parametrize("check, exception, reason, refused", [
+    ("pass", "", "", None), ("review", "", "", None), ("supporting", "", "", None),
+    ("fail", "", "", "exception_missing"), ("fail", "", "I checked", "exception_missing"),
+    ("fail", "  ", "I checked", "exception_missing"), ("fail", "needed for the paper", "", "override_reason_missing"),
+    ("fail", "needed for the paper", " ", "override_reason_missing"), ("fail", "needed", "cell is public", None)])
+def test_approval_of_a_failed_file_needs_an_exception_and_an_override_reason(check, exception, reason, refused):
+    from secure_env.airlock import rules
+
+    assert rules.approval_refused(check, exception=exception, reason=reason) == refused
+    assert refused is None or refused in rules.OVERRIDE_NEEDS
+
+
+def _failed_request(w, exception=""):
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    ctx = dict(CTX, index="group", **({"exception": exception} if exception else {}))
+    A.add_file(w["svc"], w["bob"], rid, w["files"]["small"], ctx)
+    A.submit(w["svc"], w["bob"], rid)
+    return rid
+
+
+def test_an_automatic_fail_without_an_exception_cannot_be_approved(world):
+    w = world
+    rid = _failed_request(w)
+    with pytest.raises(A.AirlockError, match="ask for an exception") as e:
+        A.vote(w["svc"], w["oscar"], rid, "rare.csv", "approve", "looks fine to me")
+    assert e.value.code == "exception_missing"
+    # a rejection needs no exception
+    A.vote(w["svc"], w["oscar"], rid, "rare.csv", "reject", "group A has 3 persons")
+
+
+def test_an_exception_is_approved_only_with_each_checkers_override_reason(world):
+    w = world
+    rid = _failed_request(w, "the count of 3 is a published national figure")
+    with pytest.raises(A.AirlockError) as e:
+        A.vote(w["svc"], w["oscar"], rid, "rare.csv", "approve")
+    assert e.value.code == "override_reason_missing"
+    for c in ("oscar", "olga"):
+        A.vote(w["svc"], w[c], rid, "rare.csv", "approve", f"{c}: the figure is in Statistics Finland's tables")
+        A.submit_review(w["svc"], w[c], rid)
+    assert A.decide(w["svc"], w["oscar"], rid, "approve").value == "approved"
+    target = A.release(w["svc"], w["olga"], rid)
+    manifest = json.loads((target / "manifest.json").read_text())
+    f = manifest["files"][0]
+    assert f["exception"] == "the count of 3 is a published national figure"
+    assert sorted(r["override_reason"] for r in f["reviewers"]) == [
+        "olga: the figure is in Statistics Finland's tables", "oscar: the figure is in Statistics Finland's tables"]
+    assert manifest["policy"]["approvals_needed"] == 2
+    with w["svc"].engine.connect() as conn:
+        decision = [e for e in audit.events(conn, subject=f"output:{rid}") if e.action == "output.approve"][-1]
+    assert decision.payload["policy"]["automatic_fail"].startswith("approved only with")
+
+
+def test_an_approval_without_a_reason_written_around_vote_does_not_count(world):
+    """Defence in depth: an approve vote of a failed file without a reason, put in the table directly, is not
+    counted by the status the decision reads."""
+    from sqlalchemy import update
+
+    from secure_env.airlock.models import ReviewVoteRow
+
+    w = world
+    rid = _failed_request(w, "needed")
+    for c in ("oscar", "olga"):
+        A.vote(w["svc"], w[c], rid, "rare.csv", "approve", "reason")
+        A.submit_review(w["svc"], w[c], rid)
+    with w["svc"].engine.begin() as conn:
+        conn.execute(update(ReviewVoteRow).where(ReviewVoteRow.request_id == rid).values(comment=""))
+    with pytest.raises(A.AirlockError) as e:
+        A.decide(w["svc"], w["oscar"], rid, "approve")
+    assert e.value.code == "not_approved"
+
+
+def test_an_exception_must_be_words_and_not_on_a_supporting_file(world):
+    w = world
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    with pytest.raises(A.AirlockError) as e:
+        A.add_file(w["svc"], w["bob"], rid, w["files"]["small"], dict(CTX, index="group", exception=["x"]))
+    assert e.value.code == "bad_exception"
+    with pytest.raises(A.AirlockError) as e:
+        A.add_file(w["svc"], w["bob"], rid, w["files"]["small"], {"description": "log", "exception": "please"},
+                   supporting=True)
+    assert e.value.code == "bad_exception"
+
+
+def test_text_in_a_cell_is_not_dropped_unchecked_and_labels_need_no_index(world, tmp_path):
+    w = world
+    marked = tmp_path / "marked.csv"
+    marked.write_text("county,sex,n\nHelsinki,men,120\nHelsinki,women,<5\nLappi,men,40\nLappi,women,45\n")
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    A.add_file(w["svc"], w["bob"], rid, marked, {"description": "persons", "method": "count"})
+    f = A.view(w["svc"], w["oscar"], rid)["files"][0]
+    assert f["check_status"] == "review"
+    assert any("cell (('Helsinki', 'women'), n) holds '<5'" in x for x in f["check_report"]["table_findings"])
+    with pytest.raises(A.AirlockError) as e:
+        A.add_file(w["svc"], w["bob"], rid, marked, {"description": "persons", "method": "count", "index": "region"})
+    assert e.value.code == "bad_index" and "county, sex, n" in str(e.value)

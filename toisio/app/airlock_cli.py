@@ -46,12 +46,15 @@ def add(request_id: str, path: Path = typer.Argument(..., help="the file in the 
         statistic: str = typer.Option("count", "--statistic"),
         group: str = typer.Option("default", "--group", help="the group the file belongs to"),
         supporting: bool = typer.Option(False, "--supporting",
-                                        help="a supporting file: shown to the reviewers, never released")) -> None:
+                                        help="a supporting file: shown to the reviewers, never released"),
+        exception: str = typer.Option("", "--exception",
+                                      help="ask for an exception to a failed automatic check, with the reason "
+                                           "(the checkers then each give their reason to override)")) -> None:
     """Add a file from the workspace with its context; tables are checked at once (the server reads the file
     in the workspace; nothing is uploaded)."""
     api = _api()
     body = {"path": _workspace_path(path), "description": description, "method": method, "statistic": statistic,
-            "index": index, "group": group, "supporting": supporting}
+            "index": index, "group": group, "supporting": supporting, "exception": exception}
     _run(lambda: api.post(f"/outputs/{request_id}/files", json=body))
     console.print(f"added {path.name} to {request_id}")
 

@@ -438,6 +438,9 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
             index = str(form.get(f"index_{i}") or "").strip()
             if index:
                 context["index"] = index
+            exception = str(form.get(f"exception_{i}") or "").strip()
+            if exception:
+                context["exception"] = exception
             group = A.group_name(str(form.get(f"group_{i}") or ""))
             groups.append(group)
             await call(A.add_file, svc, actor, request_id, path, context, group=group,
