@@ -20,15 +20,11 @@ from permits.service import form_of, frozen_scope, permit_access
 from pseudonymise.pipeline import PERSONS
 from secure_env.airlock.outputs import add_file, create_request, submit
 from secure_env.analyst import safe_crosstab
+from secure_env.workspace.areas import aggregate_dir
 from toisio.authz import Table, rule
 from toisio.errors import Conflict
 from toisio.identity import Actor
 from toisio.service import Service
-
-
-def aggregate_dir(svc: Service, permit_id: str) -> Path:
-    """Where a data request's minimised dataset is delivered: inside the service, outside every workspace."""
-    return svc.settings.home / "aggregate" / permit_id
 
 
 def _frame(delivery: Path, tab: Tabulation) -> pd.DataFrame:

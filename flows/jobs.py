@@ -6,6 +6,7 @@ deployment             schedule (Europe/Helsinki)  what it does
 =====================  =========================  ==========================================================
 ``advance``            every minute               approved permits: extraction, delivery, workspace, activation
 ``notify``             every minute               queue the messages of new audit entries; send e-mails
+``follow``             every minute               a flow run follows every open case and output request
 ``expire-permits``     daily 00:10                 expire permits past their end date (their workspaces stop)
 ``deadline-digest``    working days 07:00          each handler's cases nearing or past a deadline
 ``estimate-reminders`` working days 08:00          remind controllers of estimates due within 3 days or late
@@ -50,6 +51,9 @@ JOBS: tuple[Job, ...] = (
     Job("advance", "* * * * *", "take approved permits further: extraction, delivery, workspace or statistics, "
                                 "activation (one flow run per permit)"),
     Job("notify", "* * * * *", "queue the messages of new audit entries; send e-mails"),
+    Job("follow", "* * * * *", "every open application and output request has a flow run following it; a run "
+                               "waiting at a step recorded meanwhile is resumed (catching up on what the web "
+                               "process could not hand over)"),
     Job("expire-permits", "10 0 * * *", "expire permits past their end date (their workspaces stop)"),
     Job("deadline-digest", "0 7 * * 1-5", "each handler's cases nearing or past a deadline (working days)"),
     Job("estimate-reminders", "0 8 * * 1-5", "remind controllers of estimates due within 3 days or late"),
@@ -113,7 +117,7 @@ def advance_flow() -> list[dict]:
 
     out = []
     for permit_id in waiting_for_service(service()):
-        with tags(f"case:{permit_id}", "delivery"):
+        with tags(f"case:{permit_id}", "delivery", "toisio"):
             try:
                 out.append(deliver_flow(permit_id))
             except Exception as exc:  # one permit's failure must not stop the others; its run shows it
@@ -128,6 +132,15 @@ def notify_flow() -> dict:
     get_run_logger().info("%d audit entries read, %d messages queued, %d e-mails sent, %d failed", r.entries,
                           r.queued, r.sent, r.failed)
     return {"entries": r.entries, "queued": r.queued, "sent": r.sent, "failed": r.failed}
+
+
+@flow(name="toisio-follow", flow_run_name="follow", persist_result=False)
+def follow_flow() -> dict:
+    from flows.follow import reconcile
+
+    r = reconcile(service())
+    get_run_logger().info("%d flow runs started, %d resumed", r["started"], r["resumed"])
+    return r
 
 
 @flow(name="toisio-expire-permits", flow_run_name="expire permits", persist_result=False)
@@ -169,6 +182,7 @@ def delete_ended_flow() -> dict:
     return {p: [h.path for h in items] for p, items in done.items()}
 
 
-FLOWS = {"advance": advance_flow, "notify": notify_flow, "expire-permits": expire_flow, "deadline-digest": digest_flow,
+FLOWS = {"advance": advance_flow, "notify": notify_flow, "follow": follow_flow, "expire-permits": expire_flow,
+         "deadline-digest": digest_flow,
          "estimate-reminders": estimate_reminders_flow, "tidy-drafts": tidy_drafts_flow,
          "delete-ended": delete_ended_flow}

@@ -68,15 +68,49 @@ class EmbeddedServer:
 
 
 def deployments():
-    """Every recurring job as a deployment with its schedule (Helsinki time)."""
+    """Every recurring job as a deployment with its schedule (Helsinki time), and the flows that follow each
+    application and output request (started and resumed by what users do, :mod:`flows.follow`)."""
     from prefect.schedules import Cron
 
     from flows.jobs import FLOWS, JOBS, TIMEZONE
+    from flows.output_flow import output_review_flow
+    from flows.permit_flow import application_flow
 
     # one run of each job at a time: a slow run (an extraction) is never overtaken by the next minute's
-    return [FLOWS[j.name].to_deployment(name=j.name, schedules=[Cron(j.cron, timezone=TIMEZONE)],
+    jobs = [FLOWS[j.name].to_deployment(name=j.name, schedules=[Cron(j.cron, timezone=TIMEZONE)],
                                         description=j.doing, tags=["toisio", "scheduled"], concurrency_limit=1)
             for j in JOBS]
+    return [*jobs,
+            application_flow.to_deployment(name="application", tags=["toisio", "case"],
+                                           description="follows one application from submission to its decision"),
+            output_review_flow.to_deployment(name="output-review", tags=["toisio", "output"],
+                                             description="follows one output request until it is released")]
+
+
+def crash_leftovers() -> int:
+    """Mark as crashed the runs of Toisio's deployments that a previous worker left running (killed mid-run), so
+    that their concurrency slots are free and the jobs run again; returns how many.  One worker serves the
+    deployments, so a run still *running* when it starts is one nobody executes any more."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["toisio"]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING,
+                                                                       StateType.CANCELLING]))))
+        for run in runs:
+            client.set_flow_run_state(run.id, Crashed(message="the worker that ran it stopped; a new worker "
+                                                              "continues from the database's state"), force=True)
+            log.warning("flow run %s (%s) was left running by a stopped worker: marked crashed", run.name, run.id)
+    return len(runs)
 
 
 def run_worker(settings: Settings, *, port: int = DEFAULT_PORT) -> None:
@@ -98,6 +132,7 @@ def run_worker(settings: Settings, *, port: int = DEFAULT_PORT) -> None:
     try:
         from prefect import serve
 
+        crash_leftovers()
         deps = deployments()
         log.info("serving %d deployments: %s", len(deps), ", ".join(d.name for d in deps))
         serve(*deps, pause_on_shutdown=False, print_starting_message=False)

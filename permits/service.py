@@ -423,8 +423,10 @@ def act(svc: Service, actor: Actor, case_id: str, action: str, *, today: date | 
             extra = _clean(payload)
         _append_event(conn, svc, row, ACTIONS[action].event, actor, role, extra, today, all_estimates_in=all_in)
         view = _view(conn, _case_row(conn, case_id), with_history=False)
-    if action in ("expire", "revoke", "close", "amend"):
-        events.publish(f"permit.{ACTIONS[action].event.value}", {"permit_id": case_id, **_clean(extra)})
+    # every step, after its commit: the secure environment reacts to a permit's end, the flows that follow the
+    # case resume (flows.follow)
+    events.publish(f"permit.{ACTIONS[action].event.value}", {"permit_id": case_id, "actor": actor.user_id,
+                                                              "state": view.state.value, **_clean(extra)})
     return view
 
 

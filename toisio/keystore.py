@@ -1,8 +1,9 @@
 """Local key store for the service's secrets.
 
-Three secrets exist: the pseudonymisation *master key* (per-permit keys are
-derived from it), the *audit key* (HMAC key of the audit hash chain) and the
-*credential key* (encrypts local accounts' TOTP secrets and signs sign-in state).  Each
+Four secrets exist: the pseudonymisation *master key* (per-permit keys are
+derived from it), the *audit key* (HMAC key of the audit hash chain), the
+*credential key* (encrypts local accounts' TOTP secrets and signs sign-in state) and the
+*receipt key* (signs the DP query service's answers).  Each
 is read from an environment variable if set (hex), otherwise from a file in the
 key directory, created on first use with mode 0600 inside a 0700 directory.
 The key directory must not be inside a git work tree.
@@ -25,6 +26,7 @@ from toisio.errors import Unavailable
 MASTER_KEY_ENV = "TOISIO_MASTER_KEY"
 AUDIT_KEY_ENV = "TOISIO_AUDIT_KEY"
 CREDENTIAL_KEY_ENV = "TOISIO_CREDENTIAL_KEY"
+RECEIPT_KEY_ENV = "TOISIO_RECEIPT_KEY"
 KEY_BYTES = 32
 
 
@@ -102,3 +104,9 @@ def credential_key(key_dir: Path) -> Secret:
     """The key that seals TOTP secrets and signs sign-in state (env ``TOISIO_CREDENTIAL_KEY`` or
     ``<key_dir>/credential.key``)."""
     return _load_or_create(key_dir, "credential", CREDENTIAL_KEY_ENV)
+
+
+def receipt_key(key_dir: Path) -> Secret:
+    """The key the DP query service signs its receipts with (env ``TOISIO_RECEIPT_KEY`` or
+    ``<key_dir>/receipt.key``); never given to a workspace."""
+    return _load_or_create(key_dir, "receipt", RECEIPT_KEY_ENV)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from toisio import audit
 from toisio.config import Settings, load_settings
 from toisio.db import get_engine
-from toisio.keystore import Secret, audit_key, credential_key
+from toisio.keystore import Secret, audit_key, credential_key, receipt_key
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,11 @@ class Service:
     def credential_key(self) -> Secret:
         """The key sealing local accounts' TOTP secrets (and signing sign-in state)."""
         return credential_key(self.settings.keys)
+
+    @cached_property
+    def receipt_key(self) -> Secret:
+        """The key the DP query service signs its answers with (the airlock verifies them)."""
+        return receipt_key(self.settings.keys)
 
     def record(self, *, actor: str, action: str, subject: str, payload: dict[str, Any] | None = None):
         """Append one audit event in a transaction of its own (for events with no other state change)."""

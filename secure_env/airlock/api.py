@@ -43,6 +43,11 @@ class AddFile(_Body):
                                        "(ACRO's add_exception); without one a failing file cannot be approved")
 
 
+class DpBudgetIn(_Body):
+    epsilon: float = Field(gt=0, le=100, description="the permit's total epsilon (sequential composition)")
+    delta: float = Field(0.0, ge=0, lt=1, description="the permit's total delta")
+
+
 class GroupIn(_Body):
     context: str = Field("", max_length=MAX_TEXT, description="what the group's files are for")
     controls: str = Field("", max_length=MAX_TEXT,
@@ -208,6 +213,15 @@ def airlock_router(svc: Service, actor: Callable[..., Actor]) -> APIRouter:
                            spent_delta=b.spent_delta, remaining_epsilon=b.remaining_epsilon,
                            remaining_delta=b.remaining_delta,
                            ledger=[DpChargeOut(**c.__dict__) for c in dp.ledger(svc, a, permit_id)])
+
+    @r.put("/api/v1/permits/{permit_id}/dp", tags=["differential privacy"])
+    def set_dp_budget(permit_id: str, body: DpBudgetIn, a: Actor = Depends(actor)) -> DpBudgetOut:
+        """Set the permit's privacy budget (the decider, at or after the decision); the DP query service charges
+        every query to it."""
+        from secure_env.airlock import dp
+
+        dp.set_budget(svc, a, permit_id, body.epsilon, body.delta)
+        return dp_budget(permit_id, a)
 
     @r.get("/api/v1/outputs")
     def mine(a: Actor = Depends(actor)) -> list[OutputSummary]:

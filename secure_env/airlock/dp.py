@@ -115,6 +115,12 @@ def budget(svc: Service, actor: Actor, permit_id: str) -> Budget:
 
 def charge(svc: Service, actor: Actor, permit_id: str, *, query: str, epsilon: float, delta: float = 0.0) -> Budget:
     """Record a query against the budget, or raise :class:`BudgetExceeded` without recording it."""
+    return charge_entry(svc, actor, permit_id, query=query, epsilon=epsilon, delta=delta)[0]
+
+
+def charge_entry(svc: Service, actor: Actor, permit_id: str, *, query: str, epsilon: float,
+                 delta: float = 0.0) -> tuple[Budget, int]:
+    """:func:`charge`, also returning the ledger entry's id (the DP query service signs it into its receipt)."""
     check_can_dp(svc, actor, permit_id, "spend")
     if epsilon <= 0 or delta < 0:
         raise ValueError("a query needs a positive epsilon and a non-negative delta")
@@ -128,11 +134,12 @@ def charge(svc: Service, actor: Actor, permit_id: str, *, query: str, epsilon: f
             raise BudgetExceeded(
                 f"{query} needs epsilon {epsilon:g}, delta {delta:g} but permit {permit_id} has epsilon "
                 f"{b.remaining_epsilon:g}, delta {b.remaining_delta:g} left of {b.epsilon:g}, {b.delta:g}")
-        conn.execute(DpSpendRow.__table__.insert().values(permit_id=permit_id, query=query, epsilon=epsilon,
-                                                          delta=delta, actor=actor.user_id, ts=_now()))
+        res = conn.execute(DpSpendRow.__table__.insert().values(permit_id=permit_id, query=query, epsilon=epsilon,
+                                                                delta=delta, actor=actor.user_id, ts=_now()))
+        entry = int(res.inserted_primary_key[0])
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="dp.query_charged", subject=f"permit:{permit_id}",
-                     payload={"query": query, "epsilon": epsilon, "delta": delta})
-        return Budget(permit_id, b.epsilon, b.delta, b.spent_epsilon + epsilon, b.spent_delta + delta)
+                     payload={"query": query, "epsilon": epsilon, "delta": delta, "ledger_id": entry})
+        return Budget(permit_id, b.epsilon, b.delta, b.spent_epsilon + epsilon, b.spent_delta + delta), entry
 
 
 def _bounds(bounds: Any, what: str) -> tuple[float, float]:

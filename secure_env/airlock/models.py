@@ -33,6 +33,8 @@ class DpSpendRow(Base):
     delta: Mapped[float] = mapped_column(Float)
     actor: Mapped[str] = mapped_column(String(100))
     ts: Mapped[str] = mapped_column(String(32))
+    #: the HMAC the DP query service signed its answer with (None for a charge made without the service)
+    receipt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class OutputRequestRow(Base):

@@ -25,9 +25,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +53,7 @@ from secure_env.airlock.models import (
     ReviewVoteRow,
 )
 from secure_env.airlock.profiles import DisclosureProfile, profile, profile_for_permit
-from toisio import audit
+from toisio import audit, events
 from toisio.documents import CodedError
 from toisio.identity import Actor
 from toisio.service import Service
@@ -109,9 +111,40 @@ def _row(conn: Connection, request_id: str):
     return row
 
 
+_pending = threading.local()
+
+
+def _publishes(fn):
+    """Publish the request's state changes (``output.<event>``) once ``fn``'s transaction has committed; nothing
+    when it raised (the flows that follow a request resume on them, :mod:`flows.follow`)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        outer = getattr(_pending, "events", None)
+        _pending.events = []
+        try:
+            result = fn(*args, **kwargs)
+            done = _pending.events
+        finally:
+            _pending.events = outer
+        for topic, payload in done:
+            events.publish(topic, payload)
+        return result
+
+    return wrapper
+
+
+def _announce(topic: str, payload: dict) -> None:
+    queue = getattr(_pending, "events", None)
+    if queue is not None:
+        queue.append((topic, payload))
+
+
 def _move(conn: Connection, svc: Service, row, event: RequestEvent, actor: str, payload: dict | None = None,
           **values: Any) -> RequestState:
     new = next_request_state(RequestState(row.state), event)
+    _announce(f"output.{event.value}", {"request_id": row.request_id, "permit_id": row.permit_id, "actor": actor,
+                                        "state": new.value})
     conn.execute(update(OutputRequestRow).where(OutputRequestRow.request_id == row.request_id)
                  .values(state=new.value, updated_at=_now(), **values))
     audit.append(conn, svc.audit_key, actor=actor, action=f"output.{event.value}",
@@ -151,6 +184,7 @@ def request_state(svc: Service, request_id: str) -> RequestState:
         return RequestState(_row(conn, request_id).state)
 
 
+@_publishes
 def create_request(svc: Service, actor: Actor, permit_id: str, *, service: bool = False) -> str:
     """A new, pending output request of ``permit_id``.
 
@@ -170,6 +204,8 @@ def create_request(svc: Service, actor: Actor, permit_id: str, *, service: bool 
             round=1, created_at=now, updated_at=now))
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.created",
                      subject=f"output:{request_id}", payload={"permit_id": permit_id})
+        _announce("output.created", {"request_id": request_id, "permit_id": permit_id, "actor": actor.user_id,
+                                     "state": RequestState.PENDING.value})
     return request_id
 
 
@@ -202,10 +238,7 @@ def _released_tables(conn: Connection, svc: Service, permit_id: str) -> list[Tab
         path = Path(r.release_dir) / r.name
         if ctx.get("statistic", "count") != "count" or not path.exists():
             continue
-        df = _read_table(path)
-        if ctx.get("index"):
-            df = df.set_index(ctx["index"])
-        numeric = df.select_dtypes("number").astype(float)
+        numeric, _ = _table_cells(path, ctx.get("index"))
         out.append(Table(numeric, numeric, "count", name=f"{r.request_id}/{r.name}"))
     return out
 
@@ -218,16 +251,17 @@ def _mostly_numbers(col: pd.Series) -> bool:
     return bool(len(filled)) and pd.to_numeric(filled, errors="coerce").notna().mean() >= 0.5
 
 
-def _table_cells(path: Path, index: str | None) -> tuple[pd.DataFrame, list[str]]:
+def _table_cells(path: Path, index: str | list[str] | None) -> tuple[pd.DataFrame, list[str]]:
     """A table file's cells as numbers, labelled by its row-label columns, and findings for cells that hold text.
 
-    The row labels are the columns named in ``index`` (comma-separated for several levels), else every column
-    in which fewer than half of the filled cells are numbers (so a count column with a ``<5`` in it stays a
-    column of counts).  A cell that is neither a number nor empty (``<5``, ``*``, ``n/a``) cannot be checked:
+    The row labels are the columns named in ``index`` (a list, or comma-separated, for several levels), else every
+    column in which fewer than half of the filled cells are numbers (so a count column with a ``<5`` in it stays
+    a column of counts).  A cell that is neither a number nor empty (``<5``, ``*``, ``n/a``) cannot be checked:
     it is listed, and the table goes to review.  An empty cell is a suppressed one.
     """
     df = _read_table(path)
-    labels = ([c.strip() for c in str(index).split(",") if c.strip()] if index else
+    named = index.split(",") if isinstance(index, str) else list(index or [])
+    labels = ([str(c).strip() for c in named if str(c).strip()] if named else
               [c for c in df.columns if not _mostly_numbers(df[c])])
     unknown = [c for c in labels if c not in df.columns]
     if unknown:
@@ -274,6 +308,25 @@ def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
         # reviewers, but the verdict is always the server's own check of the numbers that would leave
         report["analyst_report"] = context["check_report"]
     return report["status"], report
+
+
+def _dp_check(conn: Connection, svc: Service, permit_id: str, path: Path, data: bytes,
+              context: dict) -> tuple[str | None, dict, bool]:
+    """A DP answer file's check: ``pass`` when its receipt verifies against the ledger (only then may it use the
+    DP approval policy), ``fail`` when it claims to be one and does not verify; ``(None, ...)`` for other files."""
+    from secure_env.airlock import dp_service
+
+    if path.suffix.lower() != ".json":
+        return None, {}, False
+    v = dp_service.verify(svc, permit_id, data, conn)
+    if v.verified:
+        return "pass", {"status": "pass", "dp_verified": True, "note": v.reason, "table_findings": [],
+                        "cells": []}, True
+    claims = context.get("differentially_private") or dp_service.FORMAT.encode() in data
+    if claims:
+        return "fail", {"status": "fail", "dp_verified": False, "table_findings": [f"DP receipt refused: {v.reason}"],
+                        "cells": []}, False
+    return None, {}, False
 
 
 def _check_source(svc: Service, permit_id: str, path: Path) -> None:
@@ -342,13 +395,19 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
         _check_source(svc, row.permit_id, path)
         prof = profile(profile_name) if profile_name else profile_for_permit(
             svc.settings.home, row.permit_id, svc.settings.disclosure_profile)
+        data = path.read_bytes()
+        dp_verified = False
         if supporting:
             _kind(path.name)
             status, report = "supporting", {"status": "supporting",
                                             "note": "a supporting file: shown to the reviewers, never released"}
         else:
-            status, report = _auto_check(path, context, prof, _released_tables(conn, svc, row.permit_id))
-        data = path.read_bytes()
+            status, report, dp_verified = _dp_check(conn, svc, row.permit_id, path, data, context)
+            if status is None:
+                status, report = _auto_check(path, context, prof, _released_tables(conn, svc, row.permit_id))
+                if context.get("differentially_private"):
+                    report["dp_claim"] = ("the context says differentially private, but the file is not an answer "
+                                          "of the service's DP query service with a receipt: an ordinary output")
         target = _store(svc) / request_id / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
@@ -358,7 +417,7 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
             request_id=request_id, name=path.name, kind=_kind(path.name), sha256=hashlib.sha256(data).hexdigest(),
             size=len(data), context=json.dumps(context, default=str), check_status=status,
             check_report=json.dumps(report, default=str),
-            differentially_private=not supporting and bool(context.get("differentially_private", False)),
+            differentially_private=dp_verified,
             group_name=group, supporting=supporting))
         _ensure_group(conn, request_id, group)
         audit.append(conn, svc.audit_key, actor=actor.user_id, action="output.file_added",
@@ -427,6 +486,7 @@ def comment(svc: Service, actor: Actor, request_id: str, group: str, text: str,
                      payload={"group": group, "visibility": visibility, "round": row.round, "comment": text})
 
 
+@_publishes
 def submit(svc: Service, actor: Actor, request_id: str) -> RequestState:
     """Submit (or resubmit after a return) for review."""
     with svc.engine.begin() as conn:
@@ -443,6 +503,7 @@ def submit(svc: Service, actor: Actor, request_id: str) -> RequestState:
         return _move(conn, svc, row, RequestEvent.SUBMIT, actor.user_id)
 
 
+@_publishes
 def withdraw(svc: Service, actor: Actor, request_id: str) -> RequestState:
     with svc.engine.begin() as conn:
         row = _row(conn, request_id)
@@ -517,6 +578,7 @@ def vote(svc: Service, actor: Actor, request_id: str, file_name: str, decision: 
                                                               "comment": comment})
 
 
+@_publishes
 def submit_review(svc: Service, actor: Actor, request_id: str) -> RequestState:
     """Finish a review: allowed only after voting on every file."""
     with svc.engine.begin() as conn:
@@ -621,6 +683,7 @@ def policy_of(svc: Service) -> Policy:
     return Policy(dp_approvals_needed=max(1, min(2, svc.settings.dp_approvals_needed)))
 
 
+@_publishes
 def decide(svc: Service, actor: Actor, request_id: str, outcome: str, *, policy: Policy | None = None) -> RequestState:
     """Approve, reject or return a reviewed request; approval needs every file approved."""
     policy = policy or policy_of(svc)
@@ -641,6 +704,7 @@ def decide(svc: Service, actor: Actor, request_id: str, outcome: str, *, policy:
                               "policy": policy.recorded()})
 
 
+@_publishes
 def revoke_approval(svc: Service, actor: Actor, request_id: str, reason: str) -> RequestState:
     """Take an approval back before release (a stray click must not release data)."""
     with svc.engine.begin() as conn:
@@ -655,6 +719,7 @@ def revoke_approval(svc: Service, actor: Actor, request_id: str, reason: str) ->
         return _move(conn, svc, row, RequestEvent.REVOKE_APPROVAL, actor.user_id, payload={"reason": reason})
 
 
+@_publishes
 def release(svc: Service, actor: Actor, request_id: str) -> Path:
     """Copy an approved request's files with a manifest to the release store; nothing else leaves."""
     with svc.engine.begin() as conn:
@@ -671,6 +736,13 @@ def release(svc: Service, actor: Actor, request_id: str) -> Path:
             data = src.read_bytes()
             if hashlib.sha256(data).hexdigest() != f.sha256:
                 raise AirlockError(f"{f.name} changed after review (checksum mismatch); not released", "tampered")
+            if f.differentially_private:
+                from secure_env.airlock import dp_service
+
+                v = dp_service.verify(svc, row.permit_id, data, conn)
+                if not v.verified:
+                    raise AirlockError(f"{f.name}: its DP receipt no longer verifies ({v.reason}); not released",
+                                       "dp_unverified")
             shutil.copyfile(src, target / f.name)
             manifest_files.append({
                 "name": f.name, "sha256": f.sha256, "bytes": f.size, "check_status": f.check_status,
@@ -800,6 +872,7 @@ def held(svc: Service, permit_id: str) -> list:
     return out
 
 
+@_publishes
 def discard_unreleased(svc: Service, actor: Actor, permit_id: str, *, reason: str) -> list:
     """At a permit's end: withdraw its open requests and delete every unreleased copy, each deletion with its
     proof in the audit chain (the service or an operator)."""

@@ -28,6 +28,9 @@ from secure_env.workspace.sandbox import (
     write_support,
 )
 
+#: the DP query service's socket, in the runtime directory every kernel's sandbox binds
+DP_SOCKET = "dp.sock"
+
 DISABLED_EXTENSIONS = {
     "@jupyterlab/docmanager-extension:download": True,
     "@jupyterlab/filebrowser-extension:download": True,
@@ -85,7 +88,8 @@ class Lockdown:
     def sandbox(self) -> SandboxSpec:
         """The kernel's sandbox: the data read-only, the Jupyter root and runtime directory, nothing else."""
         env = (("TOISIO_DATA", str(self.data)), ("TOISIO_SCRATCH", str(self.root / "scratch")),
-               ("TOISIO_PERMIT", self.permit_id), ("MPLBACKEND", "module://matplotlib_inline.backend_inline"))
+               ("TOISIO_PERMIT", self.permit_id), ("MPLBACKEND", "module://matplotlib_inline.backend_inline"),
+               ("TOISIO_DP_SOCKET", str(self.runtime_link / DP_SOCKET)))
         return SandboxSpec(data=self.data, root=self.root, runtime=self.workspace / "runtime",
                            runtime_link=self.runtime_link, support=self.workspace / "config" / "sandbox",
                            limits=replace(self.limits, file_size_bytes=self.quota_bytes), python=self.python,

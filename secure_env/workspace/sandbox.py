@@ -159,6 +159,11 @@ def _toisio_limits():
 
 _toisio_limits()
 del _toisio_limits
+
+try:  # the DP query service's client, as ``toisio_dp`` (it talks to the service over $TOISIO_DP_SOCKET)
+    from secure_env.workspace import dp_client as toisio_dp  # noqa: F401
+except ImportError:
+    pass
 '''
 
 

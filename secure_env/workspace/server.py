@@ -23,7 +23,7 @@ from pathlib import Path
 
 from permits.service import permit_access
 from secure_env.workspace import sandbox
-from secure_env.workspace.lockdown import KERNEL_NAME, Lockdown, write_config
+from secure_env.workspace.lockdown import DP_SOCKET, KERNEL_NAME, Lockdown, write_config
 from secure_env.workspace.provision import (
     WorkspaceError,
     check_in_force,
@@ -198,6 +198,18 @@ def _server_env(svc: Service, lock: Lockdown) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
+def _start_dp_gateway(svc: Service, lock: Lockdown, log_path: Path) -> subprocess.Popen:
+    """The DP query service's socket for the workspace's kernels (:mod:`secure_env.airlock.dp_gateway`), on the
+    host side with the service's settings and receipt key (which never enter the sandbox)."""
+    env = {**_server_env(svc, lock), **{k: v for k, v in os.environ.items() if k == "TOISIO_RECEIPT_KEY"}}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "secure_env.airlock.dp_gateway", lock.permit_id,
+                                 str(lock.runtime_link / DP_SOCKET)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    _children[proc.pid] = proc
+    return proc
+
+
 def start(svc: Service, actor: Actor, permit_id: str) -> WorkspaceStatus:
     """Start the permit's JupyterLab server and wait until it answers (refused unless the permit is in force)."""
     check_can_workspace(svc, actor, permit_id, "start")
@@ -231,8 +243,10 @@ def start(svc: Service, actor: Actor, permit_id: str) -> WorkspaceStatus:
             raise WorkspaceError(f"the workspace server of {permit_id} did not answer in {READY_TIMEOUT:.0f} s",
                                  "server_timeout")
         time.sleep(0.2)
+    dp = _start_dp_gateway(svc, lock, p.log)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    p.server.write_text(json.dumps({"pid": proc.pid, "port": port, "url": url, "started_at": started}))
+    p.server.write_text(json.dumps({"pid": proc.pid, "port": port, "url": url, "started_at": started,
+                                    "dp_pid": dp.pid}))
     svc.record(actor=actor.user_id, action="workspace.started", subject=f"permit:{permit_id}",
                payload={"port": port, "pid": proc.pid, "analysts": list(access.users)})
     return _status(svc, permit_id)
@@ -262,6 +276,8 @@ def stop(svc: Service, actor: Actor, permit_id: str, *, reason: str = "stopped b
         _kill_stray_kernels(svc, permit_id)
         return False
     _terminate(info["pid"])
+    if info.get("dp_pid"):
+        _terminate(info["dp_pid"])
     strays = _kill_stray_kernels(svc, permit_id)
     sandbox.remove_empty_cgroups(lockdown_for(svc, permit_id).cgroups)
     svc.record(actor=actor.user_id, action="workspace.stopped", subject=f"permit:{permit_id}",

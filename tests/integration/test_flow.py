@@ -82,10 +82,10 @@ def test_application_flow_pauses_and_resumes(harness, tmp_path, monkeypatch):
     runner.start()
     _wait_paused(case)
     act(svc, staff["hanna"], case, "confirm_complete")
-    assert resume_case_flows(case, "confirm_complete", "hanna") == 1
+    assert resume_case_flows(case) == 1
     _wait_paused(case)
     act(svc, staff["alice"], case, "withdraw")
-    resume_case_flows(case, "withdraw", "alice")
+    resume_case_flows(case)
     runner.join(timeout=60)
     assert result["state"] == "withdrawn"
 
@@ -146,10 +146,10 @@ def test_output_review_flow_waits_for_the_reviewers(harness, tmp_path, monkeypat
                                                   A.submit_review(svc, c, rid))))
     steps.append((olga, lambda: A.decide(svc, olga, rid, "approve")))
     steps.append((olga, lambda: A.release(svc, olga, rid)))
-    for actor, step in steps:
+    for _actor, step in steps:
         wait_paused()
         step()
-        resume_output_flows(rid, "step", actor.user_id)
+        resume_output_flows(rid)
     runner.join(timeout=60)
     assert result["state"] == "released"
 

@@ -174,7 +174,7 @@ def test_kernel_sees_no_service_state_secrets_or_other_permits(env, kernel):
     assert key in ("False", "0")
     assert others in ("False", "[]")
     assert set(eval(env_keys)) <= {"TOISIO_DATA", "TOISIO_SCRATCH", "TOISIO_PERMIT", "TOISIO_LIMIT_MEMORY_MB",
-                                   "TOISIO_LIMIT_PROCESSES"}
+                                   "TOISIO_LIMIT_PROCESSES", "TOISIO_DP_SOCKET"}  # the socket's path, no secret
     assert procs == "True False"  # its own PID namespace: the server (and its environment) is out of sight
 
 
@@ -493,3 +493,25 @@ def test_padding_and_markup_cannot_hide_code_from_the_session_audit(env, kernel,
     r = invoke_as(svc, "hanna", ["workspace", "audit", "--permit", permit])
     assert r.exit_code == 0, r.output
     assert "[/bold]" in r.output
+
+
+def test_a_kernel_asks_the_dp_query_service_through_its_socket_and_never_holds_the_receipt_key(env, kernel):
+    from secure_env.airlock import outputs as A
+    from secure_env.airlock.dp import ledger, set_budget
+
+    permit, _, _ = env["a"]
+    set_budget(env["svc"], who(env["svc"], "dora"), permit, 1.0, 0.0)
+    r = kernel.run("a = toisio_dp.count('persons', epsilon=0.25); p = a.save('scratch/dp_count.json'); "
+                   "print(a.ledger_id, toisio_dp.budget()['remaining_epsilon'])")
+    assert r.status == "ok", r.error
+    assert r.stdout.split()[1] == "0.75"
+    assert [c.actor for c in ledger(env["svc"], who(env["svc"], "dora"), permit)] == [f"workspace:{permit}"]
+    r = kernel.run("import os; print(sorted(k for k in os.environ if 'KEY' in k))")
+    assert r.stdout.strip() == "[]"
+    r = kernel.run("toisio_dp.count('persons', epsilon=5)")
+    assert r.status == "error" and "budget_exceeded" in r.error
+    root = W.paths(env["svc"], permit).root
+    rid = A.create_request(env["svc"], who(env["svc"], "bob"), permit)
+    A.add_file(env["svc"], who(env["svc"], "bob"), rid, root / "scratch" / "dp_count.json",
+               {"description": "DP count", "method": "toisio_dp.count"})
+    assert A.view(env["svc"], who(env["svc"], "oscar"), rid)["files"][0]["check_report"]["dp_verified"] is True

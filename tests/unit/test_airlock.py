@@ -213,25 +213,6 @@ def test_differencing_against_released_tables(world, tmp_path):
     assert any("differs from released table" in x for x in f["check_report"]["table_findings"])
 
 
-def test_dp_output_may_release_after_one_checker_when_policy_allows(world, tmp_path):
-    w = world
-    dp = tmp_path / "dp_mean.txt"
-    dp.write_text("mean age (epsilon 1.0, bounds 0-100): 54.2\n")
-    rid = A.create_request(w["svc"], w["bob"], w["permit"])
-    A.add_file(w["svc"], w["bob"], rid, dp, {"description": "DP mean age", "method": "DpSession.mean",
-                                             "differentially_private": True})
-    A.submit(w["svc"], w["bob"], rid)
-    A.vote(w["svc"], w["oscar"], rid, "dp_mean.txt", "approve")
-    A.submit_review(w["svc"], w["oscar"], rid)
-    with pytest.raises(A.AirlockError):  # default policy: two checkers, even for DP
-        A.decide(w["svc"], w["oscar"], rid, "approve")
-    one = A.Policy(dp_approvals_needed=1)
-    assert A.decide(w["svc"], w["oscar"], rid, "approve", policy=one).value == "approved"
-    with w["svc"].engine.connect() as conn:
-        last = [e for e in audit.events(conn, subject=f"output:{rid}") if e.action == "output.approve"][-1]
-    assert last.payload["dp_approvals_needed"] == 1
-
-
 def test_profile_per_permit_from_the_authority_configuration(world):
     w = world
     (w["svc"].settings.home / "disclosure.yaml").write_text(f"""

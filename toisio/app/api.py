@@ -54,14 +54,21 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 @asynccontextmanager
 async def _stage_reactions(svc: Service):
-    """While the API runs, a permit that ends through it stops its running workspace at once."""
+    """While the API runs, a permit that ends through it stops its running workspace at once, and (with a Prefect
+    server in ``PREFECT_API_URL``) every step recorded through it resumes or starts the flow run that follows its
+    case or output request (:mod:`flows.follow`)."""
+    from flows import follow
     from secure_env.workspace.server import enforce_permit_events, withdraw_permit_events
+    from toisio import events
 
     handler = enforce_permit_events(lambda: svc)
+    follower = follow.install(svc)
     try:
         yield
     finally:
         withdraw_permit_events(handler)
+        if follower is not None:
+            events.unsubscribe("*", follower)
 
 
 class LoginBody(BaseModel):

@@ -193,6 +193,31 @@ def retention_cmd(permit: str, as_json: bool = typer.Option(False, "--json", hel
     console.print(t)
 
 
+@permits_app.command("dp-budget")
+def dp_budget_cmd(permit: str, epsilon: float | None = typer.Option(None, "--epsilon",
+                                                                     help="set the total epsilon (the decider)"),
+                  delta: float = typer.Option(0.0, "--delta", help="with --epsilon: the total delta"),
+                  as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """A permit's privacy budget and its ledger; with --epsilon the decider sets it (the DP query service charges
+    every query to it)."""
+    api = _api()
+    if epsilon is not None:
+        r = _run(lambda: api.put(f"/permits/{permit}/dp", json={"epsilon": epsilon, "delta": delta}))
+    else:
+        r = _run(lambda: api.get(f"/permits/{permit}/dp"))
+    if as_json:
+        return print_json(r)
+    console.print(styled((permit, "bold"), f" epsilon {r['spent_epsilon']:g} spent of {r['epsilon']:g} "
+                                          f"({r['remaining_epsilon']:g} left); delta {r['spent_delta']:g} of "
+                                          f"{r['delta']:g}"))
+    t = Table()
+    for c in ("query", "epsilon", "by", "at"):
+        t.add_column(c)
+    for c in r["ledger"]:
+        t.add_row(c["query"][:80], f"{c['epsilon']:g}", c["actor"], c["at"][:19])
+    console.print(t)
+
+
 @permits_app.command("delete-ended")
 def delete_ended_cmd(on: str | None = typer.Option(None, help="run as of this date (YYYY-MM-DD)")) -> None:
     """Operator: delete what is held for permits whose retention ran out, and quarantines past theirs (scheduled

@@ -241,11 +241,39 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
             can_produce = view.state in (State.DELIVERED, State.ACTIVE) and DR.STATISTICS.can("produce", actor)
         can_amend = actor.user_id == view.applicant_id and view.kind != "amendment" and \
             view.state in PERMIT_IN_FORCE
+        dp_budget, can_set_budget = None, False
+        if view.kind != "amendment" and any(e.event == "approved" for e in view.history):
+            from secure_env.airlock import dp
+
+            can_set_budget = dp.DP.can("set_budget", actor)
+            try:
+                dp_budget = await call(dp.budget, svc, actor, case_id)
+            except ToisioError:
+                dp_budget = None
         return portal.render(request, "case.html", actor=actor, case=view, form=form, messages=msgs,
                              estimates=estimates, actions=actions, field_labels=FIELD_LABELS,
                              can_write=can_write, authority=authority, decided=decided,
                              waiting_for=WAITING_FOR[view.state], registries=_registries_of(form),
-                             statistics=statistics, can_produce=can_produce, can_amend=can_amend)
+                             statistics=statistics, can_produce=can_produce, can_amend=can_amend,
+                             dp_budget=dp_budget, can_set_budget=can_set_budget)
+
+    @app.post("/cases/{case_id}/dp-budget")
+    async def case_dp_budget(request: Request, case_id: str):
+        """The decider sets the permit's privacy budget (the DP query service charges every query to it)."""
+        from secure_env.airlock import dp
+
+        actor = portal.require(request)
+        await portal.check_csrf(request)
+        form = await request.form()
+        try:
+            epsilon = float(str(form.get("epsilon") or ""))
+            delta = float(str(form.get("delta") or "0"))
+        except ValueError as e:
+            raise Invalid("epsilon and delta are numbers (for example 1.0 and 0)", code="bad_budget") from e
+        if not (0 < epsilon <= 100 and 0 <= delta < 1):
+            raise Invalid("epsilon must be above 0 and at most 100; delta at least 0 and below 1", code="bad_budget")
+        await call(dp.set_budget, svc, actor, case_id, epsilon, delta)
+        return portal.redirect(f"/cases/{case_id}#dp")
 
     @app.get("/cases/{case_id}/amend", response_class=HTMLResponse)
     async def amend_page(request: Request, case_id: str):
