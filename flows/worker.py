@@ -25,6 +25,8 @@ from toisio.config import Settings
 log = logging.getLogger("toisio.worker")
 
 DEFAULT_PORT = 4200
+#: how often the worker asks the server for runs to start (a resumed run starts within this; Prefect's default 10 s)
+POLL_SECONDS = 2
 
 
 class EmbeddedServer:
@@ -99,13 +101,15 @@ def crash_leftovers() -> int:
         FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Crashed
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             tags=FlowRunFilterTags(all_=["toisio"]),
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING,
-                                                                       StateType.CANCELLING]))))
+                                                                       StateType.CANCELLING]))),
+            sort=FlowRunSort.START_TIME_DESC, limit=200)
         for run in runs:
             client.set_flow_run_state(run.id, Crashed(message="the worker that ran it stopped; a new worker "
                                                               "continues from the database's state"), force=True)
@@ -124,6 +128,9 @@ def run_worker(settings: Settings, *, port: int = DEFAULT_PORT) -> None:
     else:
         log.info("using the Prefect server at %s", os.environ["PREFECT_API_URL"])
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()  # Prefect read its settings when first imported; the URL is new
 
     def _stop(signum, frame):
         raise SystemExit(0)  # run the finally below: the embedded server stops with the worker
@@ -135,7 +142,7 @@ def run_worker(settings: Settings, *, port: int = DEFAULT_PORT) -> None:
         crash_leftovers()
         deps = deployments()
         log.info("serving %d deployments: %s", len(deps), ", ".join(d.name for d in deps))
-        serve(*deps, pause_on_shutdown=False, print_starting_message=False)
+        serve(*deps, pause_on_shutdown=False, print_starting_message=False, query_seconds=POLL_SECONDS)
     finally:
         if server is not None:
             server.stop()

@@ -53,9 +53,11 @@ def test_the_worker_serves_every_job_on_its_schedule_and_runs_them(tmp_path):
                             stdout=log, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{port}/api"
     try:
-        deployments = _wait(lambda: (lambda d: d if len(d) == len(JOBS) else None)(
+        deployments = _wait(lambda: (lambda d: d if len(d) == len(JOBS) + 2 else None)(
             httpx.post(f"{api}/deployments/filter", json={}, timeout=5).json()), 180, "every deployment served")
         by_name = {d["name"]: d for d in deployments}
+        assert {"application", "output-review"} <= set(by_name)
+        assert not by_name["application"]["schedules"]  # started by what users do, not by a clock
         for job in JOBS:
             [schedule] = by_name[job.name]["schedules"]
             assert schedule["schedule"]["cron"] == job.cron and schedule["schedule"]["timezone"] == TIMEZONE
