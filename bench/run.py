@@ -1,6 +1,7 @@
 """`make bench`: run the benchmarks and write one JSON file per benchmark under bench/results/.
 
-Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline, workspace, portal, delivery; default all),
+Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline, workspace, portal, delivery, flows; default
+all),
 BENCH_SIZES
 (comma-separated persons for the pipeline, default "200000,1000000"), BENCH_PANDAS_MAX (largest
 size the pandas reference runs at, default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
@@ -20,6 +21,7 @@ from bench import (
     acro_compare,
     airlock_bench,
     delivery_bench,
+    flows_bench,
     permits_bench,
     pipeline_bench,
     portal_bench,
@@ -50,7 +52,8 @@ def _airlock(tmp: Path) -> dict:
 
 
 BENCHMARKS = {"airlock": _airlock, "permits": permits_bench.run, "pipeline": _pipeline,
-              "workspace": workspace_bench.run, "portal": portal_bench.run, "delivery": delivery_bench.run}
+              "workspace": workspace_bench.run, "portal": portal_bench.run, "delivery": delivery_bench.run,
+              "flows": flows_bench.run}
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -91,10 +92,49 @@ def deliver(svc: Service, permit_id: str, *, actor: Actor = SYSTEM, in_dir: Path
     return report
 
 
-def waiting_for_service(svc: Service) -> list[str]:
-    """The permits the service should take further now."""
+#: after each failed extraction of a permit in a row, the next attempt waits twice as long (1, 2, 4, ... minutes,
+#: at most 6 hours): a missing extract or a broken file is not retried every minute for ever
+RETRY_FIRST = timedelta(minutes=1)
+RETRY_MOST = timedelta(hours=6)
+
+
+def retry_due(failures: int, last_failure: datetime | None, now: datetime) -> datetime | None:
+    """When a permit whose last ``failures`` extractions failed (the newest at ``last_failure``) is tried again:
+    ``None`` when it is due now."""
+    if failures <= 0 or last_failure is None:
+        return None
+    wait = min(RETRY_FIRST * 2 ** min(failures - 1, 20), RETRY_MOST)
+    due = last_failure + wait
+    return None if now >= due else due
+
+
+def _failures(conn, permit_id: str) -> tuple[int, datetime | None]:
+    """The permit's failed extractions since its last delivered one, and when the newest failed."""
+    rows = list(conn.execute(select(LinkageRun.status, LinkageRun.finished_at).where(
+        LinkageRun.permit_id == permit_id, LinkageRun.status.in_(("failed", "delivered")))
+        .order_by(LinkageRun.started_at.desc())))
+    failures = 0
+    for status, _ in rows:
+        if status != "failed":
+            break
+        failures += 1
+    last = rows[0][1] if failures and rows[0][1] else None
+    return failures, datetime.fromisoformat(last.replace("Z", "+00:00")) if last else None
+
+
+def waiting_for_service(svc: Service, *, now: datetime | None = None) -> list[str]:
+    """The permits the service should take further now (one whose extractions keep failing waits its turn,
+    :func:`retry_due`)."""
     from permits.models import CaseRow
 
+    now = now or datetime.now(UTC)
+    out = []
     with svc.engine.connect() as conn:
-        return [r[0] for r in conn.execute(select(CaseRow.case_id).where(
-            CaseRow.state.in_([s.value for s in WAITING_FOR_SERVICE])).order_by(CaseRow.case_id))]
+        for (case_id,) in conn.execute(select(CaseRow.case_id).where(
+                CaseRow.state.in_([s.value for s in WAITING_FOR_SERVICE])).order_by(CaseRow.case_id)):
+            due = retry_due(*_failures(conn, case_id), now)
+            if due is None:
+                out.append(case_id)
+            else:
+                log.warning("%s: its extraction failed again; next attempt at %s", case_id, due.isoformat())
+    return out

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from permits import notifications as case_notices
 from secure_env.airlock import notifications as output_notices
+from secure_env.workspace import notifications as import_notices
 from toisio import audit, notify
 from toisio.notify import NotifyCursorRow
 from toisio.service import Service
@@ -48,7 +49,8 @@ def queue_new(svc: Service, *, batch: int = 1000) -> tuple[int, int, int]:
                 forged += 1
                 log.warning("audit entry %d does not match its hash; it notifies nobody", e.seq)
                 continue
-            for m in [*case_notices.messages_for(conn, e), *output_notices.messages_for(conn, svc, e)]:
+            for m in [*case_notices.messages_for(conn, e), *output_notices.messages_for(conn, svc, e),
+                      *import_notices.messages_for(conn, svc, e)]:
                 queued += notify.queue(conn, m, public_url=svc.settings.public_url)
         if entries:
             notify.set_cursor(conn, CURSOR, entries[-1].seq)

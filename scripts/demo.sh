@@ -54,7 +54,8 @@ for u in alice bob hanna dora thl kela oscar olga; do signin "$u"; done
 run_as hanna whoami
 PORT=${DEMO_PORT:-8700}
 PORTAL="http://127.0.0.1:$PORT"
-$T serve --port "$PORT" 2> "$DEMO_DIR/serve.log" &
+# the web process hands every recorded step to the flow run that follows its case (flows/follow.py)
+PREFECT_API_URL="$PREFECT_URL/api" $T serve --port "$PORT" 2> "$DEMO_DIR/serve.log" &
 SERVE_PID=$!
 .venv/bin/python - "$PORTAL" <<'PY' || { echo "the portal did not start; see $DEMO_DIR/serve.log"; exit 1; }
 import sys, time, httpx
@@ -71,12 +72,27 @@ echo "the web portal and the REST API run at $PORTAL (log: $DEMO_DIR/serve.log)"
 $T worker --port "$PREFECT_PORT" > "$DEMO_DIR/worker.log" 2>&1 &
 WORKER_PID=$!
 trap 'kill $WORKER_PID $SERVE_PID 2>/dev/null || true' EXIT
-echo "the worker serves the recurring jobs from an embedded Prefect server: its UI is at $PREFECT_URL/ (log: $DEMO_DIR/worker.log)"
+echo "the worker serves the recurring jobs and the flows that follow each application and output request, from an"
+echo "embedded Prefect server: its UI is at $PREFECT_URL/ (log: $DEMO_DIR/worker.log)"
 echo "each signed in with password + one-time code; their tokens are in $DEMO_DIR/config/<user>/toisio/token (mode 600)"
+.venv/bin/python - "$PREFECT_URL" <<'PY' || { echo "the worker did not start; see $DEMO_DIR/worker.log"; exit 1; }
+import sys, time, httpx
+for _ in range(480):  # the worker's Prefect server starts, then its deployments are served
+    try:
+        if any(d["name"] == "application" for d in httpx.post(sys.argv[1] + "/api/deployments/filter", json={},
+                                                              timeout=5).json()):
+            sys.exit(0)
+    except (httpx.HTTPError, ValueError):
+        pass
+    time.sleep(0.5)
+sys.exit(1)
+PY
 
 say "3. Alice stores her research plan and submits a data permit application prepared offline"
 run_as alice permits attach examples/research-plan.md
 run_as alice permits submit examples/application-diabetes.yaml
+echo "the submission started the flow run 'case $CASE', which follows the case to its decision: each step below"
+echo "resumes it, and it waits again (suspended, holding no process) for the next person"
 
 say "4. The handler checks it and asks the controllers for estimates"
 run_as hanna permits confirm-complete "$CASE"
@@ -98,19 +114,18 @@ import os, subprocess, sys, time
 import httpx
 url, case = sys.argv[1], sys.argv[2]
 env = {**os.environ, "PREFECT_API_URL": url + "/api"}
-for _ in range(360):  # the worker's Prefect server starts, then its deployments are served
-    try:
-        r = httpx.post(url + "/api/deployments/filter", json={}, timeout=5)
-        if any(d["name"] == "advance" for d in r.json()):
-            break
-    except (httpx.HTTPError, ValueError):
-        pass
+# the approval resumed the case's flow run, which starts the service's delivery (the advance job); were the
+# flows not reachable, the advance job runs every minute anyway: start it if no run for the case appears soon
+tag = {"flow_runs": {"tags": {"all_": [f"case:{case}"]}}}
+for _ in range(120):
+    runs = httpx.post(url + "/api/flow_runs/filter", json=tag, timeout=5).json()
+    if any(r["name"] == "advance" or r["name"].startswith("deliver") for r in runs):
+        print(f"the decision resumed the flow run of {case}, which started the delivery")
+        break
     time.sleep(0.5)
 else:
-    sys.exit(1)
-# the advance job runs every minute; start it now rather than wait for the next minute
-subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "toisio-advance/advance"], env=env,
-               check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "toisio-advance/advance"], env=env,
+                   check=True, capture_output=True)
 from toisio.service import service
 from permits.service import permit_access
 start = time.monotonic()
@@ -123,7 +138,8 @@ while time.monotonic() - start < 600:
     time.sleep(2)
 sys.exit(1)
 PY
-echo "see the runs 'advance' and 'deliver $CASE' (tagged case:$CASE) in Prefect's UI: $PREFECT_URL/runs"
+echo "see the runs 'case $CASE' (submission to decision), 'advance' and 'deliver $CASE', tagged case:$CASE, in"
+echo "Prefect's UI: $PREFECT_URL/runs"
 
 say "7. The permit's workspace: its own JupyterLab on 127.0.0.1; bob gets his own login token"
 BOB_TOKEN=$(run_as bob workspace token --permit "$CASE" --analyst bob | sed -n 's/^bob: //p')
@@ -171,7 +187,7 @@ wait $SERVE_PID $WORKER_PID 2>/dev/null || true
 
 say "Now click through it yourself"
 echo "Start the portal (it stopped with the demo):"
-echo "  TOISIO_HOME=$TOISIO_HOME .venv/bin/toisio serve --port $PORT"
+echo "  TOISIO_HOME=$TOISIO_HOME PREFECT_API_URL=$PREFECT_URL/api .venv/bin/toisio serve --port $PORT"
 echo "then open $PORTAL/ and sign in as any demo user: alice (researcher), bob (analyst), hanna (handler),"
 echo "dora (decider), thl and kela (data controllers), oscar and olga (output checkers)."
 echo "  password:        $DEMO_PASSWORD"

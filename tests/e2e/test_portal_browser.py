@@ -198,6 +198,7 @@ def test_every_role_does_its_work_in_the_browser(portal):
             page.get_by_role("button", name="Get my login link").click()
             page.wait_for_selector(".ok-box")
             bob.check("workspace link")
+            bob.go("/imports", "imports")  # governed ingress: the form to ask for an import (axe-checked)
             page = bob.go(f"/workspaces/{case}/outputs/new", "new output")
             i = page.get_attribute("input[type=hidden][value='scratch/deaths_by_sex.csv']", "name").split("_")[1]
             page.check(f"input[name=pick][value='{i}']")

@@ -43,3 +43,34 @@ def test_a_crashed_delivery_is_continued_to_in_force_without_a_second_extraction
     assert (provision.paths(svc, permit).data / "manifest.json").exists()
     assert waiting_for_service(svc) == []
     assert deliver(svc, permit, spark=spark).steps == []  # nothing left to do, nothing done twice
+
+
+def test_a_permit_whose_extractions_keep_failing_waits_longer_each_time(tmp_path):
+    """Failed runs since the last delivery put the permit's next attempt off (1, 2, 4 ... minutes); a delivered
+    run resets the count."""
+    from datetime import UTC, datetime, timedelta
+
+    from pseudonymise.runs import finish_run, start_run
+
+    svc = make_service(tmp_path / "home")
+    staff = make_staff(svc)
+    permit = make_case(svc, staff, state="approved").case_id
+    t0 = datetime.now(UTC)
+
+    def attempt(i: int, error: str | None):
+        with svc.engine.begin() as conn:
+            start_run(conn, svc.audit_key, run_id=f"run-{i}", permit_id=permit, scope_sha256="0" * 64, key_id="k",
+                      output_dir=str(tmp_path / "out"), actor="system")
+            finish_run(conn, svc.audit_key, run_id=f"run-{i}", actor="system", manifest_sha256=None if error else
+                       "1" * 64, error=error, summary={})
+
+    attempt(1, "extract missing: hilmo.csv")
+    assert waiting_for_service(svc, now=t0) == []
+    assert waiting_for_service(svc, now=t0 + timedelta(minutes=2)) == [permit]
+    attempt(2, "extract missing: hilmo.csv")
+    attempt(3, "extract missing: hilmo.csv")
+    assert waiting_for_service(svc, now=t0 + timedelta(minutes=3)) == []  # third failure: 4 minutes
+    assert waiting_for_service(svc, now=t0 + timedelta(minutes=5)) == [permit]
+    attempt(4, None)
+    attempt(5, "a later failure")
+    assert waiting_for_service(svc, now=t0 + timedelta(minutes=2)) == [permit]  # counted from the delivery on

@@ -233,3 +233,31 @@ def test_a_worker_killed_mid_delivery_is_replaced_and_nothing_is_done_twice(worl
     assert events_.count("delivered") == 1 and events_.count("activated") == 1
     activated = [user for user, topic in notes if topic == "case.activated"]
     assert activated and len(activated) == len(set(activated)), sorted(notes)  # nobody told twice
+
+
+def test_the_web_process_hands_each_step_recorded_through_the_api_to_the_flows(tmp_path, monkeypatch):
+    """With ``PREFECT_API_URL`` set, the API's lifespan subscribes the follower: a step taken through the REST API
+    reaches flows.follow for its case; without it nothing is subscribed (the follow job catches up)."""
+    from flows import follow as F
+    from tests.factories import make_token, serve_in_thread
+    from toisio import events
+    from toisio.app.api import create_app
+
+    svc = make_service(tmp_path / "home")
+    staff = make_staff(svc)
+    case = make_case(svc, staff, state="submitted").case_id
+    seen = []
+    monkeypatch.setattr(F, "follow", lambda svc_, subject, why="": seen.append((subject, why)) or F.Plan())
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # never reached: follow() is replaced
+    with serve_in_thread(create_app(svc)) as root:
+        assert any(isinstance(h, F.Follower) for h in events._subscribers["*"])
+        r = httpx.post(f"{root}/api/v1/cases/{case}/actions/confirm_complete", json={},
+                       headers={"Authorization": f"Bearer {make_token(svc, 'hanna')}"}, timeout=10)
+        assert r.status_code == 200, r.text
+        follower = next(h for h in events._subscribers["*"] if isinstance(h, F.Follower))
+        follower.wait_idle()
+    assert seen == [(F.Subject("case", case), "permit.completeness_confirmed")]
+    assert not any(isinstance(h, F.Follower) for h in events._subscribers["*"])  # unsubscribed at shutdown
+    monkeypatch.delenv("PREFECT_API_URL")
+    with serve_in_thread(create_app(svc)):
+        assert not any(isinstance(h, F.Follower) for h in events._subscribers["*"])

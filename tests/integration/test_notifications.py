@@ -201,3 +201,33 @@ def test_an_internal_remark_tells_nobody_outside_the_authority(tmp_path, smtp):
     assert len(to_alice) == 1 and "please add a timetable" in to_alice[0]
     assert not any("looks thin" in m.get_content() for m in sink.mails)
     assert any("timetable added" in m.get_content() for m in _to(sink, "hanna@authority.example"))
+
+
+def test_data_stewards_are_told_of_an_import_request_and_the_analyst_of_its_decision(tmp_path, smtp):
+    from secure_env.workspace import ingress
+
+    sink, port = smtp
+    svc = make_service(tmp_path / "home", smtp_host="127.0.0.1", smtp_port=port)
+    staff = make_staff(svc)
+    make_user(svc, "bob", email="bob@uni.example")
+    make_user(svc, "olga", ("output_checker",), email="olga@x.example")
+    permit = make_case(svc, staff).case_id
+    for u in ("oscar", "olga", "bob"):
+        set_language(svc, who(svc, u), "en" if u != "olga" else "sv")
+    run_notifier(svc)
+    sink.mails.clear()
+    code = tmp_path / "icd10_groups.csv"
+    code.write_text("code,group\nE11,diabetes\n")
+    req = ingress.request_import(svc, who(svc, "bob"), permit, code, purpose="ICD-10 grouping for the models")
+    run_notifier(svc)
+    assert [m["Subject"] for m in _to(sink, "oscar@authority.example")] == [
+        f"Import request {req.import_id} waits for a decision"]
+    assert len(_to(sink, "olga@x.example")) == 1 and req.import_id in _to(sink, "olga@x.example")[0]["Subject"]
+    assert _to(sink, "olga@x.example")[0]["Subject"] != f"Import request {req.import_id} waits for a decision"
+    assert _to(sink, "bob@uni.example") == []  # not told of his own request
+    sink.mails.clear()
+    ingress.decide_import(svc, who(svc, "oscar"), req.import_id, approve=False, reason="use the published table")
+    run_notifier(svc)
+    assert [m["Subject"] for m in _to(sink, "bob@uni.example")] == [
+        f"Your import request {req.import_id} was rejected"]
+    assert _to(sink, "oscar@authority.example") == []

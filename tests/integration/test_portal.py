@@ -161,6 +161,24 @@ def test_the_whole_story_through_the_portal(world, tmp_path):
     assert case in bob.get("/workspaces").text
     bob.post(f"/workspaces/{case}/link", {}, page="/workspaces")
     assert "token" in bob.get("/workspaces").text.lower()
+
+    # the decider sets the privacy budget on the case page; the analyst sees what is left
+    assert "Set the privacy budget" not in hanna.get(f"/cases/{case}").text
+    assert "No privacy budget is set" in dora.get(f"/cases/{case}").text
+    dora.post(f"/cases/{case}/dp-budget", {"epsilon": "oops"}, status=422, page=f"/cases/{case}")
+    dora.post(f"/cases/{case}/dp-budget", {"epsilon": "2.5", "delta": "0"}, page=f"/cases/{case}")
+    assert "0 / 2.5" in dora.get(f"/cases/{case}").text and "2.5" in bob.get("/workspaces").text
+
+    # governed ingress: the analyst asks for a lookup table; a data steward rejects it with a reason
+    bob.post("/imports", {"permit_id": case, "purpose": "ICD-10 groups for the models"}, page="/imports",
+             files={"file": ("icd_groups.csv", b"code,group\nE11,diabetes\n", "text/csv")})
+    assert "icd_groups.csv" in bob.get("/imports").text
+    page = oscar.get("/imports").text
+    assert "ICD-10 groups for the models" in page and "/approve" in page
+    assert "/approve" not in bob.get("/imports").text  # nobody decides their own request
+    imp = re.search(r'/imports/(IMP-[^/]+)/reject', page).group(1)
+    oscar.post(f"/imports/{imp}/reject", {"reason": "use the published classification"}, page="/imports")
+    assert "use the published classification" in bob.get("/imports").text
     scratch = provision.paths(svc, case).root / "scratch"
     (scratch / "deaths_by_sex.csv").write_text("sex,n\n1,40\n2,45\n")
     (scratch / "a_raw_counts.csv").write_text("sex,n\n1,3\n2,45\n")

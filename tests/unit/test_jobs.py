@@ -71,3 +71,18 @@ def test_controllers_are_reminded_of_estimates_due_soon_or_late(svc):
     next_day = _working_day_after(late, 1)
     remind_estimates(svc, next_day)
     assert not [t for t in _told(svc, "case.estimate_reminder") if t[0] == "thl1" and next_day.isoformat() in t[1]]
+
+
+def test_a_failing_extraction_is_retried_later_each_time():
+    from datetime import UTC, datetime, timedelta
+
+    from flows.delivery import RETRY_MOST, retry_due
+
+    t = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    assert retry_due(0, None, t) is None  # never failed: now
+    assert retry_due(1, t, t + timedelta(seconds=59)) == t + timedelta(minutes=1)
+    assert retry_due(1, t, t + timedelta(minutes=1)) is None
+    assert retry_due(3, t, t + timedelta(minutes=3)) == t + timedelta(minutes=4)
+    assert retry_due(4, t, t + timedelta(minutes=8)) is None
+    assert retry_due(50, t, t + RETRY_MOST - timedelta(seconds=1)) == t + RETRY_MOST  # capped at 6 hours
+    assert retry_due(50, t, t + RETRY_MOST) is None

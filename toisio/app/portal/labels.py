@@ -39,7 +39,7 @@ LABELS: dict[str, str] = {
     "approve": N_("Approve"), "reject": N_("Reject"), "request_changes": N_("Request changes"),
     "pass": N_("Passed"), "fail": N_("Failed"), "review": N_("Needs review"),
     "supporting": N_("Supporting file (not released)"), "public": N_("Public"),
-    "private": N_("Private to the output checkers"),
+    "private": N_("Private to the output checkers"), "requested": N_("Waiting for a data steward"),
     # deadlines
     "near": N_("Due soon"), "overdue": N_("Overdue"), "ok": N_("On time"), "decision": N_("Decision"),
     "controller estimate": N_("Controller estimate"), "completeness check": N_("Completeness check"),

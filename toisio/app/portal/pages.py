@@ -438,6 +438,64 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
             raise Invalid(f"unknown step {step!r}", code="unknown_action")
         return portal.redirect("/workspaces")
 
+    # ------------------------------------------------------------ imports (governed ingress)
+
+    @app.get("/imports", response_class=HTMLResponse)
+    async def imports_page(request: Request):
+        """Import requests the user may see: a data steward decides those waiting; an analyst asks for files to
+        come into their permits' workspaces."""
+        from secure_env.workspace import ingress
+
+        actor = portal.require(request)
+        items = await call(ingress.list_imports, svc, actor)
+        decidable = {r.import_id for r in items if r.state == ingress.REQUESTED and await call(
+            _may_decide_import, svc, actor, r)}
+        permits = [w["case"].case_id for w in await call(_workspaces, svc, actor)
+                   if w["named"] and w["status"].exists]
+        return portal.render(request, "imports.html", actor=actor, items=sorted(
+            items, key=lambda r: (r.state != ingress.REQUESTED, r.import_id)), decidable=decidable, permits=permits,
+            max_mb=ingress.MAX_IMPORT_BYTES // (1024 * 1024))
+
+    @app.post("/imports")
+    async def request_import(request: Request):
+        import tempfile
+        from pathlib import Path
+
+        from secure_env.workspace import ingress
+
+        actor = portal.require(request)
+        await portal.check_csrf(request)
+        form = await request.form()
+        try:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str) or not upload.filename:
+                raise Invalid("choose the file to import", code="file_missing")
+            data = await upload.read(ingress.MAX_IMPORT_BYTES + 1)
+            name = Path(upload.filename).name
+            permit_id, purpose = str(form.get("permit_id") or ""), str(form.get("purpose") or "")
+        finally:
+            await form.close()
+        if not ingress.is_plain_name(name):
+            raise ingress.IngressError(f"{name!r} is not a plain file name (letters, digits, . _ -)", "bad_name")
+        with tempfile.TemporaryDirectory(prefix="toisio-import-") as tmp:
+            source = Path(tmp) / name
+            source.write_bytes(data)
+            await call(ingress.request_import, svc, actor, permit_id, source, purpose=purpose)
+        return portal.redirect("/imports")
+
+    @app.post("/imports/{import_id}/{decision}")
+    async def decide_import(request: Request, import_id: str, decision: str):
+        from secure_env.workspace import ingress
+
+        actor = portal.require(request)
+        await portal.check_csrf(request)
+        if decision not in ("approve", "reject"):
+            raise Invalid(f"unknown decision {decision!r}", code="unknown_action")
+        form = await request.form()
+        await call(ingress.decide_import, svc, actor, import_id, approve=decision == "approve",
+                   reason=str(form.get("reason") or ""))
+        return portal.redirect("/imports")
+
     @app.get("/workspaces/{permit_id}/outputs/new", response_class=HTMLResponse)
     async def new_output(request: Request, permit_id: str):
         actor = portal.require(request)
@@ -596,6 +654,16 @@ def _tasks(svc, actor: Actor) -> list[_Task]:
             tasks.append(_Task(kind="output", ref=r["request_id"], title=r["permit_id"], what=r["state"],
                                href=f"/outputs/{r['request_id']}"))
     return sorted(tasks, key=lambda t: (t.due or date.max, t.ref))
+
+
+def _may_decide_import(svc, actor: Actor, req) -> bool:
+    from secure_env.workspace import ingress
+
+    try:
+        ingress.check_can_decide(svc, actor, req)
+    except ToisioError:
+        return False
+    return True
 
 
 def _workspaces(svc, actor: Actor) -> list[dict[str, Any]]:

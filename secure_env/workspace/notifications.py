@@ -1,0 +1,83 @@
+"""Who is told what about an import request's events: one table, as data (:data:`NOTIFY`), read by the notifier
+job (:mod:`flows.notifications`) for each ``import.<event>`` entry of the audit chain.
+
+Recipients: ``stewards`` (every data steward who may decide the request: an output checker who neither made it
+nor is named on its permit) and ``requester``.  Whoever caused the event is never told of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+
+from secure_env.workspace import ingress
+from toisio.audit import AuditEvent
+from toisio.identity import Role, UserRow, actor_for
+from toisio.notify import Message, params
+
+
+def N_(text: str) -> str:
+    """Mark a string for extraction (translated for each recipient)."""
+    return text
+
+
+@dataclass(frozen=True)
+class Notice:
+    to: tuple[str, ...]
+    title: str
+    body: str
+
+
+RECIPIENTS = ("stewards", "requester")
+
+NOTIFY: dict[str, Notice] = {
+    "import.requested": Notice(("stewards",), N_("Import request {request} waits for a decision"),
+                               N_("{actor} asked for a file to be imported into the workspace of permit {permit} "
+                                  "({request}).")),
+    "import.approved": Notice(("requester",), N_("Your import request {request} was approved"),
+                              N_("The file of {request} is in the workspace's imports folder, read-only.")),
+    "import.rejected": Notice(("requester",), N_("Your import request {request} was rejected"),
+                              N_("{actor} rejected {request}: see the request for the reason.")),
+}
+
+
+def _stewards(conn: Connection, svc, req: ingress.ImportRequest, users: tuple[str, ...]) -> list[str]:
+    out = []
+    for u in conn.execute(select(UserRow).where(UserRow.active)):
+        if Role.OUTPUT_CHECKER.value not in json.loads(u.roles):
+            continue
+        actor = actor_for(conn, u.user_id)
+        relations = frozenset(({ingress.NAMED} if u.user_id in users else set()) |
+                              ({ingress.REQUESTER} if u.user_id == req.requester else set()))
+        if ingress.IMPORTS.can("decide", actor, relations):
+            out.append(u.user_id)
+    return out
+
+
+def messages_for(conn: Connection, svc, entry: AuditEvent) -> list[Message]:
+    """The messages one audit entry of an import request causes (none for other entries)."""
+    from toisio.audit import events
+
+    notice = NOTIFY.get(entry.action)
+    if notice is None or not entry.subject.startswith("import:"):
+        return []
+    req = ingress._fold(events(conn, subject=entry.subject))
+    if req is None:
+        return []
+    from permits.service import permit_access
+
+    users = permit_access(svc, req.permit_id).users
+    found: list[str] = []
+    for who in notice.to:
+        if who == "stewards":
+            found += _stewards(conn, svc, req, users)
+        elif who == "requester":
+            found.append(req.requester)
+        else:
+            raise ValueError(f"unknown recipient {who!r}")
+    to = dict.fromkeys(u for u in found if u and u != entry.actor)
+    values = params(request=req.import_id, permit=req.permit_id, actor=entry.actor)
+    return [Message(user_id=u, key=f"{entry.seq}:{u}", topic=entry.action, subject=entry.subject,
+                    title=notice.title, body=notice.body, params=values, link="/imports") for u in to]
