@@ -18,6 +18,7 @@ import pandas as pd
 
 from secure_env.airlock.disclosure import (
     Statistic,
+    build_table,
     check_regression,
     check_table,
     round_counts,
@@ -73,3 +74,153 @@ def safe_regression_summary(coefficients: pd.DataFrame, residual_df: int, *,
     report = check_regression(residual_df, profile(profile_name)).to_dict()
     table = coefficients if report["status"] == "pass" else coefficients.map(lambda _: np.nan)
     return SafeTable(table, report, 0 if report["status"] == "pass" else int(coefficients.size), 0)
+
+
+class ACRO:
+    """ACRO's interface, checked by this service's rules: an analyst who knows ACRO changes one import.
+
+    >>> from secure_env.analyst import ACRO                       # doctest: +SKIP
+    >>> acro = ACRO(suppress=True)                                 # doctest: +SKIP
+    >>> df = acro.read("persons")                                  # the delivered dataset  # doctest: +SKIP
+    >>> acro.crosstab(df.sex, df.age_band)                         # doctest: +SKIP
+    >>> acro.pivot_table(df, values="ddd", index="sex", aggfunc="mean")  # doctest: +SKIP
+    >>> acro.add_exception("output_1", "the count of 4 is published")   # doctest: +SKIP
+    >>> acro.finalise("scratch/outputs")                           # doctest: +SKIP
+
+    Tables are built from the rows with the persons behind every cell (distinct pseudonyms), checked with the
+    permit's disclosure profile (``$TOISIO_DISCLOSURE_PROFILE``, else the service default), and, with
+    ``suppress=True``, suppressed (primary and secondary) and rounded.  A table made from a dataset read with
+    :meth:`read` (its columns as read, on all its rows) carries its specification: the airlock runs it again on
+    the delivered data and marks the file *verified*.  ``finalise`` writes each output, its specification and one
+    machine-readable ``results.json`` (SATRE 3.3.09).
+    """
+
+    def __init__(self, config: str = "default", suppress: bool = False, *, profile_name: str | None = None):
+        import json
+        import os
+
+        from secure_env.airlock.profiles import DisclosureProfile
+
+        self.suppress = suppress
+        given = os.environ.get("TOISIO_DISCLOSURE_PROFILE", "")
+        if profile_name:
+            self.profile = profile(profile_name)
+        elif given.startswith("{"):
+            self.profile = DisclosureProfile.model_validate(json.loads(given))
+        else:
+            self.profile = profile(given or "toisio-default")
+        self.results: dict[str, dict] = {}
+        self._frames: dict[int, tuple[pd.DataFrame, dict]] = {}
+
+    # ---- data
+    def read(self, dataset: str, where: dict | None = None) -> pd.DataFrame:
+        """A delivered dataset (``$TOISIO_DATA/<dataset>``), optionally only the rows where columns equal values."""
+        import os
+
+        data = Path(os.environ.get("TOISIO_DATA", "."))
+        df = pd.read_parquet(data / dataset)
+        for col, value in (where or {}).items():
+            df = df[df[col].astype("string") == str(value)]
+        df = df.reset_index(drop=True)
+        source = {"dataset": dataset, "where": dict(where or {}), "token": len(self._frames) + 1}
+        df.attrs["toisio"] = source
+        self._frames[source["token"]] = (df, source)
+        return df
+
+    def _source(self, parts: list[pd.Series]) -> tuple[pd.DataFrame | None, dict | None]:
+        """The frame read with :meth:`read` that every series comes from unchanged, on all its rows, or None."""
+        tokens = {(s.attrs.get("toisio") or {}).get("token") for s in parts}
+        if len(tokens) != 1 or None in tokens:
+            return None, None
+        frame, source = self._frames[tokens.pop()]
+        for s in parts:
+            if s.name not in frame.columns or not s.index.equals(frame.index) or \
+                    not s.astype("string").fillna("\0").equals(frame[s.name].astype("string").fillna("\0")):
+                return None, None
+        return frame, source
+
+    # ---- tables
+    def crosstab(self, index, columns=None, values=None, rownames=None, colnames=None, aggfunc=None,
+                 margins: bool = False, margins_name: str = "All", dropna: bool = True, normalize=False,
+                 show_suppressed: bool = False) -> pd.DataFrame:
+        """pandas' and ACRO's crosstab: counts (or ``aggfunc`` of ``values``) by one or more row and column
+        series."""
+        rows = list(index) if isinstance(index, list | tuple) else [index]
+        cols = [] if columns is None else (list(columns) if isinstance(columns, list | tuple) else [columns])
+        vals = [values] if values is not None else []
+        return self._table("crosstab", rows, cols, vals, aggfunc or "count", margins, normalize)
+
+    def pivot_table(self, data: pd.DataFrame, values=None, index=None, columns=None, aggfunc="mean",
+                    margins: bool = False, margins_name: str = "All") -> pd.DataFrame:
+        """pandas' and ACRO's pivot_table on a frame."""
+        names = lambda x: [] if x is None else ([x] if isinstance(x, str) else list(x))  # noqa: E731
+        if isinstance(aggfunc, list | tuple):
+            raise ValueError("one aggfunc per table: make one table per statistic")
+        return self._table("pivot_table", [data[c] for c in names(index)], [data[c] for c in names(columns)],
+                           [data[values]] if values else [], aggfunc, margins, False)
+
+    def _table(self, command: str, rows: list, cols: list, vals: list, aggfunc: str, margins: bool,
+               normalize) -> pd.DataFrame:
+        from secure_env.airlock import tables as T
+
+        aggfunc = {"size": "count", "nunique": "count", "std": "std"}.get(str(aggfunc), str(aggfunc))
+        frame, source = self._source([*rows, *cols, *vals])
+        spec = None
+        if frame is not None and "pseudonym" in frame.columns:
+            spec = T.TableSpec(dataset=source["dataset"], where=source["where"],
+                               index=tuple(s.name for s in rows), columns=tuple(s.name for s in cols),
+                               values=vals[0].name if vals else None, aggfunc=aggfunc, margins=margins,
+                               normalize=normalize or False, suppress=self.suppress, profile=self.profile)
+            table = T.compute(spec, frame, top_m=max(self.profile.nk_n, 2))
+        else:  # not traceable to a delivered dataset: each row a contributor; the airlock cannot verify it
+            work = pd.concat([*rows, *cols, *vals], axis=1)
+            work["_row"] = range(len(work))
+            table = build_table(work, [s.name for s in rows], [s.name for s in cols], aggfunc=aggfunc,
+                                values=vals[0].name if vals else None, person="_row", margins=margins,
+                                normalize=normalize, top_m=max(self.profile.nk_n, 2))
+        report = check_table(table, self.profile)
+        out = table.values
+        if self.suppress:
+            out, _, _ = suppress(table, report)
+        if table.statistic == "count":
+            out = round_counts(out, self.profile.rounding_base)
+        name = f"output_{len(self.results)}"
+        self.results[name] = {"command": command, "status": report.status, "summary": report.to_dict(),
+                              "spec": None if spec is None else spec.model_dump(mode="json"), "exception": "",
+                              "table": out}
+        return out
+
+    def add_exception(self, output: str, reason: str) -> None:
+        """Ask for an exception for an output whose check failed (the reviewers see the reason)."""
+        if output not in self.results:
+            raise KeyError(f"no output {output!r}; outputs: {', '.join(self.results)}")
+        if not reason.strip():
+            raise ValueError("an exception needs a reason")
+        self.results[output]["exception"] = reason.strip()
+
+    def remove_output(self, output: str) -> None:
+        self.results.pop(output)
+
+    def finalise(self, path: str | Path = "outputs", ext: str = "csv") -> Path:
+        """Write every output (``<name>.csv``, and its ``.spec.json`` when it has one) and ``results.json``."""
+        import json
+
+        from secure_env.airlock import tables as T
+
+        if ext != "csv":
+            raise ValueError("outputs are written as csv")
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        listing = []
+        for name, r in self.results.items():
+            target = out / f"{name}.csv"
+            if r["spec"] is not None:
+                T.write(target, r["table"], T.TableSpec.model_validate(r["spec"]))
+            else:
+                r["table"].to_csv(target)
+            listing.append({"output": name, "file": target.name, "command": r["command"], "status": r["status"],
+                            "exception": r["exception"], "specification": r["spec"],
+                            "checks": r["summary"], "verifiable": r["spec"] is not None})
+        (out / "results.json").write_text(json.dumps({"format": "toisio-results/1", "profile": self.profile.name,
+                                                      "outputs": listing}, indent=2, default=str) + "\n")
+        return out

@@ -20,10 +20,19 @@ import pandas as pd
 
 from secure_env.airlock.profiles import DisclosureProfile
 
-Statistic = Literal["count", "percent", "sum", "mean", "median"]
+Statistic = Literal["count", "percent", "sum", "mean", "median", "q10", "q25", "q75", "q90", "min", "max", "mode",
+                    "std", "var"]
 PASS, REVIEW, FAIL = 0, 1, 2
 STATUS = {PASS: "pass", REVIEW: "review", FAIL: "fail"}
-MAGNITUDE: frozenset[str] = frozenset({"sum", "mean", "median"})
+#: quantiles by name (the median is q50)
+QUANTILES: dict[str, float] = {"q10": 0.10, "q25": 0.25, "median": 0.5, "q75": 0.75, "q90": 0.90}
+#: statistics that add up contributions, so that one large contributor can dominate them (ACRO applies the
+#: dominance rules to these)
+MAGNITUDE: frozenset[str] = frozenset({"sum", "mean", *QUANTILES})
+#: statistics that show one person's own value
+INDIVIDUAL: frozenset[str] = frozenset({"min", "max", "mode"})
+#: statistics of spread, whose degrees of freedom per cell are the count behind it less one
+SPREAD: frozenset[str] = frozenset({"std", "var"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class Table:
     structural_zeros: frozenset[tuple] = frozenset()
     name: str = ""
     negatives: pd.DataFrame | None = None
+    sums: pd.DataFrame | None = None  # magnitude tables built from rows: each cell's true total
 
 
 @dataclass(frozen=True)
@@ -143,14 +153,35 @@ def _totals(t: Table) -> np.ndarray:
     v = t.values.to_numpy(dtype=float)
     if t.statistic == "sum":
         return np.nan_to_num(v)
-    # mean (and median as an approximation): total = mean x count
+    if t.sums is not None:  # the true sums behind a mean or a quantile (from the rows)
+        return np.nan_to_num(t.sums.to_numpy(dtype=float))
+    # mean (and quantiles as an approximation): total = statistic x count
     return np.nan_to_num(v * t.counts.to_numpy(dtype=float))
 
 
-ALL = frozenset({"count", "percent", "sum", "mean", "median"})
+def _individual(t: Table, p: DisclosureProfile) -> tuple[np.ndarray, str]:
+    c = t.counts.to_numpy(dtype=float)
+    allowed = p.individual_values and c >= p.min_count
+    return np.where((c > 0) & ~allowed, FAIL, PASS), (
+        f"a {t.statistic} is one person's own value; it fails unless the profile allows individual values "
+        f"and {p.min_count} or more persons are behind it ({{value}} here)")
+
+
+def _dof(t: Table, p: DisclosureProfile) -> tuple[np.ndarray, str]:
+    c = t.counts.to_numpy(dtype=float)
+    return np.where((c > 0) & (c - 1 < p.min_residual_df), FAIL, PASS), (
+        f"{{value}} persons behind the {t.statistic}: degrees of freedom below the minimum {p.min_residual_df}")
+
+
+ALL = frozenset({"count", "percent", *MAGNITUDE, *INDIVIDUAL, *SPREAD})
 CELL_RULES: tuple[CellRule, ...] = (
     CellRule("min_count", ALL, "minimum number of persons behind any cell or statistic", _min_count),
     CellRule("zeros", frozenset({"count", "percent"}), "zero cells: disclosive or to review", _zeros),
+    CellRule("individual_value", INDIVIDUAL, "min, max and mode show one person's value: fail unless the profile "
+                                             "allows individual values and the cell's count reaches the minimum",
+             _individual),
+    CellRule("degrees_of_freedom", SPREAD, "std and var: the persons behind the cell less one must reach the "
+                                           "minimum degrees of freedom", _dof),
     CellRule("negative", MAGNITUDE, "negative or mixed-sign contributions go to review", _negative),
     CellRule("dominance_nk", MAGNITUDE, "N-K dominance rule (fails at a share of k or more)", _nk),
     CellRule("dominance_p_percent", MAGNITUDE, "p% rule", _p_percent),
@@ -170,6 +201,9 @@ def check_table(t: Table, p: DisclosureProfile) -> CheckReport:
         worst = np.maximum(worst, status)
         if status.any():
             flagged.append((status, reason))
+    hidden = np.isnan(t.values.to_numpy(dtype=float))
+    worst[hidden] = PASS  # a suppressed (empty) cell shows nothing; suppression_findings checks it stays hidden
+    flagged = [(np.where(hidden, 0, status), reason) for status, reason in flagged]
     cells = []
     rows, cols = t.values.index, t.values.columns
     counts_arr = t.counts.to_numpy()
@@ -177,7 +211,6 @@ def check_table(t: Table, p: DisclosureProfile) -> CheckReport:
         reasons = tuple(r.format(value=int(counts_arr[i, j]) if counts_arr[i, j] == counts_arr[i, j] else "?")
                         for s, r in flagged if s[i, j])
         cells.append(CellResult(rows[i], cols[j], STATUS[int(worst[i, j])], reasons))
-    hidden = np.isnan(t.values.to_numpy(dtype=float))
     findings, finding_status = suppression_findings(t, hidden)
     n_fail = int((worst == FAIL).sum())
     n_review = int((worst == REVIEW).sum())
@@ -348,3 +381,104 @@ def table_from_rows(df: pd.DataFrame, rows: str, columns: str | None = None, *, 
             largest[ridx[r], cidx[c], : len(vals)] = vals
     return Table(values, counts.astype(float), statistic, largest,
                  negatives=None if statistic == "count" else negatives)
+
+
+MARGIN = "All"
+AGGREGATORS = ("count", *QUANTILES, "sum", "mean", "min", "max", "mode", "std", "var")
+
+
+def _aggregate(values: pd.core.groupby.SeriesGroupBy, aggfunc: str) -> pd.Series:
+    if aggfunc in QUANTILES:
+        return values.quantile(QUANTILES[aggfunc])
+    if aggfunc == "mode":
+        return values.agg(lambda s: s.mode().iloc[0] if s.notna().any() else np.nan)
+    return values.agg(aggfunc)
+
+
+def build_table(df: pd.DataFrame, index: list[str] | tuple[str, ...], columns: list[str] | tuple[str, ...] = (), *,
+                aggfunc: str = "count", values: str | None = None, person: str = "pseudonym", margins: bool = False,
+                normalize: bool | str = False, top_m: int = 3) -> Table:
+    """A :class:`Table` with what the checks need (persons behind every cell, each cell's largest and negative
+    contributions, its true total) from row-level data, by one or more row and column variables.
+
+    ``aggfunc``: ``count`` (distinct persons), a quantile (``median``, ``q10`` ...), ``sum``, ``mean``, ``min``,
+    ``max``, ``mode``, ``std`` or ``var`` of ``values``.  ``margins`` adds an ``All`` row and column computed from
+    the rows (not summed from the cells).  ``normalize`` (counts only, as pandas' crosstab): ``all``, ``index`` or
+    ``columns`` gives shares instead of counts; the counts stay behind them for the checks.  Labels are text.
+    """
+    index, columns = list(index), list(columns)
+    if not index:
+        raise ValueError("a table needs at least one row variable")
+    if aggfunc not in AGGREGATORS:
+        raise ValueError(f"aggfunc {aggfunc!r}: one of {', '.join(AGGREGATORS)}")
+    if aggfunc != "count" and values is None:
+        raise ValueError(f"a {aggfunc} table needs values= (the column it summarises)")
+    if normalize and aggfunc != "count":
+        raise ValueError("normalize applies to counts only")
+    unknown = [c for c in [*index, *columns, *([values] if values else []), person] if c not in df.columns]
+    if unknown:
+        raise ValueError(f"no column {unknown[0]!r}; columns: {', '.join(map(str, df.columns))}")
+    cols = columns or ["_all"]
+    keys = [*index, *cols]
+    work = df.assign(_all="all") if not columns else df.copy()
+    for k in keys:
+        work[k] = work[k].astype("string").fillna("(missing)")
+        if (work[k] == MARGIN).any() and margins:
+            raise ValueError(f"{k} has a category named {MARGIN!r}, the margins' label")
+    if values is not None:
+        work[values] = pd.to_numeric(work[values], errors="coerce")
+    frames = [work]
+    if margins:
+        blank = {k: "" for k in index[1:]}
+        frames.append(work.assign(**{index[0]: MARGIN}, **blank))
+        if columns:
+            frames.append(work.assign(**{cols[0]: MARGIN}, **{k: "" for k in cols[1:]}))
+            frames.append(work.assign(**{index[0]: MARGIN}, **blank, **{cols[0]: MARGIN},
+                                      **{k: "" for k in cols[1:]}))
+    every = pd.concat(frames, ignore_index=True)
+    grouped = every.groupby(keys, sort=True, observed=True)
+    counts = grouped[person].nunique()
+
+    def grid(series: pd.Series, fill: float | None = None) -> pd.DataFrame:
+        out = series.unstack(cols)
+        body_rows = [r for r in out.index if not _is_margin(r)]
+        body_cols = [c for c in out.columns if not _is_margin(c)]
+        out = out.reindex(index=[*body_rows, *[r for r in out.index if _is_margin(r)]],
+                          columns=[*body_cols, *[c for c in out.columns if _is_margin(c)]])
+        return out.astype(float) if fill is None else out.astype(float).fillna(fill)
+
+    count_grid = grid(counts, 0.0)
+    shape = count_grid.shape
+    if aggfunc == "count":
+        value_grid = count_grid.copy()
+        statistic: str = "count"
+        if normalize:
+            statistic = "percent"
+            body = count_grid.loc[[r for r in count_grid.index if not _is_margin(r)],
+                                  [c for c in count_grid.columns if not _is_margin(c)]]
+            if normalize in (True, "all"):
+                value_grid = count_grid / body.to_numpy().sum()
+            elif normalize == "index":
+                value_grid = count_grid.div(count_grid.sum(axis=1) if not margins else
+                                            count_grid[[c for c in count_grid.columns if _is_margin(c)][0]], axis=0)
+            elif normalize == "columns":
+                value_grid = count_grid.div(count_grid.sum(axis=0) if not margins else
+                                            count_grid.loc[[r for r in count_grid.index if _is_margin(r)][0]], axis=1)
+            else:
+                raise ValueError("normalize: all, index or columns")
+        return Table(value_grid, count_grid, statistic)
+    value_grid = grid(_aggregate(grouped[values], aggfunc)).reindex_like(count_grid)
+    per_person = every.groupby([*keys, person], observed=True)[values].sum()
+    sums = grid(per_person.groupby(level=list(range(len(keys)))).sum()).reindex_like(count_grid)
+    negatives = grid((per_person < 0).groupby(level=list(range(len(keys)))).sum(), 0.0).reindex_like(count_grid)
+    top = per_person.groupby(level=list(range(len(keys))), group_keys=False).nlargest(top_m)
+    largest = np.full((*shape, top_m), np.nan)
+    rpos = {r: i for i, r in enumerate(count_grid.index)}
+    cpos = {c: i for i, c in enumerate(count_grid.columns)}
+    for key, grp in top.groupby(level=list(range(len(keys)))):
+        key = key if isinstance(key, tuple) else (key,)
+        r = key[:len(index)] if len(index) > 1 else key[0]
+        c = key[len(index):] if len(cols) > 1 else key[len(index)]
+        vals = np.sort(grp.to_numpy())[::-1]
+        largest[rpos[r], cpos[c], :len(vals)] = vals
+    return Table(value_grid, count_grid, aggfunc, largest, negatives=negatives.fillna(0.0), sums=sums)

@@ -310,6 +310,51 @@ def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
     return report["status"], report
 
 
+def _spec_of(path: Path) -> tuple | None:
+    """The specification a helper wrote beside a table (``(TableSpec, its JSON)``), ``(None, why)`` when one is
+    there but unreadable, None when there is none."""
+    from pydantic import ValidationError
+
+    from secure_env.airlock import tables
+
+    try:
+        spec = tables.spec_beside(path)
+    except (ValidationError, ValueError) as e:
+        return None, f"its specification file is not valid ({str(e).splitlines()[0]})"
+    return None if spec is None else (spec, tables.spec_json(spec))
+
+
+def _verified_check(svc: Service, permit_id: str, path: Path, spec: tuple, context: dict, prof: DisclosureProfile,
+                    released: list[Table]) -> tuple[str, dict]:
+    """A helper's table: its specification run again on the delivered data, outside the kernel.  Verified: the
+    verdict is the checks on the true table (persons and contributors behind every cell).  Unverified: the checks
+    of what is visible, and never better than review."""
+    from secure_env.airlock import tables
+    from secure_env.workspace.areas import analysis_data
+
+    if spec[0] is None:
+        v = tables.Verification(False, spec[1])
+    else:
+        v = tables.verify(path, spec[0], analysis_data(svc, permit_id), prof)
+    if v.verified:
+        report = v.report.to_dict()
+        if spec[0].aggfunc == "count" and not spec[0].normalize:
+            numeric, _ = _table_cells(path, list(spec[0].index))
+            findings = check_differencing(Table(numeric, numeric, "count"), released, prof)
+            if findings:
+                report["table_findings"] = report["table_findings"] + findings
+                report["status"] = "fail"
+        report.update(verified=True, verification=v.reason)
+        return report["status"], report
+    shape = {} if spec[0] is None else {
+        "index": list(spec[0].index),
+        "statistic": "count" if spec[0].aggfunc == "count" and not spec[0].normalize else spec[0].aggfunc}
+    status, report = _auto_check(path, {**context, **shape}, prof, released)
+    report.update(verified=False, verification=f"unverified: {v.reason}")
+    report["status"] = status = "fail" if status == "fail" else "review"
+    return status, report
+
+
 def _dp_check(conn: Connection, svc: Service, permit_id: str, path: Path, data: bytes,
               context: dict) -> tuple[str | None, dict, bool]:
     """A DP answer file's check: ``pass`` when its receipt verifies against the ledger (only then may it use the
@@ -403,7 +448,12 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
                                             "note": "a supporting file: shown to the reviewers, never released"}
         else:
             status, report, dp_verified = _dp_check(conn, svc, row.permit_id, path, data, context)
-            if status is None:
+            spec = _spec_of(path) if status is None and _kind(path.name) == "table" else None
+            if spec is not None:
+                context = {**context, "spec": spec[1]} if spec[0] is not None else context
+                status, report = _verified_check(svc, row.permit_id, path, spec, context, prof,
+                                                 _released_tables(conn, svc, row.permit_id))
+            elif status is None:
                 status, report = _auto_check(path, context, prof, _released_tables(conn, svc, row.permit_id))
                 if context.get("differentially_private"):
                     report["dp_claim"] = ("the context says differentially private, but the file is not an answer "

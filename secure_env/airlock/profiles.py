@@ -23,6 +23,8 @@ class DisclosureProfile(BaseModel):
     p_percent: float = Field(gt=0, lt=100, description="p% rule: the rest must exceed p% of the largest")
     min_residual_df: int = Field(ge=1, description="smallest residual degrees of freedom of a model")
     zeros_disclosive: bool = Field(description="whether a zero cell fails (true) or goes to review (false)")
+    individual_values: bool = Field(default=False, description="whether a min, max or mode (one person's value) "
+                                                               "may pass when the cell's count reaches min_count")
 
 
 @cache

@@ -480,3 +480,39 @@ def test_text_in_a_cell_is_not_dropped_unchecked_and_labels_need_no_index(world,
     with pytest.raises(A.AirlockError) as e:
         A.add_file(w["svc"], w["bob"], rid, marked, {"description": "persons", "method": "count", "index": "region"})
     assert e.value.code == "bad_index" and "county, sex, n" in str(e.value)
+
+
+def test_a_helper_table_is_verified_against_the_delivered_data_and_an_edited_one_is_not(world, tmp_path,
+                                                                                       monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    from secure_env.analyst import ACRO
+    from secure_env.workspace.provision import paths
+
+    w = world
+    data = paths(w["svc"], w["permit"]).data
+    (data / "persons").mkdir(parents=True)
+    rng = np.random.default_rng(8)
+    n = 400
+    pd.DataFrame({"pseudonym": [f"p{i}" for i in range(n)], "sex": rng.choice(["1", "2"], n),
+                  "euros": rng.gamma(2, 40, n)}).to_parquet(data / "persons" / "p.parquet")
+    monkeypatch.setenv("TOISIO_DATA", str(data))
+    acro = ACRO(suppress=True)
+    df = acro.read("persons")
+    acro.pivot_table(df, values="euros", index="sex", aggfunc="mean")
+    out = acro.finalise(tmp_path / "outputs")
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    A.add_file(w["svc"], w["bob"], rid, out / "output_0.csv", {"description": "mean euros", "method": "ACRO"})
+    f = A.view(w["svc"], w["oscar"], rid)["files"][0]
+    assert f["check_report"]["verified"] is True and f["check_status"] == "pass"
+    assert f["context"]["spec"]["aggfunc"] == "mean"  # the specification is kept with the file
+    # a number edited after the helper wrote it: unverified, to review, with the reason
+    text = (out / "output_0.csv").read_text().splitlines()
+    text[1] = text[1].rsplit(",", 1)[0] + ",99.5"
+    (out / "output_0.csv").write_text("\n".join(text) + "\n")
+    A.add_file(w["svc"], w["bob"], rid, out / "output_0.csv", {"description": "mean euros", "method": "ACRO"})
+    f = A.view(w["svc"], w["oscar"], rid)["files"][0]
+    assert f["check_report"]["verified"] is False and f["check_status"] == "review"
+    assert "unverified" in f["check_report"]["verification"] and "when run again" in f["check_report"][
+        "verification"]

@@ -207,9 +207,23 @@ def test_table_from_rows_counts_persons_and_contributors():
     assert s.values.loc["1", "x"] == 15.0 and s.largest[0, 0, 0] == 15.0
 
 
-def test_every_rule_is_listed_once():
+def test_every_rule_is_listed_once_and_every_statistic_has_its_rules():
+    from typing import get_args
+
+    from secure_env.airlock.disclosure import AGGREGATORS, INDIVIDUAL, MAGNITUDE, SPREAD, Statistic
+
     codes = [r.code for r in CELL_RULES]
-    assert len(codes) == len(set(codes)) == 5
+    assert len(codes) == len(set(codes)) == 7
+    rules_of = {stat: {r.code for r in CELL_RULES if stat in r.applies_to} for stat in get_args(Statistic)}
+    assert set(get_args(Statistic)) == {*AGGREGATORS, "percent"}
+    for stat, codes_ in rules_of.items():
+        assert "min_count" in codes_, stat  # the count behind every statistic
+    for stat in MAGNITUDE:
+        assert {"negative", "dominance_nk", "dominance_p_percent"} <= rules_of[stat]
+    for stat in INDIVIDUAL:
+        assert "individual_value" in rules_of[stat]
+    for stat in SPREAD:
+        assert "degrees_of_freedom" in rules_of[stat]
 
 
 def test_safe_crosstab_suppresses_and_reports():

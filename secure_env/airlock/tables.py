@@ -1,0 +1,177 @@
+"""A table's specification, how it is computed and released, and how the airlock verifies a file against it.
+
+One code path computes a table in the analyst's kernel (:class:`secure_env.analyst.ACRO`) and again in the airlock,
+outside the kernel, on the permit's delivered data: :func:`compute` builds the :class:`~disclosure.Table` with the
+true persons and contributors behind every cell, :func:`release` applies the profile's checks, suppression and
+rounding.  A helper writes the specification beside its output (``<file>.spec.json``); when the file is added to a
+request, :func:`verify` runs the specification again and compares the numbers: *verified* when they match, so the
+automatic verdict rests on the true counts (also for a mean, a quantile or a maximum); *unverified* otherwise, and
+the reviewers judge it with the checks of what is visible.  Pure pandas: importable in a kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from secure_env.airlock.disclosure import (
+    AGGREGATORS,
+    CheckReport,
+    Table,
+    build_table,
+    check_table,
+    round_counts,
+    suppress,
+)
+from secure_env.airlock.profiles import DisclosureProfile
+
+NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+SPEC_SUFFIX = ".spec.json"
+FORMAT = "toisio-table-spec/1"
+
+
+class TableSpec(BaseModel):
+    """What a table is: the delivered dataset, the rows kept, the variables and the statistic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["toisio-table-spec/1"] = FORMAT
+    dataset: str = Field(pattern=NAME)
+    where: dict[str, str | int | float | bool] = Field({}, max_length=20)
+    index: tuple[str, ...] = Field(min_length=1, max_length=4)
+    columns: tuple[str, ...] = Field((), max_length=4)
+    values: str | None = None
+    aggfunc: str = "count"
+    margins: bool = False
+    normalize: Literal[False, "all", "index", "columns"] = False
+    person: str = "pseudonym"
+    suppress: bool = True
+    profile: DisclosureProfile | None = Field(None, description="the profile the helper suppressed and rounded with")
+
+    @model_validator(mode="after")
+    def _check(self) -> TableSpec:
+        if self.aggfunc not in AGGREGATORS:
+            raise ValueError(f"aggfunc {self.aggfunc!r}: one of {', '.join(AGGREGATORS)}")
+        if self.aggfunc != "count" and not self.values:
+            raise ValueError(f"a {self.aggfunc} table needs values")
+        for n in (*self.index, *self.columns, *self.where, self.person, *([self.values] if self.values else [])):
+            if not re.match(NAME, n):
+                raise ValueError(f"column name {n!r}: letters, digits, '_', '.', '-' only")
+        return self
+
+
+def rows_of(data_dir: Path, spec: TableSpec) -> pd.DataFrame:
+    """The spec's rows: its dataset from the delivery, with ``where`` applied (equality on the text of a value)."""
+    where = data_dir / spec.dataset
+    if not where.exists():
+        raise FileNotFoundError(f"dataset {spec.dataset!r} is not in the delivery")
+    df = pd.read_parquet(where)
+    for col, value in spec.where.items():
+        if col not in df.columns:
+            raise ValueError(f"{spec.dataset} has no column {col!r}")
+        df = df[df[col].astype("string") == str(value)]
+    return df
+
+
+def compute(spec: TableSpec, rows: pd.DataFrame, top_m: int = 3) -> Table:
+    return build_table(rows, spec.index, spec.columns, aggfunc=spec.aggfunc, values=spec.values, person=spec.person,
+                       margins=spec.margins, normalize=spec.normalize, top_m=top_m)
+
+
+def release(spec: TableSpec, table: Table, prof: DisclosureProfile) -> tuple[pd.DataFrame, CheckReport]:
+    """The table as it may leave: failing cells suppressed (primary and secondary, when the spec asks for it),
+    counts rounded where the profile says."""
+    report = check_table(table, prof)
+    out = table.values
+    if spec.suppress:
+        out, _, _ = suppress(table, report)
+    if table.statistic == "count":
+        out = round_counts(out, prof.rounding_base)
+    return out, report
+
+
+def write(path: Path, released: pd.DataFrame, spec: TableSpec) -> Path:
+    """The released table as CSV (its row labels as columns) and its specification beside it."""
+    path = Path(path)
+    released.to_csv(path)
+    Path(str(path) + SPEC_SUFFIX).write_text(spec.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def spec_beside(path: Path) -> TableSpec | None:
+    """The specification a helper wrote beside ``path``, or None."""
+    side = Path(str(path) + SPEC_SUFFIX)
+    if not side.is_file():
+        return None
+    return TableSpec.model_validate_json(side.read_text())
+
+
+def _label(v) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
+
+def read_released(path: Path, spec: TableSpec) -> pd.DataFrame:
+    """A released CSV read back as its spec shapes it: the row variables as the index, text labels."""
+    n_rows, n_cols = len(spec.index), max(len(spec.columns), 1)
+    df = pd.read_csv(path, index_col=list(range(n_rows)), header=list(range(n_cols)), dtype=str,
+                     keep_default_na=False)
+    return df
+
+
+def matches(path: Path, spec: TableSpec, expected: pd.DataFrame) -> tuple[bool, str]:
+    """Whether the file holds ``expected``: the same row and column labels, and the same numbers (empty where
+    suppressed), to nine significant digits."""
+    try:
+        got = read_released(path, spec)
+    except (ValueError, IndexError) as e:
+        return False, f"the file does not read as the specified table ({e})"
+    exp_rows = [tuple(map(_label, r)) if isinstance(r, tuple) else (_label(r),) for r in expected.index]
+    got_rows = [tuple(map(_label, r)) if isinstance(r, tuple) else (_label(r),) for r in got.index]
+    exp_cols = [tuple(map(_label, c)) if isinstance(c, tuple) else (_label(c),) for c in expected.columns]
+    got_cols = [tuple(map(_label, c)) if isinstance(c, tuple) else (_label(c),) for c in got.columns]
+    if exp_rows != got_rows or exp_cols != got_cols:
+        return False, "its rows or columns differ from the specified table's"
+    want = expected.to_numpy(dtype=float)
+    have = got.apply(lambda col: pd.to_numeric(col.where(col.str.strip() != ""), errors="coerce")).to_numpy(
+        dtype=float)
+    if not np.array_equal(np.isnan(want), np.isnan(have)):
+        return False, "its suppressed (empty) cells differ from the specified table's"
+    ok = np.isclose(want, have, rtol=1e-9, atol=1e-9, equal_nan=True)
+    if not ok.all():
+        i, j = (int(x[0]) for x in np.nonzero(~ok))
+        return False, f"cell ({got_rows[i]}, {got_cols[j]}) is {have[i, j]:g} here, {want[i, j]:g} when run again"
+    return True, "the numbers match the specification run again on the delivered data"
+
+
+@dataclass(frozen=True)
+class Verification:
+    verified: bool
+    reason: str
+    report: CheckReport | None = None  # the checks on the true table, when verified
+
+
+def verify(path: Path, spec: TableSpec, data_dir: Path, prof: DisclosureProfile) -> Verification:
+    """Run ``spec`` again on the delivered data and compare with the file."""
+    try:
+        table = compute(spec, rows_of(data_dir, spec), top_m=max(prof.nk_n, 2))
+    except (FileNotFoundError, ValueError) as e:
+        return Verification(False, f"the specification cannot be run again: {e}")
+    expected, _ = release(spec, table, spec.profile or prof)
+    ok, why = matches(path, spec, expected)
+    if not ok:
+        return Verification(False, why)
+    # the verdict: the permit's profile on the true persons and contributors behind every cell that is shown
+    shown = Table(expected, table.counts, table.statistic, table.largest, table.structural_zeros, table.name,
+                  table.negatives, table.sums)
+    return Verification(True, why, check_table(shown, prof))
+
+
+def spec_json(spec: TableSpec) -> dict:
+    return json.loads(spec.model_dump_json())

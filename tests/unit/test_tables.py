@@ -1,0 +1,140 @@
+"""Tables of every statistic from the rows, their rules at the boundary, the ACRO-like helper in a kernel, and the
+airlock running a helper's specification again: verified when the numbers match, unverified when not."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from secure_env.airlock import tables as T
+from secure_env.airlock.disclosure import Table, build_table, check_table
+from secure_env.airlock.profiles import profile
+
+
+def _rows(n_by_group: dict[str, int], value=lambda i: 10.0 + i % 7) -> pd.DataFrame:
+    rows = []
+    for g, n in n_by_group.items():
+        rows += [{"pseudonym": f"{g}{i}", "g": g, "v": value(i)} for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("stat", ["min", "max", "mode"])
+def test_an_individual_value_fails_unless_the_profile_allows_it_and_the_count_reaches_the_minimum(stat):
+    p = profile("acro")  # min_count 10
+    allowing = p.model_copy(update={"individual_values": True})
+    t = build_table(_rows({"a": 10, "b": 9}), ["g"], aggfunc=stat, values="v")
+    assert [c.status for c in check_table(t, p).cells] == ["fail", "fail"]  # never by default
+    cells = {c.row: c.status for c in check_table(t, allowing).cells}
+    assert cells == {"b": "fail"}  # 10 persons pass, 9 fail
+
+
+@pytest.mark.parametrize("stat", ["std", "var"])
+def test_spread_needs_its_degrees_of_freedom_per_cell(stat):
+    p = profile("acro").model_copy(update={"min_count": 2})  # isolate the df rule: min_residual_df 10
+    t = build_table(_rows({"a": 11, "b": 10}), ["g"], aggfunc=stat, values="v")
+    cells = {c.row: c.reasons for c in check_table(t, p).cells}
+    assert list(cells) == ["b"] and "degrees of freedom below the minimum 10" in cells["b"][0]
+
+
+@pytest.mark.parametrize("stat", ["median", "q25", "q90", "mean", "sum"])
+def test_magnitudes_get_dominance_on_their_true_totals(stat):
+    p = profile("acro")
+    dominated = _rows({"a": 12}, value=lambda i: 1000.0 if i == 0 else 1.0)
+    assert check_table(build_table(dominated, ["g"], aggfunc=stat, values="v"), p).status == "fail"
+    spread = _rows({"a": 12}, value=lambda i: 10.0 + i)
+    assert check_table(build_table(spread, ["g"], aggfunc=stat, values="v"), p).status == "pass"
+
+
+def test_margins_are_counted_from_the_rows_not_summed():
+    df = pd.DataFrame({"pseudonym": ["p1", "p1", "p2", "p3"], "g": ["a", "b", "a", "b"], "h": ["x", "x", "y", "y"]})
+    t = build_table(df, ["g"], ["h"], margins=True)
+    assert t.values.loc["All", "All"] == 3  # p1 is in two cells but one person
+    assert t.values.loc["All", "x"] == 1 and t.values.loc["a", "All"] == 2
+
+
+def test_several_row_and_column_variables():
+    rng = np.random.default_rng(2)
+    n = 300
+    df = pd.DataFrame({"pseudonym": [f"p{i}" for i in range(n)], "sex": rng.choice(["1", "2"], n),
+                       "county": rng.choice(["H", "L", "U"], n), "band": rng.choice(["0-39", "40+"], n),
+                       "year": rng.choice(["2020", "2021"], n)})
+    t = build_table(df, ["sex", "county"], ["band", "year"])
+    assert t.values.shape == (6, 4) and t.values.to_numpy().sum() == n
+    expected = pd.crosstab([df.sex, df.county], [df.band, df.year])
+    assert (t.values.to_numpy() == expected.to_numpy()).all()
+
+
+@pytest.fixture
+def kernel(tmp_path, monkeypatch):
+    """A workspace kernel's view: the delivered data under $TOISIO_DATA."""
+    rng = np.random.default_rng(4)
+    n = 500
+    data = tmp_path / "data"
+    (data / "persons").mkdir(parents=True)
+    persons = pd.DataFrame({"pseudonym": [f"p{i}" for i in range(n)], "sex": rng.choice(["1", "2"], n),
+                            "band": rng.choice(["0-39", "40-59", "60+"], n, p=[0.5, 0.49, 0.01]),
+                            "euros": rng.gamma(2, 50, n).round(2)})
+    persons.to_parquet(data / "persons" / "part-0.parquet")
+    monkeypatch.setenv("TOISIO_DATA", str(data))
+    return data
+
+
+def test_the_acro_helper_writes_outputs_their_specifications_and_one_results_file(kernel, tmp_path):
+    from secure_env.analyst import ACRO
+
+    acro = ACRO(suppress=True)
+    df = acro.read("persons")
+    counts = acro.crosstab(df.sex, df.band, margins=True)
+    assert counts.isna().to_numpy().sum() >= 2  # the rare band suppressed, with a second cell
+    acro.pivot_table(df, values="euros", index="sex", aggfunc="mean")
+    adults = df[df.band != "0-39"]
+    acro.crosstab(adults.sex, adults.band)  # filtered in the notebook: no specification (unverifiable)
+    acro.add_exception("output_0", "the margins are published totals")
+    out = acro.finalise(tmp_path / "outputs")
+    results = json.loads((out / "results.json").read_text())
+    assert [o["verifiable"] for o in results["outputs"]] == [True, True, False]
+    assert results["outputs"][0]["exception"] == "the margins are published totals"
+    assert (out / "output_0.csv.spec.json").exists() and not (out / "output_2.csv.spec.json").exists()
+    with pytest.raises(KeyError, match="outputs: output_0"):
+        acro.add_exception("nope", "x")
+
+
+def test_the_airlock_verifies_a_helper_table_by_running_its_specification_again(kernel, tmp_path):
+    from secure_env.analyst import ACRO
+
+    acro = ACRO(suppress=False)  # nothing suppressed: what the checks flag is shown, and fails
+    df = acro.read("persons")
+    acro.crosstab(df.sex, df.band, margins=True)
+    acro.pivot_table(df, values="euros", index="sex", columns="band", aggfunc="max")
+    out = acro.finalise(tmp_path / "outputs")
+    p = profile("toisio-default")
+    for name in ("output_0.csv", "output_1.csv"):
+        spec = T.spec_beside(out / name)
+        v = T.verify(out / name, spec, kernel, p)
+        assert v.verified, v.reason
+    v = T.verify(out / "output_1.csv", T.spec_beside(out / "output_1.csv"), kernel, p)
+    assert v.report.status == "fail"  # maxima are individual values: the true table fails
+    suppressed = ACRO(suppress=True)
+    df2 = suppressed.read("persons")
+    suppressed.pivot_table(df2, values="euros", index="sex", columns="band", aggfunc="max")
+    out2 = suppressed.finalise(tmp_path / "suppressed")
+    v = T.verify(out2 / "output_0.csv", T.spec_beside(out2 / "output_0.csv"), kernel, p)
+    assert v.verified and v.report.status == "pass"  # every maximum hidden: nothing individual shown
+    # an edited number, a changed label, a forged filter: unverified
+    text = (out / "output_0.csv").read_text()
+    first_number = next(tok for tok in text.splitlines()[1].split(",")[1:] if tok)
+    (out / "output_0.csv").write_text(text.replace(first_number, str(int(float(first_number)) + 1), 1))
+    v = T.verify(out / "output_0.csv", T.spec_beside(out / "output_0.csv"), kernel, p)
+    assert not v.verified and "when run again" in v.reason
+    spec = T.spec_beside(out / "output_1.csv").model_copy(update={"where": {"sex": "1"}})
+    assert not T.verify(out / "output_1.csv", spec, kernel, p).verified
+
+
+def test_a_suppressed_cell_is_not_judged_by_the_count_it_hides():
+    values = pd.DataFrame([[np.nan, np.nan, 30.0], [np.nan, np.nan, 31.0], [40.0, 41.0, 42.0]],
+                          index=["a", "b", "c"], columns=["x", "y", "z"])
+    counts = pd.DataFrame([[3.0, 20.0, 30.0], [25.0, 22.0, 31.0], [40.0, 41.0, 42.0]], index=values.index,
+                          columns=values.columns)
+    assert check_table(Table(values, counts, "count"), profile("toisio-default")).status == "pass"
+    assert check_table(Table(counts, counts, "count"), profile("toisio-default")).status == "fail"
