@@ -310,6 +310,20 @@ def _auto_check(path: Path, context: dict, prof: DisclosureProfile,
     return report["status"], report
 
 
+def _helper_exception(path: Path) -> str:
+    """The exception the analyst asked for with the helper (``acro.add_exception``), from the ``results.json``
+    ``finalise`` wrote beside the file; '' when there is none."""
+    results = path.parent / "results.json"
+    try:
+        doc = json.loads(results.read_text()) if results.is_file() else {}
+    except (OSError, ValueError):
+        return ""
+    for out in doc.get("outputs", []) if isinstance(doc, dict) else []:
+        if isinstance(out, dict) and out.get("file") == path.name and isinstance(out.get("exception"), str):
+            return out["exception"].strip()[:MAX_TEXT]
+    return ""
+
+
 def _spec_of(path: Path) -> tuple | None:
     """The specification a helper wrote beside a table (``(TableSpec, its JSON)``), ``(None, why)`` when one is
     there but unreadable, None when there is none."""
@@ -329,13 +343,22 @@ def _verified_check(svc: Service, permit_id: str, path: Path, spec: tuple, conte
     """A helper's table: its specification run again on the delivered data, outside the kernel.  Verified: the
     verdict is the checks on the true table (persons and contributors behind every cell).  Unverified: the checks
     of what is visible, and never better than review."""
-    from secure_env.airlock import tables
+    from secure_env.airlock import regression, tables
     from secure_env.workspace.areas import analysis_data
 
+    model = isinstance(spec[0], regression.ModelSpec)
     if spec[0] is None:
         v = tables.Verification(False, spec[1])
+    elif model:
+        v = regression.verify(path, spec[0], analysis_data(svc, permit_id), prof)
     else:
         v = tables.verify(path, spec[0], analysis_data(svc, permit_id), prof)
+    if model:
+        report = v.report.to_dict() if v.verified else {
+            "status": "review", "table_findings": [], "cells": [],
+            "note": "a model the airlock could not fit again: the reviewers check it"}
+        report.update(verified=v.verified, verification=v.reason if v.verified else f"unverified: {v.reason}")
+        return report["status"], report
     if v.verified:
         report = v.report.to_dict()
         if spec[0].aggfunc == "count" and not spec[0].normalize:
@@ -422,6 +445,10 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
     nobody votes on it, and it is never released."""
     path = Path(path)
     group = group_name(group)
+    if not supporting and not context.get("exception"):
+        helper_exception = _helper_exception(path)
+        if helper_exception:
+            context = {**context, "exception": helper_exception}
     exception = context.get("exception", "")
     if not isinstance(exception, str) or len(exception) > MAX_TEXT:
         raise AirlockError(f"{path.name}: an exception is a reason in words, at most {MAX_TEXT} characters",

@@ -105,12 +105,18 @@ def write(path: Path, released: pd.DataFrame, spec: TableSpec) -> Path:
     return path
 
 
-def spec_beside(path: Path) -> TableSpec | None:
-    """The specification a helper wrote beside ``path``, or None."""
+def spec_beside(path: Path):
+    """The specification a helper wrote beside ``path`` (a :class:`TableSpec` or a
+    :class:`~secure_env.airlock.regression.ModelSpec`), or None."""
     side = Path(str(path) + SPEC_SUFFIX)
     if not side.is_file():
         return None
-    return TableSpec.model_validate_json(side.read_text())
+    raw = json.loads(side.read_text())
+    if isinstance(raw, dict) and raw.get("format") == "toisio-model-spec/1":
+        from secure_env.airlock.regression import ModelSpec
+
+        return ModelSpec.model_validate(raw)
+    return TableSpec.model_validate(raw)
 
 
 def _label(v) -> str:

@@ -516,3 +516,32 @@ def test_a_helper_table_is_verified_against_the_delivered_data_and_an_edited_one
     assert f["check_report"]["verified"] is False and f["check_status"] == "review"
     assert "unverified" in f["check_report"]["verification"] and "when run again" in f["check_report"][
         "verification"]
+
+
+def test_a_helper_model_is_verified_and_its_exception_reaches_the_checkers(world, tmp_path, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    from secure_env.analyst import ACRO
+    from secure_env.workspace.provision import paths
+
+    w = world
+    data = paths(w["svc"], w["permit"]).data
+    (data / "cohort").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    n = 200
+    df = pd.DataFrame({"pseudonym": [f"p{i}" for i in range(n)], "x": rng.normal(size=n),
+                       "group": ["rare"] * 2 + list(rng.choice(["a", "b"], n - 2))})
+    df["y"] = df.x + rng.normal(size=n)
+    df.to_parquet(data / "cohort" / "p.parquet")
+    monkeypatch.setenv("TOISIO_DATA", str(data))
+    acro = ACRO()
+    acro.olsr("y ~ x + C(group)", data=acro.read("cohort"))
+    acro.add_exception("output_0", "the rare group's coefficient is not reported in the paper")
+    out = acro.finalise(tmp_path / "models")
+    rid = A.create_request(w["svc"], w["bob"], w["permit"])
+    A.add_file(w["svc"], w["bob"], rid, out / "output_0.csv", {"description": "model", "method": "OLS"})
+    f = A.view(w["svc"], w["oscar"], rid)["files"][0]
+    assert f["check_report"]["verified"] is True and f["check_status"] == "fail"
+    assert any("records behind it" in x for x in f["check_report"]["table_findings"])
+    assert f["context"]["exception"] == "the rare group's coefficient is not reported in the paper"

@@ -138,3 +138,64 @@ def test_a_suppressed_cell_is_not_judged_by_the_count_it_hides():
                           columns=values.columns)
     assert check_table(Table(values, counts, "count"), profile("toisio-default")).status == "pass"
     assert check_table(Table(counts, counts, "count"), profile("toisio-default")).status == "fail"
+
+
+@pytest.mark.parametrize("formula, ok", [
+    ("y ~ x + C(sex)", True), ("y ~ x * z - 1", True), ("y ~ x:z + 0", True),
+    ("y ~ np.log(x)", False), ("y ~ __import__('os').system('id')", False), ("y ~ x; import os", False),
+    ("y ~ I(x**2)", False), ("y", False), ("y ~ x ~ z", False)])
+def test_a_model_formula_holds_column_names_c_and_operators_only(formula, ok):
+    from secure_env.airlock.regression import check_formula
+
+    if ok:
+        assert check_formula(formula) == formula
+    else:
+        with pytest.raises(ValueError):
+            check_formula(formula)
+
+
+def _model_data(kernel, n=300, rare=3):
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"pseudonym": [f"m{i}" for i in range(n)], "x": rng.normal(0, 1, n),
+                       "group": ["rare"] * rare + list(rng.choice(["a", "b"], n - rare))})
+    df["y"] = 2.0 * df.x + (df.group == "b") * 1.5 + rng.normal(0, 1, n)
+    df["event"] = (df.y > df.y.median()).astype(int)
+    (kernel / "cohort").mkdir()
+    df.to_parquet(kernel / "cohort" / "p.parquet")
+    return df
+
+
+@pytest.mark.parametrize("kind", ["olsr", "logitr", "probitr"])
+def test_a_model_fails_on_a_level_with_few_records_and_is_verified_by_fitting_again(kernel, tmp_path, kind):
+    from secure_env.airlock import regression as R
+    from secure_env.analyst import ACRO
+
+    _model_data(kernel)
+    acro = ACRO()
+    df = acro.read("cohort")
+    outcome = "y" if kind == "olsr" else "event"
+    getattr(acro, kind)(f"{outcome} ~ x + C(group)", data=df)
+    getattr(acro, kind)(f"{outcome} ~ x", data=df)
+    assert [r["status"] for r in acro.results.values()] == ["fail", "pass"]
+    assert "records behind it, fewer than the minimum" in str(acro.results["output_0"]["summary"])
+    out = acro.finalise(tmp_path / "models")
+    p = profile("toisio-default")
+    for name, status in (("output_0.csv", "fail"), ("output_1.csv", "pass")):
+        spec = T.spec_beside(out / name)
+        assert isinstance(spec, R.ModelSpec)
+        v = R.verify(out / name, spec, kernel, p)
+        assert v.verified and v.report.status == status, v.reason
+    table = pd.read_csv(out / "output_1.csv", index_col=0)
+    table.loc["x", "coef"] += 0.01
+    table.to_csv(out / "output_1.csv")
+    assert not R.verify(out / "output_1.csv", T.spec_beside(out / "output_1.csv"), kernel, p).verified
+
+
+def test_residual_degrees_of_freedom_at_the_boundary(kernel):
+    from secure_env.airlock import regression as R
+
+    p = profile("acro")  # min_residual_df 10
+    rng = np.random.default_rng(1)
+    for n, status in ((12, "pass"), (11, "fail")):  # y ~ x: 2 parameters, df = n - 2
+        df = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n)})
+        assert R.check_model(R.fit("ols", "y ~ x", df), p).status == status
