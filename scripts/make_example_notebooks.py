@@ -58,6 +58,30 @@ table.to_csv(OUT / "cohort_by_age_band.csv")
 print(f"automatic check: {table.report['status']}; suppressed {table.suppressed_primary} primary, "
       f"{table.suppressed_secondary} secondary cells")
 table.table'''),
+    new_markdown_cell("## The same with ACRO's interface, verified by the airlock\n\nIf you know ACRO, "
+                      "`secure_env.analyst.ACRO` is the same interface with this service's rules. A table made "
+                      "from a dataset read with `acro.read` carries its specification: when you ask for its "
+                      "release, the airlock runs it again on the delivered data and marks it *verified*. "
+                      "`finalise` writes the outputs, their specifications and one `results.json`."),
+    new_code_cell('''from secure_env.analyst import ACRO
+
+acro = ACRO(suppress=True)
+people = acro.read("persons")
+acro.crosstab(people.age_band, people.cohort_role, margins=True)
+acro.finalise(OUT / "acro")
+print(sorted(p.name for p in (OUT / "acro").iterdir()))
+acro.results["output_0"]["table"]'''),
+    new_markdown_cell("## Differentially private statistics\n\n`toisio_dp` (already imported) asks the service's "
+                      "DP query service: it computes the statistic on the delivered data, charges the permit's "
+                      "privacy budget first and returns the answer with a receipt; `answer.save(...)` writes a file "
+                      "the airlock can verify. The decider sets the budget; without one, queries are refused."),
+    new_code_cell('''try:
+    print(toisio_dp.budget())
+    answer = toisio_dp.count("persons", epsilon=0.1, where={"cohort_role": "case"})
+    answer.save(OUT / "dp_cases.json")
+    print(answer)
+except toisio_dp.DpQueryError as e:
+    print(f"no DP query here: {e}")'''),
 ])
 
 survival = nb([

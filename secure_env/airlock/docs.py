@@ -70,16 +70,41 @@ def render() -> str:
     out += ["", "The service-wide profile is `TOISIO_DISCLOSURE_PROFILE`. An authority can define its own "
             "profiles and assign one per permit in `$TOISIO_HOME/disclosure.yaml` (`profiles:` with the "
             "parameters above, and `permits: {PERMIT-ID: profile}`).", "",
+            "## Tables and models verified against the delivered data", "",
+            "`secure_env.analyst.ACRO` mirrors ACRO's interface in a notebook (`read`, `crosstab` with several row "
+            "and column variables, `margins`, `normalize`, `aggfunc` count/sum/mean/median/quantiles/min/max/"
+            "mode/std/var; `pivot_table`; `olsr`, `logitr`, `probitr` from formulas; `add_exception`; `finalise`). "
+            "Each table is built from the rows (`disclosure.build_table`), so the checks see the persons and "
+            "contributors behind every cell. `finalise` writes each output with its specification beside it "
+            "(`<file>.spec.json`: the dataset, the rows kept, the variables and the statistic, or the model's kind "
+            "and formula) and one `results.json`. When such a file is added to a request, the airlock runs the "
+            "specification again on the permit's delivered data, outside the kernel (`tables.verify`, "
+            "`regression.verify`):", "",
+            "- **verified**: the numbers match, and the verdict is the permit's profile applied to the true table "
+            "(every cell shown; a suppressed cell is judged by what it shows, and a lone suppressed cell in a line "
+            "is found);",
+            "- **unverified**: the file was changed, or was not made by a helper from a dataset as read; the checks "
+            "of what is visible run, and the file goes to review at best.", "",
+            "A model passes when its residual degrees of freedom reach `min_residual_df` and every level of a "
+            "categorical variable (each dummy, and the reference level) has `min_count` records behind it. "
+            "Formulas may hold only column names, `C(...)` and `~ + - * :` (patsy evaluates a formula as Python, "
+            "and the airlock fits it on the host).", "",
             "## Comparison with ACRO", "",
             "`make bench` checks a corpus of tables from the synthetic registries with this airlock and with "
             "ACRO, both on ACRO's defaults, and lists every per-cell disagreement with its explanation "
             "(`bench/results/airlock-*.json`).", "", "## Differential privacy", "",
-            "`secure_env.airlock.dp.DpSession` offers count, sum, mean, variance, quantile, histogram, "
-            "linear regression "
-            "and logistic regression through diffprivlib. Each takes explicit bounds, which are never inferred "
-            "from the data. Each query is charged to the permit's (epsilon, delta) budget in the database before "
-            "it runs, and a query that would exceed what remains is refused. Budgets add up (sequential "
-            "composition). The outputs are marked `differentially_private`.", ""]
+            "DP statistics are computed by the service, never in a kernel. In a notebook, `toisio_dp.count / sum / "
+            "mean / var / quantile / histogram / crosstab / linear_regression / logistic_regression` send the "
+            "query's specification (never data) over the workspace's socket to the DP query service "
+            "(`dp_gateway.py`, `dp_service.py`), which checks it (a malformed query costs nothing), charges the "
+            "permit's (epsilon, delta) budget before it runs (a query that would exceed what remains is refused; "
+            "budgets add up), computes it with diffprivlib on the permit's data with the explicit bounds (never "
+            "inferred from the data), and answers with a receipt: HMAC-SHA256 with the service's receipt key over "
+            "the query, the result, the permit and the ledger entry, kept on the ledger entry. "
+            "`answer.save(path)` writes the answer as JSON. Only such a file whose receipt verifies against the "
+            "ledger, when it is added and again at release, is marked differentially private and may use "
+            "`TOISIO_DP_APPROVALS_NEEDED`; what a file's context says is ignored. The decider sets the budget "
+            "(portal case page, `PUT /api/v1/permits/{id}/dp`, `toisio permits dp-budget ID --epsilon E`).", ""]
     return "\n".join(out)
 
 
