@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks and write one JSON file per benchmark under bench/results/.
 
-Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline, workspace, portal, delivery, flows; default
-all),
+Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline, workspace, portal, delivery, flows, dp;
+default all),
 BENCH_SIZES
 (comma-separated persons for the pipeline, default "200000,1000000"), BENCH_PANDAS_MAX (largest
 size the pandas reference runs at, default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
@@ -21,6 +21,7 @@ from bench import (
     acro_compare,
     airlock_bench,
     delivery_bench,
+    dp_bench,
     flows_bench,
     permits_bench,
     pipeline_bench,
@@ -53,7 +54,7 @@ def _airlock(tmp: Path) -> dict:
 
 BENCHMARKS = {"airlock": _airlock, "permits": permits_bench.run, "pipeline": _pipeline,
               "workspace": workspace_bench.run, "portal": portal_bench.run, "delivery": delivery_bench.run,
-              "flows": flows_bench.run}
+              "flows": flows_bench.run, "dp": dp_bench.run}
 
 
 def main() -> None:

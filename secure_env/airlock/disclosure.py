@@ -409,6 +409,8 @@ def build_table(df: pd.DataFrame, index: list[str] | tuple[str, ...], columns: l
     index, columns = list(index), list(columns)
     if not index:
         raise ValueError("a table needs at least one row variable")
+    if len({*index, *columns}) < len(index) + len(columns):
+        raise ValueError(f"each variable is on the rows or the columns once (rows {index}, columns {columns})")
     if aggfunc not in AGGREGATORS:
         raise ValueError(f"aggfunc {aggfunc!r}: one of {', '.join(AGGREGATORS)}")
     if aggfunc != "count" and values is None:

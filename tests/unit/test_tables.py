@@ -199,3 +199,15 @@ def test_residual_degrees_of_freedom_at_the_boundary(kernel):
     for n, status in ((12, "pass"), (11, "fail")):  # y ~ x: 2 parameters, df = n - 2
         df = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n)})
         assert R.check_model(R.fit("ols", "y ~ x", df), p).status == status
+
+
+def test_a_table_names_what_is_wrong_with_its_variables():
+    df = _rows({"a": 3})
+    with pytest.raises(ValueError, match="rows or the columns once"):
+        build_table(df, ["g"], ["g"])
+    with pytest.raises(ValueError, match="no column 'h'; columns: pseudonym, g, v"):
+        build_table(df, ["h"])
+    with pytest.raises(ValueError, match="aggfunc 'avg'"):
+        build_table(df, ["g"], aggfunc="avg", values="v")
+    with pytest.raises(ValueError, match="needs values="):
+        build_table(df, ["g"], aggfunc="mean")
