@@ -5,7 +5,9 @@ For a data request the extraction is delivered to the service's own area
 of the applicant's tabulation plan from that minimised dataset with the same disclosure checks and
 suppression an analyst's tables get, and puts them into an output request made by the service
 (the handler acting for it).  The request then goes through the same two independent reviews
-before anything is released.
+before anything is released.  Each table is written with its specification
+(:class:`secure_env.airlock.tables.TableSpec`), so the airlock runs it again and marks it verified; a rate per
+population is checked here on the counts behind its numerators and reviewed by hand.
 """
 
 from __future__ import annotations
@@ -14,33 +16,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from permits.application import Kind, Tabulation
+from permits.application import Kind
 from permits.permissions import PermissionDenied, Role
 from permits.service import form_of, frozen_scope, permit_access
 from pseudonymise.pipeline import PERSONS
+from secure_env.airlock import tables as T
 from secure_env.airlock.outputs import add_file, create_request, submit
-from secure_env.analyst import safe_crosstab
+from secure_env.airlock.profiles import profile
 from secure_env.workspace.areas import aggregate_dir
 from toisio.authz import Table, rule
-from toisio.errors import Conflict
+from toisio.errors import Conflict, Invalid
 from toisio.identity import Actor
 from toisio.service import Service
-
-
-def _frame(delivery: Path, tab: Tabulation) -> pd.DataFrame:
-    dataset = PERSONS if tab.registry == "population" else tab.registry
-    df = pd.read_parquet(delivery / dataset)
-    if tab.registry != "population" and (delivery / PERSONS).exists():
-        persons = pd.read_parquet(delivery / PERSONS)
-        extra = [c for c in persons.columns if c != "pseudonym" and c not in df.columns]
-        df = df.merge(persons[["pseudonym", *extra]], on="pseudonym", how="left")
-    return df
-
-
-def _key(df: pd.DataFrame, cols: tuple[str, ...], name: str) -> pd.Series:
-    if len(cols) == 1:
-        return df[cols[0]].astype(str)
-    return df[list(cols)].astype(str).agg(" / ".join, axis=1).rename(name)
 
 
 class NotDelivered(Conflict):
@@ -71,33 +58,66 @@ def produce_statistics(svc: Service, actor: Actor, permit_id: str, *, delivery: 
                            f"run its extraction first", code="not_delivered")
     out_dir = svc.settings.home / "statistics" / permit_id
     out_dir.mkdir(parents=True, exist_ok=True)
+    prof = profile(profile_name or svc.settings.disclosure_profile)
+    people = _person_columns(delivery)
     files = []
     for i, tab in enumerate(form.tabulation_plan, 1):
-        needed = [*tab.rows, *tab.columns, *([tab.value] if tab.value else [])]
+        needed = [*tab.rows, *tab.columns, *([tab.value] if tab.value else []), *tab.where,
+                  *([tab.date] if tab.date else [])]
         if tab.registry != "population":
-            scope.check_variables_in_scope(tab.registry, [v for v in needed if v not in _person_columns(delivery)])
-        df = _frame(delivery, tab)
-        df = df.assign(_rows=_key(df, tab.rows, "rows"))
-        cols = None
-        if tab.columns:
-            df = df.assign(_cols=_key(df, tab.columns, "columns"))
-            cols = "_cols"
-        st = safe_crosstab(df, "_rows", cols, statistic=tab.statistic, value=tab.value,
-                           profile_name=profile_name or svc.settings.disclosure_profile)
-        table = st.table.rename_axis(index=" x ".join(tab.rows), columns=" x ".join(tab.columns) or None)
+            scope.check_variables_in_scope(tab.registry, [v for v in needed if v not in people])
         path = out_dir / f"table-{i}.csv"
-        table.to_csv(path)
-        files.append((path, {"description": f"{tab.statistic} by {', '.join(tab.rows)}"
-                                            f"{' and ' + ', '.join(tab.columns) if tab.columns else ''} "
-                                            f"from {tab.registry}",
-                             "method": "computed by the service from the minimised dataset (safe_crosstab)",
-                             "index": " x ".join(tab.rows), "statistic": tab.statistic,
-                             "check_report": st.report}))
+        spec = T.TableSpec(dataset=PERSONS if tab.registry == "population" else tab.registry, where=tab.where,
+                           index=tab.rows, columns=(*tab.columns, *([T.period_column(tab.date, tab.period)]
+                                                                    if tab.period else [])),
+                           values=tab.value, aggfunc="count" if tab.statistic == "rate" else tab.statistic,
+                           with_persons=tab.registry != "population", period=tab.period, date=tab.date,
+                           profile=prof)
+        try:
+            rows = T.rows_of(delivery, spec)
+            table = T.compute(spec, rows, top_m=max(prof.nk_n, 2))
+        except (FileNotFoundError, ValueError) as e:
+            raise Invalid(f"tabulation_plan.{i - 1}: {e}", code="bad_tabulation") from e
+        what = f"{tab.statistic} by {', '.join(tab.rows)}{' and ' + ', '.join(tab.columns) if tab.columns else ''}"
+        what += f"{' by ' + tab.period if tab.period else ''} from {tab.registry}"
+        if tab.where:
+            what += " where " + ", ".join(f"{k} = {v}" for k, v in tab.where.items())
+        if tab.statistic == "rate":
+            released, report = _rate(delivery, spec, table, tab.per or 1000, prof)
+            released.to_csv(path)  # a rate is checked here; the airlock reviews it as unverifiable
+            what = f"rate per {tab.per or 1000:,} persons: " + what
+        else:
+            released, report = T.release(spec, table, prof)
+            T.write(path, released, spec)
+        files.append((path, {"description": what, "method": "computed by the service from the minimised dataset, "
+                                                           "with the disclosure checks and suppression",
+                             "index": list(tab.rows), "statistic": "rate" if tab.statistic == "rate" else
+                             tab.statistic, "check_report": report.to_dict()}))
     request_id = create_request(svc, actor, permit_id, service=True)
     for path, context in files:
         add_file(svc, actor, request_id, path, context)
     submit(svc, actor, request_id)
     return request_id
+
+
+def _rate(delivery: Path, spec, numerator, per: int, prof):
+    """Persons with the registry's rows per ``per`` persons of the population in the same row group; the checks
+    are those of the counts behind the numerators."""
+    from secure_env.airlock.disclosure import Table, check_table, suppress
+
+    people = pd.read_parquet(delivery / PERSONS)
+    missing = [v for v in spec.index if v not in people.columns]
+    if missing:
+        raise Invalid(f"a rate is per population by the persons' own variables; {missing[0]!r} is not one "
+                      f"(persons have: {', '.join(map(str, people.columns))})", code="bad_tabulation")
+    denominator = T.compute(spec.model_copy(update={"dataset": PERSONS, "columns": (), "where": {},
+                                                    "with_persons": False, "period": None, "date": None}),
+                            people).counts.iloc[:, 0]
+    values = numerator.counts.div(denominator.reindex(numerator.counts.index), axis=0) * per
+    table = Table(values, numerator.counts, "percent")
+    report = check_table(table, prof)
+    released, _, _ = suppress(table, report)
+    return released, report
 
 
 def _person_columns(delivery: Path) -> set[str]:

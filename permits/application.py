@@ -109,14 +109,41 @@ class Processor(_Model):
     confidentiality_undertaking_signed: date | None = None
 
 
+#: what a data request's table may show (min, max and mode are one person's value: not offered)
+TABULATION_STATISTICS = ("count", "rate", "sum", "mean", "median", "q10", "q25", "q75", "q90", "std", "var")
+
+
 class Tabulation(_Model):
-    """One table of a data request's tabulation plan."""
+    """One table of a data request's tabulation plan: counts of persons, a rate per population, or a statistic of
+    a value, by row and column variables, optionally by time period and for a subset (``where``)."""
 
     registry: NonEmpty
-    rows: tuple[str, ...] = Field(min_length=1)
-    columns: tuple[str, ...] = ()
-    statistic: Literal["count", "sum", "mean", "median"] = "count"
-    value: str | None = None
+    rows: tuple[str, ...] = Field(min_length=1, max_length=4)
+    columns: tuple[str, ...] = Field((), max_length=4)
+    statistic: Literal["count", "rate", "sum", "mean", "median", "q10", "q25", "q75", "q90", "std", "var"] = "count"
+    value: str | None = Field(None, description="the variable a sum, mean, quantile, std or var summarises")
+    where: dict[str, str | int | float | bool] = Field({}, max_length=10,
+                                                       description="only the rows whose variables equal these values")
+    period: Literal["year", "quarter", "month"] | None = Field(None, description="a column per time period of date")
+    date: str | None = Field(None, description="the date variable the period is taken from")
+    per: int | None = Field(None, ge=1, le=1_000_000, description="a rate per this many persons (default 1,000)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Tabulation:
+        if self.statistic in ("count", "rate") and self.value is not None:
+            raise ValueError(f"a {self.statistic} table takes no value")
+        if self.statistic not in ("count", "rate") and not self.value:
+            raise ValueError(f"a {self.statistic} table needs value (the variable it summarises)")
+        if (self.period is None) != (self.date is None):
+            raise ValueError("period and date go together: the date variable and the period to group it by")
+        if self.per is not None and self.statistic != "rate":
+            raise ValueError("per applies to a rate only")
+        if self.statistic == "rate" and self.registry == "population":
+            raise ValueError("a rate counts a registry's persons per population: choose a registry other than "
+                             "population")
+        if len({*self.rows, *self.columns}) < len(self.rows) + len(self.columns):
+            raise ValueError("each variable is on the rows or the columns once")
+        return self
 
 
 class Extraction(_Model):

@@ -482,6 +482,9 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
                                                  _released_tables(conn, svc, row.permit_id))
             elif status is None:
                 status, report = _auto_check(path, context, prof, _released_tables(conn, svc, row.permit_id))
+                if _kind(path.name) == "table":
+                    report.update(verified=False, verification="unverified: no specification beside the file (it "
+                                                               "was not made with the helpers)")
                 if context.get("differentially_private"):
                     report["dp_claim"] = ("the context says differentially private, but the file is not an answer "
                                           "of the service's DP query service with a receipt: an ordinary output")

@@ -54,6 +54,9 @@ class TableSpec(BaseModel):
     person: str = "pseudonym"
     suppress: bool = True
     profile: DisclosureProfile | None = Field(None, description="the profile the helper suppressed and rounded with")
+    with_persons: bool = Field(False, description="add the persons dataset's columns to each row (by pseudonym)")
+    period: Literal["year", "quarter", "month"] | None = None
+    date: str | None = Field(None, description="the date column the period column (<date>_<period>) comes from")
 
     @model_validator(mode="after")
     def _check(self) -> TableSpec:
@@ -73,11 +76,31 @@ def rows_of(data_dir: Path, spec: TableSpec) -> pd.DataFrame:
     if not where.exists():
         raise FileNotFoundError(f"dataset {spec.dataset!r} is not in the delivery")
     df = pd.read_parquet(where)
+    persons = data_dir / "persons"
+    if spec.with_persons and spec.dataset != "persons" and persons.exists():
+        people = pd.read_parquet(persons)
+        extra = [c for c in people.columns if c != spec.person and c not in df.columns]
+        df = df.merge(people[[spec.person, *extra]], on=spec.person, how="left")
     for col, value in spec.where.items():
         if col not in df.columns:
             raise ValueError(f"{spec.dataset} has no column {col!r}")
         df = df[df[col].astype("string") == str(value)]
+    if spec.period:
+        df = df.assign(**{period_column(spec.date, spec.period): period_of(df[spec.date], spec.period)})
     return df
+
+
+def period_column(date: str, period: str) -> str:
+    return f"{date}_{period}"
+
+
+def period_of(dates: pd.Series, period: str) -> pd.Series:
+    """Each date's period as text: ``2021``, ``2021Q3`` or ``2021-07`` (empty dates stay empty)."""
+    d = pd.to_datetime(dates, errors="coerce")
+    out = {"year": d.dt.year.astype("Int64").astype("string"),
+           "quarter": d.dt.year.astype("Int64").astype("string") + "Q" + d.dt.quarter.astype("Int64").astype("string"),
+           "month": d.dt.strftime("%Y-%m")}[period]
+    return out.astype("string")
 
 
 def compute(spec: TableSpec, rows: pd.DataFrame, top_m: int = 3) -> Table:

@@ -126,3 +126,81 @@ def test_statistics_through_the_api_and_the_portal(tmp_path):
         got = alice.get(f"/api/v1/outputs/{rid}/released/table-1.csv")
         assert got.status_code == 200 and got.text.startswith("sex,")
         assert "pseudonym" not in got.text
+
+
+def test_a_tabulation_plan_of_rates_periods_quantiles_and_filters_is_produced_checked_and_verified(tmp_path):
+    """The statisticians' tables: a rate per 1,000 of the population, counts by year, a median of a value, all
+    for a subset; each checked with the same rules, the tables with a specification verified by the airlock."""
+    import numpy as np
+    import pandas as pd
+
+    from tests.factories import make_service
+
+    svc = make_service(tmp_path / "home")
+    s = make_staff(svc)
+    plan = [{"registry": "hilmo", "rows": ["sex"], "statistic": "rate", "per": 1000},
+            {"registry": "hilmo", "rows": ["sex"], "period": "year", "date": "admission_date"},
+            {"registry": "kela_purchases", "rows": ["sex"], "statistic": "median", "value": "ddd",
+             "where": {"atc": "A10BA02"}}]
+    extraction = {"target_group": "persons in Hilmo and Kela purchases", "registries": {
+        "population": {"variables": ["sex", "birth_date"]},
+        "hilmo": {"variables": ["admission_date", "main_dg"], "period": {"start": "2015-01-01", "end": "2022-12-31"}},
+        "kela_purchases": {"variables": ["purchase_date", "atc", "ddd"],
+                           "period": {"start": "2015-01-01", "end": "2022-12-31"}}}}
+    from permits.service import submit_form
+
+    case = submit_form(svc, s["alice"], make_form(**{**DATA_REQUEST, "tabulation_plan": plan,
+                                                     "extraction": extraction})).case_id
+    act(svc, s["hanna"], case, "confirm_complete")
+    act(svc, s["hanna"], case, "request_estimates")
+    for who_, reg in (("thl1", "hilmo"), ("thl1", "population"), ("kela1", "kela_purchases")):
+        act(svc, s[who_], case, "record_estimate", registry=reg, cost_eur=10, working_days=5)
+    for who_, action in (("hanna", "send_estimate"), ("alice", "accept"), ("hanna", "present")):
+        act(svc, s[who_], case, action)
+    act(svc, s["dora"], case, "approve", valid_until=date(2029, 1, 1))
+    for action in ("start_extraction", "mark_delivered", "activate"):
+        act(svc, s["hanna"], case, action, **({"manifest_sha256": "f" * 64} if action == "mark_delivered" else {}))
+    delivery = aggregate_dir(svc, case)
+    rng = np.random.default_rng(6)
+    n = 2000
+    (delivery / "persons").mkdir(parents=True)
+    pd.DataFrame({"pseudonym": [f"p{i}" for i in range(n)], "sex": rng.choice([1, 2], n)}).to_parquet(
+        delivery / "persons" / "part-0.parquet")
+    m = 900
+    (delivery / "hilmo").mkdir()
+    pd.DataFrame({"pseudonym": [f"p{i}" for i in rng.integers(0, n, m)],
+                  "admission_date": pd.to_datetime("2019-01-01") + pd.to_timedelta(rng.integers(0, 3 * 365, m), "D"),
+                  "main_dg": rng.choice(["E11", "I21"], m)}).to_parquet(delivery / "hilmo" / "part-0.parquet")
+    (delivery / "kela_purchases").mkdir()
+    pd.DataFrame({"pseudonym": [f"p{i}" for i in rng.integers(0, n, m)], "atc": rng.choice(["A10BA02", "C10AA"], m),
+                  "ddd": rng.gamma(3, 30, m).round(1)}).to_parquet(delivery / "kela_purchases" / "part-0.parquet")
+    (delivery / "manifest.json").write_text("{}")
+    rid = produce_statistics(svc, s["hanna"], case)
+    files = {f["name"]: f for f in A.view(svc, s["oscar"], rid)["files"]}
+    rate = pd.read_csv(files["table-1.csv"] and svc.settings.home / "statistics" / case / "table-1.csv",
+                       index_col=0)
+    assert 250 < rate.iloc[0, 0] < 450  # about 900 admissions' persons of 2,000, per 1,000 and by sex
+    assert files["table-1.csv"]["check_report"]["verified"] is False  # a rate: checked, then reviewed by hand
+    by_year = pd.read_csv(svc.settings.home / "statistics" / case / "table-2.csv", index_col=0)
+    assert list(by_year.columns) == ["2019", "2020", "2021"]
+    for name in ("table-2.csv", "table-3.csv"):
+        assert files[name]["check_report"]["verified"] is True, files[name]["check_report"]
+    assert files["table-3.csv"]["context"]["spec"]["where"] == {"atc": "A10BA02"}
+
+
+@pytest.mark.parametrize("tab, message", [
+    ({"registry": "hilmo", "rows": ["sex"], "statistic": "mean"}, "needs value"),
+    ({"registry": "hilmo", "rows": ["sex"], "statistic": "count", "value": "x"}, "takes no value"),
+    ({"registry": "hilmo", "rows": ["sex"], "period": "year"}, "period and date go together"),
+    ({"registry": "population", "rows": ["sex"], "statistic": "rate"}, "choose a registry other than population"),
+    ({"registry": "hilmo", "rows": ["sex"], "statistic": "max", "value": "x"}, "Input should be"),
+    ({"registry": "hilmo", "rows": ["sex"], "columns": ["sex"]}, "rows or the columns once"),
+    ({"registry": "hilmo", "rows": ["sex"], "per": 100}, "per applies to a rate only"),
+])
+def test_a_tabulation_plan_is_validated_at_submission(tab, message):
+    from pydantic import ValidationError
+
+    from permits.application import Tabulation
+
+    with pytest.raises(ValidationError, match=message):
+        Tabulation.model_validate(tab)
