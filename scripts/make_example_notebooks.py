@@ -71,11 +71,13 @@ acro.crosstab(people.age_band, people.cohort_role, margins=True)
 acro.finalise(OUT / "acro")
 print(sorted(p.name for p in (OUT / "acro").iterdir()))
 acro.results["output_0"]["table"]'''),
-    new_markdown_cell("## Differentially private statistics\n\n`toisio_dp` (already imported) asks the service's "
+    new_markdown_cell("## Differentially private statistics\n\n`toisio_dp` asks the service's "
                       "DP query service: it computes the statistic on the delivered data, charges the permit's "
                       "privacy budget first and returns the answer with a receipt; `answer.save(...)` writes a file "
                       "the airlock can verify. The decider sets the budget; without one, queries are refused."),
-    new_code_cell('''try:
+    new_code_cell('''from secure_env.workspace import dp_client as toisio_dp  # (a workspace kernel has it already)
+
+try:
     print(toisio_dp.budget())
     answer = toisio_dp.count("persons", epsilon=0.1, where={"cohort_role": "case"})
     answer.save(OUT / "dp_cases.json")
