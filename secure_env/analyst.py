@@ -160,17 +160,20 @@ class ACRO:
                            [data[values]] if values else [], aggfunc, margins, False)
 
     def _table(self, command: str, rows: list, cols: list, vals: list, aggfunc: str, margins: bool,
-               normalize) -> pd.DataFrame:
+               normalize, *, bins: dict | None = None, source_series: list | None = None) -> pd.DataFrame:
         from secure_env.airlock import tables as T
 
         aggfunc = {"size": "count", "nunique": "count", "std": "std"}.get(str(aggfunc), str(aggfunc))
-        frame, source = self._source([*rows, *cols, *vals])
+        frame, source = self._source(source_series or [*rows, *cols, *vals])
         spec = None
         if frame is not None and "pseudonym" in frame.columns:
             spec = T.TableSpec(dataset=source["dataset"], where=source["where"],
                                index=tuple(s.name for s in rows), columns=tuple(s.name for s in cols),
                                values=vals[0].name if vals else None, aggfunc=aggfunc, margins=margins,
-                               normalize=normalize or False, suppress=self.suppress, profile=self.profile)
+                               normalize=normalize or False, suppress=self.suppress, profile=self.profile,
+                               bins=bins or {})
+            if bins:
+                frame = frame.assign(**{c: T.bin_of(frame[c], e) for c, e in bins.items()})
             table = T.compute(spec, frame, top_m=max(self.profile.nk_n, 2))
         else:  # not traceable to a delivered dataset: each row a contributor; the airlock cannot verify it
             work = pd.concat([*rows, *cols, *vals], axis=1)
@@ -189,6 +192,79 @@ class ACRO:
                               "spec": None if spec is None else spec.model_dump(mode="json"), "exception": "",
                               "table": out}
         return out
+
+    # ---- histograms and survival
+    def hist(self, data: pd.DataFrame, column: str, bins=10, range=None, filename: str = "histogram.png",  # noqa: A002
+             **kwargs) -> Path:
+        """A histogram of ``column`` (ACRO's ``hist``): persons per bin checked like a count table, the figure
+        drawn from what may be shown (suppressed bins left out) and saved to ``filename``; the counts are an output
+        too.  The edges come from ``range`` (or explicit ``bins`` edges), never from the data's minimum and
+        maximum, which would show individual values."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        from secure_env.airlock import tables as T
+
+        if isinstance(bins, int):
+            if range is None:
+                raise ValueError("hist needs range=(low, high): edges from the data's minimum and maximum would "
+                                 "show individual values")
+            edges = tuple(float(x) for x in np.linspace(range[0], range[1], bins + 1))
+        else:
+            edges = tuple(float(x) for x in bins)
+        binned = data.assign(**{column: T.bin_of(data[column], edges)})
+        binned.attrs = data.attrs
+        self._table("hist", [binned[column]], [], [], "count", False, False, bins={column: edges},
+                    source_series=[data[column]])
+        out = self.results[f"output_{len(self.results) - 1}"]["table"].iloc[:, 0]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        labels = [str(x) for x in out.index]
+        positions = np.arange(len(labels))
+        ax.bar(positions, out.fillna(0).to_numpy(), color="#4a6fa5")  # a suppressed bin is drawn empty
+        ax.set_xticks(positions, labels, rotation=45, ha="right")
+        ax.set_xlabel(column)
+        ax.set_ylabel("persons")
+        fig.tight_layout()
+        fig.savefig(filename, dpi=110)
+        plt.close(fig)
+        self.results[f"output_{len(self.results) - 1}"]["figure"] = str(filename)
+        return Path(filename)
+
+    def surv_func(self, time: pd.Series, status: pd.Series, output: str = "table", filename: str = "kaplan-meier.png",
+                  **kwargs):
+        """A Kaplan-Meier survival table (ACRO's ``surv_func``): steps merged until each stands for at least the
+        profile's minimum of persons leaving, none once fewer are at risk; ``output="plot"`` also draws it."""
+        from secure_env.airlock import survival as S
+
+        table = S.safe_table(S.raw_table(time, status), self.profile.min_count)
+        report = S.check(table, self.profile)
+        frame, source = self._source([time, status])
+        spec = None
+        if frame is not None:
+            spec = S.SurvivalSpec(dataset=source["dataset"], where=source["where"], time=time.name, event=status.name,
+                                  min_count=self.profile.min_count)
+        name = f"output_{len(self.results)}"
+        self.results[name] = {"command": "surv_func", "status": report.status, "summary": report.to_dict(),
+                              "spec": None if spec is None else spec.model_dump(mode="json"), "exception": "",
+                              "table": table}
+        if output == "plot":
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(7, 4))
+            ax.step([0.0, *table["time"]], [1.0, *table["survival"]], where="post")
+            ax.set_xlabel(str(time.name))
+            ax.set_ylabel("survival")
+            ax.set_ylim(0, 1.02)
+            fig.tight_layout()
+            fig.savefig(filename, dpi=110)
+            plt.close(fig)
+            self.results[name]["figure"] = str(filename)
+        return table
 
     # ---- models
     def _model(self, kind: str, formula: str, data: pd.DataFrame):
@@ -246,11 +322,16 @@ class ACRO:
                 from secure_env.airlock import regression as R
 
                 R.write(target, r["table"], R.ModelSpec.model_validate(r["spec"]))
+            elif r["command"] == "surv_func":
+                from secure_env.airlock import survival as S
+
+                S.write(target, r["table"], None if r["spec"] is None else S.SurvivalSpec.model_validate(r["spec"]))
             elif r["spec"] is not None:
                 T.write(target, r["table"], T.TableSpec.model_validate(r["spec"]))
             else:
                 r["table"].to_csv(target)
-            listing.append({"output": name, "file": target.name, "command": r["command"], "status": r["status"],
+            listing.append({"output": name, "file": target.name, "figure": r.get("figure"), "command": r["command"],
+                            "status": r["status"],
                             "exception": r["exception"], "specification": r["spec"],
                             "checks": r["summary"], "verifiable": r["spec"] is not None})
         (out / "results.json").write_text(json.dumps({"format": "toisio-results/1", "profile": self.profile.name,

@@ -422,6 +422,9 @@ def build_table(df: pd.DataFrame, index: list[str] | tuple[str, ...], columns: l
         raise ValueError(f"no column {unknown[0]!r}; columns: {', '.join(map(str, df.columns))}")
     cols = columns or ["_all"]
     keys = [*index, *cols]
+    # an ordered variable (bins, bands given as an ordered categorical) keeps its order; others sort as text
+    orders = {k: [str(c) for c in df[k].cat.categories] for k in keys
+              if k in df.columns and isinstance(df[k].dtype, pd.CategoricalDtype)}
     work = df.assign(_all="all") if not columns else df.copy()
     for k in keys:
         work[k] = work[k].astype("string").fillna("(missing)")
@@ -441,10 +444,20 @@ def build_table(df: pd.DataFrame, index: list[str] | tuple[str, ...], columns: l
     grouped = every.groupby(keys, sort=True, observed=True)
     counts = grouped[person].nunique()
 
+    def ordered(labels, names: list[str]) -> list:
+        def key(label):
+            parts = label if isinstance(label, tuple) else (label,)
+            return tuple((orders[n].index(v), v) if n in orders and v in orders[n] else (len(orders.get(n, ())), v)
+                         for n, v in zip(names, parts, strict=False))
+        return sorted(labels, key=key)
+
     def grid(series: pd.Series, fill: float | None = None) -> pd.DataFrame:
         out = series.unstack(cols)
-        body_rows = [r for r in out.index if not _is_margin(r)]
-        body_cols = [c for c in out.columns if not _is_margin(c)]
+        if len(index) == 1 and index[0] in orders:  # every bin or band is a row, the empty ones too
+            every_level = [c for c in orders[index[0]] if c != "(outside)" or c in out.index]
+            out = out.reindex([*every_level, *[r for r in out.index if r not in every_level]])
+        body_rows = ordered([r for r in out.index if not _is_margin(r)], index)
+        body_cols = ordered([c for c in out.columns if not _is_margin(c)], cols)
         out = out.reindex(index=[*body_rows, *[r for r in out.index if _is_margin(r)]],
                           columns=[*body_cols, *[c for c in out.columns if _is_margin(c)]])
         return out.astype(float) if fill is None else out.astype(float).fillna(fill)

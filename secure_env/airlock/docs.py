@@ -73,7 +73,8 @@ def render() -> str:
             "## Tables and models verified against the delivered data", "",
             "`secure_env.analyst.ACRO` mirrors ACRO's interface in a notebook (`read`, `crosstab` with several row "
             "and column variables, `margins`, `normalize`, `aggfunc` count/sum/mean/median/quantiles/min/max/"
-            "mode/std/var; `pivot_table`; `olsr`, `logitr`, `probitr` from formulas; `add_exception`; `finalise`). "
+            "mode/std/var; `pivot_table`; `hist`; `surv_func`; `olsr`, `logitr`, `probitr` from formulas; "
+            "`add_exception`; `finalise`). "
             "Each table is built from the rows (`disclosure.build_table`), so the checks see the persons and "
             "contributors behind every cell. `finalise` writes each output with its specification beside it "
             "(`<file>.spec.json`: the dataset, the rows kept, the variables and the statistic, or the model's kind "
@@ -85,6 +86,11 @@ def render() -> str:
             "is found);",
             "- **unverified**: the file was changed, or was not made by a helper from a dataset as read; the checks "
             "of what is visible run, and the file goes to review at best.", "",
+            "A histogram (`acro.hist`) is a count table of bins from explicit edges (`range=` or the edges; "
+            "never the data's minimum and maximum), every bin shown, the empty ones too; its figure is drawn "
+            "from what may be shown. A survival table (`acro.surv_func`) shows a Kaplan-Meier step only when it "
+            "stands for `min_count` persons leaving the risk set (steps are merged until it does) and none once "
+            "fewer than `min_count` remain at risk (`survival.safe_table`, `survival.check`).", "",
             "A model passes when its residual degrees of freedom reach `min_residual_df` and every level of a "
             "categorical variable (each dummy, and the reference level) has `min_count` records behind it. "
             "Formulas may hold only column names, `C(...)` and `~ + - * :` (patsy evaluates a formula as Python, "

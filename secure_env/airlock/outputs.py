@@ -343,20 +343,21 @@ def _verified_check(svc: Service, permit_id: str, path: Path, spec: tuple, conte
     """A helper's table: its specification run again on the delivered data, outside the kernel.  Verified: the
     verdict is the checks on the true table (persons and contributors behind every cell).  Unverified: the checks
     of what is visible, and never better than review."""
-    from secure_env.airlock import regression, tables
+    from secure_env.airlock import regression, survival, tables
     from secure_env.workspace.areas import analysis_data
 
-    model = isinstance(spec[0], regression.ModelSpec)
+    model = isinstance(spec[0], regression.ModelSpec | survival.SurvivalSpec)
     if spec[0] is None:
         v = tables.Verification(False, spec[1])
     elif model:
-        v = regression.verify(path, spec[0], analysis_data(svc, permit_id), prof)
+        verify = regression.verify if isinstance(spec[0], regression.ModelSpec) else survival.verify
+        v = verify(path, spec[0], analysis_data(svc, permit_id), prof)
     else:
         v = tables.verify(path, spec[0], analysis_data(svc, permit_id), prof)
     if model:
         report = v.report.to_dict() if v.verified else {
             "status": "review", "table_findings": [], "cells": [],
-            "note": "a model the airlock could not fit again: the reviewers check it"}
+            "note": "a model or survival table the airlock could not compute again: the reviewers check it"}
         report.update(verified=v.verified, verification=v.reason if v.verified else f"unverified: {v.reason}")
         return report["status"], report
     if v.verified:

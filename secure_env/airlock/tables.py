@@ -57,6 +57,8 @@ class TableSpec(BaseModel):
     with_persons: bool = Field(False, description="add the persons dataset's columns to each row (by pseudonym)")
     period: Literal["year", "quarter", "month"] | None = None
     date: str | None = Field(None, description="the date column the period column (<date>_<period>) comes from")
+    bins: dict[str, tuple[float, ...]] = Field({}, max_length=4, description="columns replaced by their bin, "
+                                                                            "[low, high), from these edges")
 
     @model_validator(mode="after")
     def _check(self) -> TableSpec:
@@ -70,14 +72,16 @@ class TableSpec(BaseModel):
         return self
 
 
-def rows_of(data_dir: Path, spec: TableSpec) -> pd.DataFrame:
-    """The spec's rows: its dataset from the delivery, with ``where`` applied (equality on the text of a value)."""
+def rows_of(data_dir: Path, spec) -> pd.DataFrame:
+    """The spec's rows: its dataset from the delivery, with ``where`` applied (equality on the text of a value), and
+    for a table's spec the persons' columns, the period and the bins it asks for (a model's or a survival table's
+    spec has dataset and where only)."""
     where = data_dir / spec.dataset
     if not where.exists():
         raise FileNotFoundError(f"dataset {spec.dataset!r} is not in the delivery")
     df = pd.read_parquet(where)
     persons = data_dir / "persons"
-    if spec.with_persons and spec.dataset != "persons" and persons.exists():
+    if getattr(spec, "with_persons", False) and spec.dataset != "persons" and persons.exists():
         people = pd.read_parquet(persons)
         extra = [c for c in people.columns if c != spec.person and c not in df.columns]
         df = df.merge(people[[spec.person, *extra]], on=spec.person, how="left")
@@ -85,9 +89,27 @@ def rows_of(data_dir: Path, spec: TableSpec) -> pd.DataFrame:
         if col not in df.columns:
             raise ValueError(f"{spec.dataset} has no column {col!r}")
         df = df[df[col].astype("string") == str(value)]
-    if spec.period:
+    if getattr(spec, "period", None):
         df = df.assign(**{period_column(spec.date, spec.period): period_of(df[spec.date], spec.period)})
+    for col, edges in getattr(spec, "bins", {}).items():
+        if col not in df.columns:
+            raise ValueError(f"{spec.dataset} has no column {col!r}")
+        df = df.assign(**{col: bin_of(df[col], edges)})
     return df
+
+
+def bin_of(values: pd.Series, edges: tuple[float, ...]) -> pd.Categorical:
+    """Each value's bin as text, ``[low, high)`` (the last bin closed); outside the edges: ``(outside)``."""
+    edges = tuple(float(e) for e in edges)
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        raise ValueError("bin edges must increase")
+    labels = [f"[{a:g}, {b:g})" for a, b in zip(edges, edges[1:], strict=False)]
+    labels[-1] = labels[-1][:-1] + "]"
+    cut = pd.cut(pd.to_numeric(values, errors="coerce"), bins=list(edges), labels=labels, right=False,
+                 include_lowest=True)
+    last = pd.to_numeric(values, errors="coerce") == edges[-1]
+    out = cut.astype("string").fillna("(outside)").mask(last, labels[-1])
+    return pd.Categorical(out, categories=[*labels, "(outside)"], ordered=True)
 
 
 def period_column(date: str, period: str) -> str:
@@ -139,6 +161,10 @@ def spec_beside(path: Path):
         from secure_env.airlock.regression import ModelSpec
 
         return ModelSpec.model_validate(raw)
+    if isinstance(raw, dict) and raw.get("format") == "toisio-survival-spec/1":
+        from secure_env.airlock.survival import SurvivalSpec
+
+        return SurvivalSpec.model_validate(raw)
     return TableSpec.model_validate(raw)
 
 

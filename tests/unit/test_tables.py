@@ -211,3 +211,66 @@ def test_a_table_names_what_is_wrong_with_its_variables():
         build_table(df, ["g"], aggfunc="avg", values="v")
     with pytest.raises(ValueError, match="needs values="):
         build_table(df, ["g"], aggfunc="mean")
+
+
+def test_a_histogram_needs_explicit_edges_and_its_small_bins_fail(kernel, tmp_path):
+    from secure_env.analyst import ACRO
+
+    acro = ACRO(suppress=False, profile_name="acro")  # zeros are disclosive
+    df = acro.read("persons")
+    with pytest.raises(ValueError, match="range=.*individual values"):
+        acro.hist(df, "euros", bins=5)
+    fig = acro.hist(df, "euros", bins=10, range=(0, 1000), filename=str(tmp_path / "h.png"))
+    assert fig.read_bytes().startswith(b"\x89PNG")
+    r = acro.results["output_0"]
+    assert r["status"] == "fail"  # the top bins are empty or hold a handful of persons
+    assert list(r["table"].index)[:3] == ["[0, 100)", "[100, 200)", "[200, 300)"]  # the edges' order
+    assert len(r["table"]) == 10 and r["table"].iloc[-1, 0] == 0  # every bin, the empty ones too
+    out = acro.finalise(tmp_path / "outputs")
+    spec = T.spec_beside(out / "output_0.csv")
+    assert spec.bins == {"euros": tuple(float(x) for x in range(0, 1001, 100))}
+    v = T.verify(out / "output_0.csv", spec, kernel, profile("acro"))
+    assert v.verified and v.report.status == "fail"
+
+
+def test_a_survival_table_merges_steps_until_each_stands_for_enough_persons():
+    from secure_env.airlock.survival import check, raw_table, safe_table
+
+    rng = np.random.default_rng(9)
+    n = 200
+    time = pd.Series(rng.integers(1, 60, n), name="months")
+    event = pd.Series(rng.integers(0, 2, n), name="died")
+    raw = raw_table(time, event)
+    p = profile("acro")  # min_count 10
+    assert check(raw, p).status == "fail"  # one step per month: a few persons each
+    safe = safe_table(raw, p.min_count)
+    assert check(safe, p).status == "pass" and len(safe) < len(raw)
+    assert (safe["left"] >= 10).all() and (safe["at_risk"] >= 10).all()
+    assert safe["survival"].is_monotonic_decreasing
+    # the survival over merged steps equals the Kaplan-Meier estimate at that time
+    at = safe["time"].iloc[0]
+    assert safe["survival"].iloc[0] == pytest.approx(raw.loc[raw.time == at, "survival"].iloc[0], rel=0.05)
+
+
+def test_the_helper_survival_table_is_verified_against_the_delivered_data(kernel, tmp_path):
+    from secure_env.airlock import survival as S
+    from secure_env.analyst import ACRO
+
+    rng = np.random.default_rng(10)
+    n = 300
+    (kernel / "followup").mkdir()
+    pd.DataFrame({"pseudonym": [f"f{i}" for i in range(n)], "months": rng.integers(1, 80, n),
+                  "died": rng.integers(0, 2, n)}).to_parquet(kernel / "followup" / "p.parquet")
+    acro = ACRO()
+    df = acro.read("followup")
+    acro.surv_func(df.months, df.died, output="plot", filename=str(tmp_path / "km.png"))
+    assert (tmp_path / "km.png").exists() and acro.results["output_0"]["status"] == "pass"
+    out = acro.finalise(tmp_path / "outputs")
+    spec = T.spec_beside(out / "output_0.csv")
+    assert isinstance(spec, S.SurvivalSpec)
+    v = S.verify(out / "output_0.csv", spec, kernel, profile("toisio-default"))
+    assert v.verified and v.report.status == "pass"
+    table = pd.read_csv(out / "output_0.csv")
+    table.loc[0, "events"] += 1
+    table.to_csv(out / "output_0.csv", index=False)
+    assert not S.verify(out / "output_0.csv", spec, kernel, profile("toisio-default")).verified
