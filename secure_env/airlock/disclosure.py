@@ -176,7 +176,8 @@ def _dof(t: Table, p: DisclosureProfile) -> tuple[np.ndarray, str]:
 ALL = frozenset({"count", "percent", *MAGNITUDE, *INDIVIDUAL, *SPREAD})
 CELL_RULES: tuple[CellRule, ...] = (
     CellRule("min_count", ALL, "minimum number of persons behind any cell or statistic", _min_count),
-    CellRule("zeros", frozenset({"count", "percent"}), "zero cells: disclosive or to review", _zeros),
+    CellRule("zeros", ALL, "zero cells (no person behind a count or a statistic): disclosive or to review",
+             _zeros),
     CellRule("individual_value", INDIVIDUAL, "min, max and mode show one person's value: fail unless the profile "
                                              "allows individual values and the cell's count reaches the minimum",
              _individual),
@@ -201,8 +202,10 @@ def check_table(t: Table, p: DisclosureProfile) -> CheckReport:
         worst = np.maximum(worst, status)
         if status.any():
             flagged.append((status, reason))
-    hidden = np.isnan(t.values.to_numpy(dtype=float))
-    worst[hidden] = PASS  # a suppressed (empty) cell shows nothing; suppression_findings checks it stays hidden
+    # a suppressed cell (empty, though persons are behind it) shows nothing; suppression_findings checks it stays
+    # hidden.  A cell with nobody behind it is a zero cell, whatever its statistic shows.
+    hidden = np.isnan(t.values.to_numpy(dtype=float)) & ~(t.counts.to_numpy(dtype=float) == 0)
+    worst[hidden] = PASS
     flagged = [(np.where(hidden, 0, status), reason) for status, reason in flagged]
     cells = []
     rows, cols = t.values.index, t.values.columns
