@@ -123,7 +123,8 @@ c.ServerApp.authorizer_class = "secure_env.workspace.jupyter_auth.WorkspaceAutho
 c.ServerApp.contents_manager_class = "secure_env.workspace.jupyter_audit.QuotaContentsManager"
 c.ServerApp.kernel_manager_class = "secure_env.workspace.jupyter_audit.AuditedKernelManager"
 c.ServerApp.kernel_websocket_connection_class = "secure_env.workspace.jupyter_audit.AuditedKernelConnection"
-c.ServerApp.jpserver_extensions = {{"secure_env.workspace.jupyter_audit": True}}
+c.ServerApp.jpserver_extensions = {{"secure_env.workspace.jupyter_audit": True,
+                                   "secure_env.airlock.jupyter_release": True}}
 c.ServerApp.tornado_settings = {settings!r}
 c.FileContentsManager.files_handler_class = None
 c.ContentsManager.allow_hidden = False

@@ -515,3 +515,42 @@ def test_a_kernel_asks_the_dp_query_service_through_its_socket_and_never_holds_t
     A.add_file(env["svc"], who(env["svc"], "bob"), rid, root / "scratch" / "dp_count.json",
                {"description": "DP count", "method": "toisio_dp.count"})
     assert A.view(env["svc"], who(env["svc"], "oscar"), rid)["files"][0]["check_report"]["dp_verified"] is True
+
+
+def test_the_analyst_asks_for_a_release_from_inside_the_workspace(env):
+    """The workspace's own page: a banner (permit, end date, scratch left, DP budget), the workspace's files, a
+    request made and submitted as the analyst, each file's automatic verdict shown; a path outside the workspace
+    is refused."""
+    import re
+
+    import httpx
+
+    from secure_env.airlock import outputs as A
+
+    permit, tokens, url = env["a"]
+    root = W.paths(env["svc"], permit).root
+    (root / "scratch" / "release_me.csv").write_text("sex,n\n1,40\n2,45\n")
+    (root / "scratch" / ".hidden.csv").write_text("sex,n\n1,1\n")
+    with httpx.Client(base_url=url, headers={"Authorization": f"token {tokens['bob']}"}, timeout=60,
+                      follow_redirects=False) as web:
+        page = web.get("toisio/release")
+        assert page.status_code == 200, page.text[:500]
+        assert f"Permit {permit}" in page.text and "scratch space left" in page.text and "DP:" in page.text
+        assert "scratch/release_me.csv" in page.text and ".hidden.csv" not in page.text
+        i = re.search(r'name="path_(\d+)" value="scratch/release_me.csv"', page.text).group(1)
+        r = web.post("toisio/release", data={"pick": i, f"path_{i}": "scratch/release_me.csv",
+                                             f"description_{i}": "persons by sex", f"method_{i}": "count",
+                                             f"index_{i}": "sex",
+                                             f"group_{i}": "tables", "group_context": "table 1 of the paper",
+                                             "controls": "none needed", "action": "submit"})
+        assert r.status_code == 302, r.text[:500]
+        shown = web.get(r.headers["location"])
+        assert "submitted" in shown.text and "release_me.csv" in shown.text and 'class="pass"' in shown.text
+        request_id = re.search(r"Request (OUT-[^:]+):", shown.text).group(1)
+        bad = web.post("toisio/release", data={"pick": "0", "path_0": "../../keys/audit.key",
+                                               "description_0": "x", "method_0": "y", "action": "submit"})
+        assert bad.status_code in (403, 409, 422) and "outputs come from the workspace" in bad.text
+        assert web.get("toisio/release", headers={"Authorization": "token nonsense"}).status_code in (302, 403)
+    seen = A.view(env["svc"], who(env["svc"], "oscar"), request_id)
+    assert seen["requester"] == "bob" and seen["state"] == "submitted"
+    assert seen["groups"][0]["context"] == "table 1 of the paper"
