@@ -51,45 +51,6 @@ registries:
     assert summary["delivered"]["hilmo"] > 0 and "persons" in summary["delivered"]
 
 
-def _wait_paused(case_id, timeout=60):
-    import time
-
-    from flows.permit_flow import case_flow_runs
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        runs = case_flow_runs(case_id)
-        if runs and all(r.state and r.state.is_paused() for r in runs):
-            return runs
-        time.sleep(0.3)
-    raise AssertionError("flow did not pause")
-
-
-def test_application_flow_pauses_and_resumes(harness, tmp_path, monkeypatch):
-    import threading
-
-    from flows.permit_flow import resume_case_flows, start_application_flow
-    from permits.service import act, submit_form
-    from tests.factories import make_form, make_staff
-    from toisio.service import service
-
-    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
-    svc = service()
-    staff = make_staff(svc)
-    case = submit_form(svc, staff["alice"], make_form()).case_id
-    result = {}
-    runner = threading.Thread(target=lambda: result.setdefault("state", start_application_flow(case)))
-    runner.start()
-    _wait_paused(case)
-    act(svc, staff["hanna"], case, "confirm_complete")
-    assert resume_case_flows(case) == 1
-    _wait_paused(case)
-    act(svc, staff["alice"], case, "withdraw")
-    resume_case_flows(case)
-    runner.join(timeout=60)
-    assert result["state"] == "withdrawn"
-
-
 def test_rerun_after_crash_continues_from_recorded_state(harness, tmp_path, monkeypatch):
     from flows.permit_flow import start_application_flow
     from permits.service import act, submit_form
