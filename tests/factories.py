@@ -351,3 +351,31 @@ def csrf_of(html: str) -> str:
     if not found:
         raise AssertionError("no CSRF token on the page")
     return found.group(1)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, seconds: float, what: str, log: Path | None = None, *, every: float = 0.3):
+    """Call ``check`` until it returns something true (an HTTP error counts as not yet); raise naming ``what``
+    (and the tail of ``log``) after ``seconds``."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except httpx.HTTPError:
+            found = None
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"{what} within {seconds:.0f} s" + (f"\n{log.read_text()[-4000:]}" if log else ""))

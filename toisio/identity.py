@@ -472,6 +472,13 @@ def actor_for(conn: Connection, user_id: str) -> Actor:
     return _actor_from(row, method=AuthMethod.SERVICE, mfa=False)
 
 
+def actors_with_role(conn: Connection, role: Role) -> list[Actor]:
+    """The actors of every active user who holds ``role`` (for the service's own jobs: whom to tell)."""
+    return [_actor_from(row, method=AuthMethod.SERVICE, mfa=False)
+            for row in conn.execute(select(UserRow).where(UserRow.active).order_by(UserRow.user_id))
+            if role.value in json.loads(row.roles)]
+
+
 # ---------------------------------------------------------------- signing in
 
 def _fail(conn: Connection, svc, user_id: str, why: str, *, count: bool = True) -> Unauthenticated:

@@ -7,7 +7,6 @@ permit), ``requester`` and ``holder`` (the permit's holder).  Whoever caused the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
@@ -16,7 +15,7 @@ from permits.service import permit_access
 from secure_env.airlock import rules
 from secure_env.airlock.models import OutputRequestRow
 from toisio.audit import AuditEvent
-from toisio.identity import Role, UserRow, actor_for
+from toisio.identity import Role, actors_with_role
 from toisio.notify import Message, params
 
 
@@ -51,15 +50,8 @@ NOTIFY: dict[str, Notice] = {
 
 
 def _checkers(conn: Connection, row, access) -> list[str]:
-    out = []
-    for u in conn.execute(select(UserRow).where(UserRow.active)):
-        if Role.OUTPUT_CHECKER.value not in json.loads(u.roles):
-            continue
-        actor = actor_for(conn, u.user_id)
-        relations = rules.relations(actor, requester=row.requester, permit_users=access.users, holder=access.holder)
-        if rules.OUTPUTS.can("review", actor, relations):
-            out.append(u.user_id)
-    return out
+    return [a.user_id for a in actors_with_role(conn, Role.OUTPUT_CHECKER) if rules.OUTPUTS.can(
+        "review", a, rules.relations(a, requester=row.requester, permit_users=access.users, holder=access.holder))]
 
 
 def messages_for(conn: Connection, svc, entry: AuditEvent) -> list[Message]:

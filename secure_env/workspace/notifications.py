@@ -7,14 +7,13 @@ nor is named on its permit) and ``requester``.  Whoever caused the event is neve
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from secure_env.workspace import ingress
 from toisio.audit import AuditEvent
-from toisio.identity import Role, UserRow, actor_for
+from toisio.identity import Role, actors_with_role
 from toisio.notify import Message, params
 
 
@@ -43,17 +42,13 @@ NOTIFY: dict[str, Notice] = {
 }
 
 
-def _stewards(conn: Connection, svc, req: ingress.ImportRequest, users: tuple[str, ...]) -> list[str]:
-    out = []
-    for u in conn.execute(select(UserRow).where(UserRow.active)):
-        if Role.OUTPUT_CHECKER.value not in json.loads(u.roles):
-            continue
-        actor = actor_for(conn, u.user_id)
-        relations = frozenset(({ingress.NAMED} if u.user_id in users else set()) |
-                              ({ingress.REQUESTER} if u.user_id == req.requester else set()))
-        if ingress.IMPORTS.can("decide", actor, relations):
-            out.append(u.user_id)
-    return out
+def _stewards(conn: Connection, req: ingress.ImportRequest, users: tuple[str, ...]) -> list[str]:
+    def relations(a) -> frozenset[str]:
+        return frozenset(({ingress.NAMED} if a.user_id in users else set()) |
+                         ({ingress.REQUESTER} if a.user_id == req.requester else set()))
+
+    return [a.user_id for a in actors_with_role(conn, Role.OUTPUT_CHECKER)
+            if ingress.IMPORTS.can("decide", a, relations(a))]
 
 
 def messages_for(conn: Connection, svc, entry: AuditEvent) -> list[Message]:
@@ -72,7 +67,7 @@ def messages_for(conn: Connection, svc, entry: AuditEvent) -> list[Message]:
     found: list[str] = []
     for who in notice.to:
         if who == "stewards":
-            found += _stewards(conn, svc, req, users)
+            found += _stewards(conn, req, users)
         elif who == "requester":
             found.append(req.requester)
         else:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,28 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.factories import make_case, make_form, make_service, make_staff
+from tests.factories import free_port, make_case, make_form, make_service, make_staff, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(check, seconds: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            found = check()
-        except httpx.HTTPError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"{what} within {seconds:.0f} s" + (f"\n{log.read_text()[-4000:]}" if log else ""))
 
 
 class Worker:
@@ -78,7 +58,7 @@ def prefect(tmp_path_factory):
     from toisio.config import load_settings
 
     tmp = tmp_path_factory.mktemp("prefect")
-    server = EmbeddedServer(load_settings(home=tmp / "server-home"), _port())
+    server = EmbeddedServer(load_settings(home=tmp / "server-home"), free_port())
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(tmp / "client"))
     refresh_global_settings_context()
@@ -105,7 +85,7 @@ def world(prefect, tmp_path_factory):
     worker = Worker(tmp, home, prefect.api_url, extracts, "worker-1")
     state = {"worker": worker}
     try:
-        _wait(lambda: len(httpx.post(f"{prefect.api_url}/deployments/filter", json={}, timeout=5).json()) >= 10,
+        wait_until(lambda: len(httpx.post(f"{prefect.api_url}/deployments/filter", json={}, timeout=5).json()) >= 10,
               180, "the worker's deployments", worker.log_path)
     except AssertionError:
         worker.stop()
@@ -132,7 +112,7 @@ def _waiting_at(tag: str, state: str, log: Path, seconds: float = 120):
             return runs[0]
         return None
 
-    return _wait(check, seconds, f"{tag}'s run waiting in {state}", log)
+    return wait_until(check, seconds, f"{tag}'s run waiting in {state}", log)
 
 
 def test_steps_recorded_by_users_start_and_resume_the_run_that_follows_the_case(world):
@@ -162,7 +142,7 @@ def test_steps_recorded_by_users_start_and_resume_the_run_that_follows_the_case(
             assert run.id == first.id  # the same run, resumed: nothing started twice
         act(svc, staff["alice"], case, "withdraw")
         follower.wait_idle()
-        done = _wait(lambda: (lambda r: r if r[0].state.is_completed() else None)(_runs(f"case:{case}")), 120,
+        done = wait_until(lambda: (lambda r: r if r[0].state.is_completed() else None)(_runs(f"case:{case}")), 120,
                      "the run to end at the withdrawal", log)
         assert len(done) == 1
         print(f"pause-to-resume overhead per human step: {', '.join(f'{o:.1f} s' for o in overheads)}")
@@ -208,18 +188,18 @@ def test_a_worker_killed_mid_delivery_is_replaced_and_nothing_is_done_twice(worl
         httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10).raise_for_status()
 
     advance_now()
-    _wait(lambda: permit_access(svc, permit).state is State.EXTRACTION, 180, "the extraction to start",
+    wait_until(lambda: permit_access(svc, permit).state is State.EXTRACTION, 180, "the extraction to start",
           state["worker"].log_path)
     time.sleep(3)  # into the pipeline
     state["worker"].kill()
     assert permit_access(svc, permit).state is State.EXTRACTION  # it died mid-way
     state["worker"] = Worker(world["tmp"], world["home"], api, world["extracts"], "worker-2")
-    crashed = _wait(lambda: httpx.post(f"{api}/flow_runs/filter", timeout=5, json={
+    crashed = wait_until(lambda: httpx.post(f"{api}/flow_runs/filter", timeout=5, json={
         "flow_runs": {"state": {"type": {"any_": ["CRASHED"]}}}}).json(), 120, "the dead run marked crashed",
         state["worker"].log_path)
     assert any(r["name"] == "advance" for r in crashed)
     advance_now()
-    _wait(lambda: permit_access(svc, permit).state is State.ACTIVE, 300, "the permit in force",
+    wait_until(lambda: permit_access(svc, permit).state is State.ACTIVE, 300, "the permit in force",
           state["worker"].log_path)
     run_notifier(svc)
     run_notifier(svc)  # idempotent: a second pass sends nothing again

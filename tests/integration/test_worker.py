@@ -5,39 +5,18 @@ server."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from flows.jobs import JOBS, TIMEZONE
-from tests.factories import make_case, make_service, make_staff
+from tests.factories import free_port, make_case, make_service, make_staff, wait_until
 from toisio.notify import NotificationRow
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            found = check()
-        except httpx.HTTPError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"{what} within {seconds:.0f} s")
 
 
 def test_the_worker_serves_every_job_on_its_schedule_and_runs_them(tmp_path):
@@ -45,7 +24,7 @@ def test_the_worker_serves_every_job_on_its_schedule_and_runs_them(tmp_path):
     svc = make_service(home)
     staff = make_staff(svc)
     case = make_case(svc, staff, state="submitted").case_id
-    port = _port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(TOISIO_HOME=str(home))
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
@@ -53,7 +32,7 @@ def test_the_worker_serves_every_job_on_its_schedule_and_runs_them(tmp_path):
                             stdout=log, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{port}/api"
     try:
-        deployments = _wait(lambda: (lambda d: d if len(d) == len(JOBS) + 2 else None)(
+        deployments = wait_until(lambda: (lambda d: d if len(d) == len(JOBS) + 2 else None)(
             httpx.post(f"{api}/deployments/filter", json={}, timeout=5).json()), 180, "every deployment served")
         by_name = {d["name"]: d for d in deployments}
         assert {"application", "output-review"} <= set(by_name)
@@ -64,7 +43,7 @@ def test_the_worker_serves_every_job_on_its_schedule_and_runs_them(tmp_path):
             assert schedule["active"] and "toisio" in by_name[job.name]["tags"]
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # the UI
         # the server's scheduler plans the runs of every minute's jobs (it failed on SQLAlchemy 2.1, silently)
-        planned = _wait(lambda: httpx.post(f"{api}/flow_runs/filter", timeout=5, json={
+        planned = wait_until(lambda: httpx.post(f"{api}/flow_runs/filter", timeout=5, json={
             "deployments": {"id": {"any_": [by_name["notify"]["id"]]}},
             "flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED"]}}}}).json(),
             90, "the notify job's runs scheduled")
