@@ -34,7 +34,7 @@ demo: install check-sandbox
 	DEMO_PERSONS=$(DEMO_PERSONS) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: install
-	$(BIN)/pytest -q --cov --cov-report=term
+	$(BIN)/pytest -q -n 2 --dist loadfile --cov --cov-report=term --durations=15
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"

@@ -111,9 +111,10 @@ def run(work: Path) -> dict:
         events.unsubscribe("*", follower)
         # approval to an active permit with its workspace, through the worker
         permit = make_case(svc, staff, state="approved").case_id
-        dep = httpx.get(f"{server.api_url}/deployments/name/toisio-advance/advance", timeout=10).json()
+        from prefect.deployments import run_deployment
+
         t = time.perf_counter()
-        httpx.post(f"{server.api_url}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10)
+        run_deployment("toisio-advance/advance", timeout=0)
         _wait(lambda: permit_access(svc, permit).state is State.ACTIVE, 1800, "the permit in force")
         to_active = time.perf_counter() - t
     finally:
