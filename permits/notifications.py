@@ -11,7 +11,6 @@ outside the authority).  Whoever caused the event is never told of it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import Connection, select
@@ -21,23 +20,7 @@ from permits.lifecycle import Event
 from permits.models import CaseRow, MemberRow
 from toisio.audit import AuditEvent
 from toisio.identity import Role, UserRow
-from toisio.notify import Message, params
-
-
-def N_(text: str) -> str:
-    """Mark a string for extraction (translated for each recipient)."""
-    return text
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Whom an event tells, and what (English msgids with ``{case}``, ``{title}``, ``{reason}``, ``{actor}``
-    and ``{text}`` placeholders)."""
-
-    to: tuple[str, ...]
-    title: str
-    body: str
-
+from toisio.notify import N_, Message, Notice, params
 
 RECIPIENTS = ("applicant", "members", "handler", "deciders", "controllers", "other_party")
 

@@ -32,6 +32,20 @@ from toisio.db import Base, read_connection
 from toisio.errors import Invalid
 from toisio.identity import Actor, UserRow
 
+
+def N_(text: str) -> str:
+    """Mark a string for extraction (translated for each recipient)."""
+    return text
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Whom an event tells, and what: a stage's rule (English msgids with placeholders, translated per recipient)."""
+
+    to: tuple[str, ...]
+    title: str
+    body: str
+
 log = logging.getLogger("toisio.notify")
 
 #: how a person wants to be told: by e-mail (and in the inbox), or in the portal's inbox only

@@ -7,8 +7,6 @@ permit), ``requester`` and ``holder`` (the permit's holder).  Whoever caused the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import Connection, select
 
 from permits.service import permit_access
@@ -16,20 +14,7 @@ from secure_env.airlock import rules
 from secure_env.airlock.models import OutputRequestRow
 from toisio.audit import AuditEvent
 from toisio.identity import Role, actors_with_role
-from toisio.notify import Message, params
-
-
-def N_(text: str) -> str:
-    """Mark a string for extraction (translated for each recipient)."""
-    return text
-
-
-@dataclass(frozen=True)
-class Notice:
-    to: tuple[str, ...]
-    title: str
-    body: str
-
+from toisio.notify import N_, Message, Notice, params
 
 RECIPIENTS = ("checkers", "requester", "holder")
 

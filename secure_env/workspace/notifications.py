@@ -7,27 +7,12 @@ nor is named on its permit) and ``requester``.  Whoever caused the event is neve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import Connection
 
 from secure_env.workspace import ingress
 from toisio.audit import AuditEvent
 from toisio.identity import Role, actors_with_role
-from toisio.notify import Message, params
-
-
-def N_(text: str) -> str:
-    """Mark a string for extraction (translated for each recipient)."""
-    return text
-
-
-@dataclass(frozen=True)
-class Notice:
-    to: tuple[str, ...]
-    title: str
-    body: str
-
+from toisio.notify import N_, Message, Notice, params
 
 RECIPIENTS = ("stewards", "requester")
 
