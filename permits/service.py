@@ -36,7 +36,7 @@ from permits.permissions import ACTIONS, PermissionDenied, Role, check_can, chec
 from permits.rules import RuleViolation, check_form
 from permits.scope import PermitScope
 from toisio import audit, events
-from toisio.db import read_connection
+from toisio.db import read_connection, statement_connection
 from toisio.documents import CodedError
 from toisio.errors import NotFoundError
 from toisio.identity import SYSTEM, Actor, actor_for, ensure_user
@@ -144,20 +144,45 @@ DIGEST_FIELDS = ("kind", "title", "purpose", "applicant_id", "handler_id", "pare
                  "scope_sha256", "valid_from", "valid_until", "fee")
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """A case as one read saw it: its row, every member row (by user, then entry) and every event in order."""
+
+    row: Any
+    members: tuple[Any, ...]
+    events: tuple[Any, ...]
+
+    @property
+    def active_members(self) -> tuple[str, ...]:
+        return tuple(m.user_id for m in self.members if m.active)
+
+    def digest(self) -> str:
+        """SHA-256 over the row, the members and the events (what :func:`case_digest` chains)."""
+        members = [[m.user_id, m.name, str(m.undertaking_signed), bool(m.active)] for m in self.members]
+        events = [[e.seq, e.event, e.actor, e.role, e.ts, str(e.on_date), e.payload, bool(e.all_estimates_in)]
+                  for e in self.events]
+        body = {"case_id": self.row.case_id, "members": members, "events": events,
+                **{f: (v.isoformat() if isinstance(v := getattr(self.row, f), date) else v) for f in DIGEST_FIELDS}}
+        return hashlib.sha256(audit.canonical_json(body).encode()).hexdigest()
+
+
+def _member_rows(conn: Connection, case_id: str) -> tuple[Any, ...]:
+    return tuple(conn.execute(select(MemberRow).where(MemberRow.case_id == case_id)
+                              .order_by(MemberRow.user_id, MemberRow.id)))
+
+
+def _snapshot(conn: Connection, case_id: str) -> _Snapshot:
+    row = _case_row(conn, case_id)
+    return _Snapshot(row, _member_rows(conn, case_id), tuple(_history(conn, case_id)))
+
+
 def case_digest(conn: Connection, case_id: str) -> str:
     """SHA-256 over the case row, its members and its events, as the service last wrote them.
 
     Every write appends this digest to the audit chain in the same transaction; reading a case
     for a decision recomputes it and compares (:func:`_verified_row`).
     """
-    row = _case_row(conn, case_id)
-    members = [[m.user_id, m.name, str(m.undertaking_signed), bool(m.active)] for m in conn.execute(
-        select(MemberRow).where(MemberRow.case_id == case_id).order_by(MemberRow.user_id, MemberRow.id))]
-    events = [[e.seq, e.event, e.actor, e.role, e.ts, str(e.on_date), e.payload, bool(e.all_estimates_in)]
-              for e in _history(conn, case_id)]
-    body = {"case_id": case_id, "members": members, "events": events,
-            **{f: (v.isoformat() if isinstance(v := getattr(row, f), date) else v) for f in DIGEST_FIELDS}}
-    return hashlib.sha256(audit.canonical_json(body).encode()).hexdigest()
+    return _snapshot(conn, case_id).digest()
 
 
 def _chained_digest(conn: Connection, svc: Service, case_id: str) -> str | None:
@@ -181,17 +206,38 @@ def _verified_row(conn: Connection, svc: Service, case_id: str, *, for_update: b
     """The case row, refused (:class:`CaseTampered`) unless it, its members and its events are exactly what the
     audit chain recorded, and the chain still ends at its recorded head.  The row is locked first (see
     :func:`_lock_case`); ``for_update`` when the transaction will change the case."""
+    return _verified_snapshot(conn, svc, case_id, for_update=for_update).row
+
+
+def _verified_snapshot(conn: Connection, svc: Service, case_id: str, *, for_update: bool = False) -> _Snapshot:
     _lock_case(conn, case_id, for_update=for_update)
-    row = _case_row(conn, case_id)
+    snap = _snapshot(conn, case_id)
     try:
         audit.check_head(conn, svc.audit_key)
     except audit.AuditError as exc:
         raise CaseTampered(str(exc), code="audit_truncated") from None
     chained = _chained_digest(conn, svc, case_id)
-    if chained is None or chained != case_digest(conn, case_id):
+    if chained is None or chained != snap.digest():
         raise CaseTampered(f"case {case_id} differs from what the audit log recorded (its state, people, validity "
                            f"or scope were edited outside the service); refusing to use it")
-    return row
+    return snap
+
+
+def _verified_for_reading(svc: Service, case_id: str) -> _Snapshot:
+    """The case as the chain vouches for it, for a read: verified in full the first time, and again whenever the
+    service has changed the case since (in any process); in between, the verified copy this process kept
+    (:class:`toisio.audit.VerifiedCache`), after one indexed look at the chain."""
+    key, vouching = ("case", case_id), [(f"case:{case_id}", "case_digest")]
+    if svc.verified.peek(key) is not None:
+        with statement_connection(svc.engine) as conn:
+            snap = svc.verified.get(key, audit.stamp(conn, vouching))
+        if snap is not None:
+            return snap
+    with read_connection(svc.engine) as conn:
+        stamp = audit.stamp(conn, vouching)
+        snap = _verified_snapshot(conn, svc, case_id)
+    svc.verified.put(key, stamp, snap)
+    return snap
 
 
 def verify_cases(svc: Service) -> list[tuple[str, str]]:
@@ -225,30 +271,34 @@ def _for_role(events: tuple[CaseEvent, ...], role: Role) -> tuple[CaseEvent, ...
 
 
 def _view(conn: Connection, row: CaseRow, with_history: bool) -> CaseView:
+    return _view_of(_Snapshot(row, _member_rows(conn, row.case_id),
+                              tuple(_history(conn, row.case_id)) if with_history else ()), with_history)
+
+
+def _view_of(snap: _Snapshot, with_history: bool) -> CaseView:
+    row = snap.row
     history = tuple(CaseEvent(e.seq, e.event, e.actor, e.role, e.ts, json.loads(e.payload))
-                    for e in _history(conn, row.case_id)) if with_history else ()
+                    for e in snap.events) if with_history else ()
     return CaseView(
         row.case_id, row.kind, row.title, State(row.state), row.applicant_id, row.handler_id, row.purpose,
-        tuple(_members(conn, row.case_id)), row.submitted_on, row.complete_on, row.decision_due, row.decided_on,
+        snap.active_members, row.submitted_on, row.complete_on, row.decision_due, row.decided_on,
         row.valid_from, row.valid_until, row.scope_sha256, json.loads(row.fee) if row.fee else None,
         row.parent_permit_id, history)
 
 
 def show(svc: Service, actor: Actor, case_id: str) -> CaseView:
-    """A case with its history; the read itself is audited."""
-    with svc.engine.begin() as conn:
-        row = _verified_row(conn, svc, case_id)
-        role = _check(conn, actor, row, "view")
-        view = _view(conn, row, with_history=True)
-        # last, in the same transaction: the chain's append lock is held from here to the commit only
-        audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
+    """A case with its history; the read itself is audited (on the chain before the case is returned)."""
+    snap = _verified_for_reading(svc, case_id)
+    role = check_can("view", **_facts_of(actor, snap))
+    view = _view_of(snap, with_history=True)
+    svc.reads.record(actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
                      payload={"role": role.value})
-        return replace(view, history=_for_role(view.history, role))
+    return replace(view, history=_for_role(view.history, role))
 
 
 def list_cases(svc: Service, actor: Actor, *, state: str | None = None) -> list[CaseView]:
     """Cases the actor may see: all for handlers, deciders and auditors, otherwise their own."""
-    with svc.engine.begin() as conn:
+    with read_connection(svc.engine) as conn:
         q = select(CaseRow).order_by(CaseRow.case_id)
         if state:
             q = q.where(CaseRow.state == state)
@@ -256,9 +306,9 @@ def list_cases(svc: Service, actor: Actor, *, state: str | None = None) -> list[
         staff = actor.roles & {Role.HANDLER, Role.DECIDER, Role.AUDITOR}
         out = [_view(conn, r, False) for r in rows
                if staff or r.applicant_id == actor.user_id or actor.user_id in _members(conn, r.case_id)]
-        audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.listed", subject="cases",
+    svc.reads.record(actor=actor.user_id, action="case.listed", subject="cases",
                      payload={"count": len(out), "state": state})
-        return out
+    return out
 
 
 # ---------------------------------------------------------------- writing
@@ -271,10 +321,14 @@ _ACTION_OF_EVENT = {a.event.value: name for name, a in ACTIONS.items() if a.even
 
 def _facts(conn: Connection, actor: Actor, row: CaseRow) -> dict[str, Any]:
     """What the permission matrix needs to know about the actor and the case (read once per decision)."""
-    took = {_ACTION_OF_EVENT[e.event]: e.actor for e in _history(conn, row.case_id) if e.event in _ACTION_OF_EVENT}
-    return {"user": actor.user_id, "roles": set(actor.roles), "state": State(row.state),
-            "applicant": row.applicant_id, "members": set(_members(conn, row.case_id, active_only=False)),
-            "took": took}
+    return _facts_of(actor, _Snapshot(row, _member_rows(conn, row.case_id), tuple(_history(conn, row.case_id))))
+
+
+def _facts_of(actor: Actor, snap: _Snapshot) -> dict[str, Any]:
+    """:func:`_facts` from a snapshot already read."""
+    took = {_ACTION_OF_EVENT[e.event]: e.actor for e in snap.events if e.event in _ACTION_OF_EVENT}
+    return {"user": actor.user_id, "roles": set(actor.roles), "state": State(snap.row.state),
+            "applicant": snap.row.applicant_id, "members": {m.user_id for m in snap.members}, "took": took}
 
 
 def _check(conn: Connection, actor: Actor, row: CaseRow, action: str) -> Role:

@@ -17,21 +17,24 @@ of the database is reported; ``toisio audit head`` prints it for anchoring elsew
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Integer, String, Text, event, func, select, text
+from sqlalchemy import Connection, Engine, Index, Integer, String, Text, bindparam, event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from toisio.db import Base
+from toisio.db import Base, StateChangeRow
 from toisio.errors import ToisioError
 from toisio.keystore import Secret
 
@@ -85,6 +88,11 @@ class AuditEventRow(Base):
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     entry_hash: Mapped[str] = mapped_column(String(64))
+    #: the payload field with which this entry vouches for its subject's state (see :func:`vouching_field`),
+    #: kept beside the payload so that the newest such entry is one index lookup; :func:`verify` checks it
+    vouches: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (Index("ix_audit_event_vouches", "subject", "vouches", "seq"),)
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,33 @@ def _lock_for_append(conn: Connection) -> None:
     # SQLite: the engine's BEGIN IMMEDIATE already serialises writers.
 
 
+VOUCH_SUFFIX = "_digest"
+
+
+def vouching_field(payload: dict[str, Any]) -> str | None:
+    """The payload field with which an entry vouches for the state of its subject: a stage records a digest of
+    the state that decides permissions (``case_digest``, ``user_digest``, ``token_digest``) in every entry that
+    changes it.  The first such field in name order (a stage records one)."""
+    return next((k for k in sorted(payload) if k.endswith(VOUCH_SUFFIX)), None)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An event to append: who did what to which subject."""
+
+    actor: str
+    action: str
+    subject: str
+    payload: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if not self.actor or not self.action or not self.subject:
+            raise AuditError("audit events need an actor, an action and a subject")
+        if self.action not in _KNOWN:
+            raise AuditError(f"{self.action!r} is not in the audit action catalogue (toisio.audit.AuditAction)",
+                             code="unknown_audit_action")
+
+
 def append(
     conn: Connection,
     key: Secret,
@@ -155,33 +190,145 @@ def append(
     now: datetime | None = None,
 ) -> AuditEvent:
     """Append one event in the caller's transaction and return it."""
-    if not actor or not action or not subject:
-        raise AuditError("audit events need an actor, an action and a subject")
-    if action not in _KNOWN:
-        raise AuditError(f"{action!r} is not in the audit action catalogue (toisio.audit.AuditAction)",
-                         code="unknown_audit_action")
+    return _append_all(conn, key, [Pending(actor, action, subject, payload or {})], now=now)[0]
+
+
+def _append_all(conn: Connection, key: Secret, items: list[Pending], *, now: datetime | None = None,
+                check_anchor: bool = False) -> list[AuditEvent]:
+    """Append ``items`` in order in the caller's transaction (under the append lock).  ``check_anchor``: first
+    refuse to extend a chain that ends before the head recorded outside the database (truncated, or an older
+    copy restored); under the lock every earlier append has committed, so the database holds that head."""
     _lock_for_append(conn)
     last = conn.execute(
         select(AuditEventRow.seq, AuditEventRow.entry_hash).order_by(AuditEventRow.seq.desc()).limit(1)
     ).first()
-    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    if check_anchor:
+        anchor = read_head_file(key)
+        if anchor is not None and anchor[0] > 0 and (last is None or last[0] < anchor[0]):
+            raise AuditError(f"the audit log no longer holds its recorded head (entry {anchor[0]}): it was truncated "
+                             f"or an older copy of the database was restored")
+    seq, prev = (last[0], last[1]) if last else (0, GENESIS)
     ts = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    payload_text = canonical_json(payload or {})
-    entry = _entry_hash(key, _body(seq, ts, actor, action, subject, payload_text, prev))
-    conn.execute(
-        AuditEventRow.__table__.insert().values(
-            seq=seq,
-            ts=ts,
-            actor=actor,
-            action=action,
-            subject=subject,
-            payload=payload_text,
-            prev_hash=prev,
-            entry_hash=entry,
-        )
-    )
-    _head_after_commit(conn, key, seq, entry)
-    return AuditEvent(seq, ts, actor, action, subject, json.loads(payload_text), prev, entry)
+    rows, out = [], []
+    for item in items:
+        seq += 1
+        payload_text = canonical_json(item.payload)
+        entry = _entry_hash(key, _body(seq, ts, item.actor, item.action, item.subject, payload_text, prev))
+        rows.append({"seq": seq, "ts": ts, "actor": item.actor, "action": item.action, "subject": item.subject,
+                     "payload": payload_text, "prev_hash": prev, "entry_hash": entry,
+                     "vouches": vouching_field(item.payload)})
+        out.append(AuditEvent(seq, ts, item.actor, item.action, item.subject, json.loads(payload_text), prev, entry))
+        prev = entry
+    conn.execute(AuditEventRow.__table__.insert(), rows)
+    _head_after_commit(conn, key, seq, prev)
+    return out
+
+
+class ReadRecorder:
+    """Records reads (who saw what) in transactions of their own, gathering the reads that arrive while one
+    transaction commits into the next (group commit): one lock, one insert and one commit for many readers.
+
+    :meth:`record` returns only once its event has committed, so a read is on the chain before its data is
+    handed out; if the append fails, the reader gets the error (and no data).  Each batch first checks that the
+    chain still ends at the head recorded outside the database, so a read also notices a truncated log.
+    """
+
+    def __init__(self, engine: Engine, key: Secret, *, max_batch: int = 500):
+        self.engine, self.key, self.max_batch = engine, key, max_batch
+        self._cv = threading.Condition()
+        self._queue: list[_Waiting] = []
+        self._busy = False
+
+    def record(self, *, actor: str, action: str, subject: str, payload: dict[str, Any] | None = None) -> AuditEvent:
+        mine = _Waiting(Pending(actor, action, subject, payload or {}))
+        with self._cv:
+            self._queue.append(mine)
+            while not mine.done:
+                if self._busy:
+                    self._cv.wait()
+                    continue
+                self._busy = True
+                batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+                self._cv.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cv.acquire()
+                    self._busy = False
+                    self._cv.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        assert mine.event is not None
+        return mine.event
+
+    def _commit(self, batch: list[_Waiting]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                events = _append_all(conn, self.key, [w.item for w in batch], check_anchor=True)
+        except BaseException as exc:  # every reader in the batch gets the error
+            for w in batch:
+                w.error, w.done = exc, True
+            return
+        for w, e in zip(batch, events, strict=True):
+            w.event, w.done = e, True
+
+
+class VerifiedCache:
+    """What a process verified against the chain, kept with the stamp (:func:`stamp`) it was verified at.
+
+    A later read asks :func:`stamp` (one indexed statement) and uses the kept value only while the stamp
+    is unchanged: every change the service makes appends a newer vouching entry, in this process or another; a
+    log truncated below it changes the stamp too; and database triggers count every edit of the rows behind it,
+    the service's or anyone's, so an edit made outside the service is verified, and refused, at the next read.
+    (Someone able to disable the triggers, as a database superuser can, gets past the count but not the chain:
+    the edit is refused at the next change, by every process that verifies afresh, and by ``toisio audit
+    verify``; a kept value is never read again from the rows.)  Bounded: the least recently kept go first.
+    """
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._items: dict[Any, tuple[tuple, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, stamp: tuple) -> Any | None:
+        if None in stamp:
+            return None
+        with self._lock:
+            kept = self._items.get(key)
+            if kept is None or kept[0] != stamp:
+                return None
+            self._items[key] = self._items.pop(key)  # most recently used last
+            return kept[1]
+
+    def peek(self, key: Any) -> Any | None:
+        """The value kept under ``key`` whatever its stamp (to learn what to stamp it by; not to use it)."""
+        with self._lock:
+            kept = self._items.get(key)
+        return None if kept is None else kept[1]
+
+    def touch(self, key: Any, change: Callable[[Any], Any]) -> None:
+        """Replace the kept value by ``change(value)`` under the same stamp (for what the stamp does not cover)."""
+        with self._lock:
+            kept = self._items.get(key)
+            if kept is not None:
+                self._items[key] = (kept[0], change(kept[1]))
+
+    def put(self, key: Any, stamp: tuple, value: Any) -> None:
+        if None in stamp:
+            return
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (stamp, value)
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+
+
+@dataclass
+class _Waiting:
+    item: Pending
+    event: AuditEvent | None = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 def head_path(key: Secret) -> Path | None:
@@ -246,15 +393,39 @@ def recorded_digest(conn: Connection, key: Secret, subject: str, field: str) -> 
     if that entry was itself altered.
     """
     row = conn.execute(select(AuditEventRow).where(
-        AuditEventRow.subject == subject,
-        AuditEventRow.payload.contains(f'"{field}":', autoescape=True),
+        AuditEventRow.subject == subject, AuditEventRow.vouches == field,
     ).order_by(AuditEventRow.seq.desc()).limit(1)).first()
     if row is None:
         return None
     e = _to_event(row)
-    if not authentic(key, e):
+    if not authentic(key, e) or field not in e.payload:
         raise AuditError(f"the audit entry {e.seq} of {subject} was altered", code="audit_tampered")
     return e.payload.get(field)
+
+
+def stamp(conn: Connection, pairs: list[tuple[str, str]]) -> tuple[int | None, ...]:
+    """For each ``(subject, field)``: the number of the newest entry vouching for the subject's state with that
+    field (None if none does) and how many times its rows were changed (:class:`toisio.db.StateChangeRow`), in
+    one statement.  Both change whenever the service changes that state; the count also when anyone edits a row
+    outside the service.  A process keeps what it verified under this stamp (:class:`VerifiedCache`)."""
+    if not pairs:
+        return ()
+    params = {}
+    for i, (subject, field) in enumerate(pairs):
+        params[f"s{i}"], params[f"f{i}"] = subject, field
+    return tuple(conn.execute(_stamp_statement(len(pairs)), params).one())
+
+
+@functools.cache
+def _stamp_statement(n: int):
+    """The statement of :func:`stamp` for ``n`` pairs, built once (it runs on every authenticated read)."""
+    t, c = AuditEventRow.__table__, StateChangeRow.__table__
+    columns = []
+    for i in range(n):
+        columns.append(select(func.max(t.c.seq)).where(t.c.subject == bindparam(f"s{i}"),
+                                                       t.c.vouches == bindparam(f"f{i}")).scalar_subquery())
+        columns.append(func.coalesce(select(c.c.n).where(c.c.subject == bindparam(f"s{i}")).scalar_subquery(), 0))
+    return select(*columns)
 
 
 def _to_event(row) -> AuditEvent:
@@ -367,6 +538,9 @@ def _verify(conn: Connection, key: Secret, *, anchor: tuple[int, str] | None) ->
         body = _body(row.seq, row.ts, row.actor, row.action, row.subject, row.payload, row.prev_hash)
         if not hmac.compare_digest(_entry_hash(key, body), row.entry_hash):
             return VerifyResult(False, checked, row.seq, f"entry {row.seq} was altered (hash mismatch)")
+        if row.vouches != vouching_field(json.loads(row.payload)):
+            return VerifyResult(False, checked, row.seq, f"entry {row.seq}'s vouching mark was altered (it says "
+                                                         f"{row.vouches!r}, its payload otherwise)")
         if anchor is not None and row.seq == anchor[0]:
             if row.entry_hash != anchor[1]:
                 return VerifyResult(False, checked, row.seq, f"entry {row.seq} differs from the anchored head")

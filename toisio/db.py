@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import Engine, Integer, MetaData, String, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -27,6 +27,63 @@ class Base(DeclarativeBase):
     """Declarative base shared by every stage's tables."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class StateChangeRow(Base):
+    """How many times the rows behind one subject (``case:ID``, ``user:ID``, ``token:ID``) were inserted, updated
+    or deleted, by anyone: counted by database triggers (:func:`change_counter_ddl`), so that an edit made outside
+    the service also shows.  Part of the stamp under which a process keeps state it verified against the audit
+    chain (:func:`toisio.audit.stamp`)."""
+
+    __tablename__ = "state_change"
+
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+
+
+_PG_COUNTER_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION state_change_count() RETURNS trigger AS $$ "
+    "BEGIN "
+    "IF TG_OP = 'TRUNCATE' THEN "
+    "  UPDATE state_change SET n = n + 1 WHERE subject LIKE TG_ARGV[0] || '%'; RETURN NULL; "
+    "END IF; "
+    "IF TG_OP IN ('UPDATE', 'DELETE') THEN "
+    "  INSERT INTO state_change (subject, n) VALUES (TG_ARGV[0] || (to_jsonb(OLD) ->> TG_ARGV[1]), 1) "
+    "  ON CONFLICT (subject) DO UPDATE SET n = state_change.n + 1; "
+    "END IF; "
+    "IF TG_OP IN ('INSERT', 'UPDATE') THEN "
+    "  INSERT INTO state_change (subject, n) VALUES (TG_ARGV[0] || (to_jsonb(NEW) ->> TG_ARGV[1]), 1) "
+    "  ON CONFLICT (subject) DO UPDATE SET n = state_change.n + 1; "
+    "END IF; "
+    "RETURN NULL; END; $$ LANGUAGE plpgsql"
+)
+
+
+def change_counter_ddl(dialect: str, table: str, prefix: str, column: str) -> list[str]:
+    """Triggers that count every insert, update and delete of ``table``'s rows (and, on PostgreSQL, a
+    TRUNCATE) against the subject ``prefix || row.column`` in :class:`StateChangeRow`."""
+    name = f"{table}_counted"
+    if dialect == "postgresql":
+        return [_PG_COUNTER_FUNCTION,
+                f"CREATE TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW "
+                f"EXECUTE FUNCTION state_change_count('{prefix}', '{column}')",
+                f"CREATE TRIGGER {name}_truncate AFTER TRUNCATE ON {table} FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION state_change_count('{prefix}', '{column}')"]
+
+    def bump(row: str) -> str:
+        return (f"INSERT INTO state_change (subject, n) VALUES ('{prefix}' || {row}.{column}, 1) "
+                f"ON CONFLICT (subject) DO UPDATE SET n = n + 1;")
+
+    return [f"CREATE TRIGGER {name}_insert AFTER INSERT ON {table} BEGIN {bump('NEW')} END",
+            f"CREATE TRIGGER {name}_update AFTER UPDATE ON {table} BEGIN {bump('OLD')} {bump('NEW')} END",
+            f"CREATE TRIGGER {name}_delete AFTER DELETE ON {table} BEGIN {bump('OLD')} END"]
+
+
+def drop_change_counter_ddl(dialect: str, table: str) -> list[str]:
+    name = f"{table}_counted"
+    if dialect == "postgresql":
+        return [f"DROP TRIGGER IF EXISTS {name} ON {table}", f"DROP TRIGGER IF EXISTS {name}_truncate ON {table}"]
+    return [f"DROP TRIGGER IF EXISTS {name}_{op}" for op in ("insert", "update", "delete")]
 
 
 def _sqlite_hooks(engine: Engine) -> None:
@@ -60,6 +117,14 @@ def make_engine(url: str) -> Engine:
 def read_connection(engine: Engine):
     """A connection for reads only: it never waits for (or blocks) the SQLite write lock."""
     return engine.connect().execution_options(toisio_readonly=True)
+
+
+def statement_connection(engine: Engine):
+    """A connection for single-statement reads, with no transaction around them (no BEGIN and ROLLBACK round
+    trips on PostgreSQL; one statement sees one snapshot either way).  For the checks on every request."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT", toisio_readonly=True)
+    return read_connection(engine)
 
 
 #: The migrations live with the composition root (:mod:`toisio.app`), which knows every stage's tables.

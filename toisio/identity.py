@@ -31,7 +31,7 @@ import hmac
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -43,7 +43,7 @@ from sqlalchemy import Boolean, Connection, ForeignKey, Integer, String, Text, s
 from sqlalchemy.orm import Mapped, mapped_column
 
 from toisio import audit
-from toisio.db import Base, read_connection
+from toisio.db import Base, read_connection, statement_connection
 from toisio.errors import Conflict, Forbidden, Invalid, NotFoundError, Unauthenticated
 from toisio.text import check_unicode as _check_unicode
 
@@ -707,35 +707,75 @@ def _revoke_all(conn: Connection, svc, by: Actor, user_id: str, why: str) -> Non
         _record_token(conn, svc, by, token_id, "token.revoked", {"reason": why})
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """A token and its user as verified against the chain (kept in :attr:`Service.verified`)."""
+
+    token_id: str
+    user_id: str
+    expires_at: str
+    last_used_at: str | None
+    actor: Actor
+
+    @property
+    def vouching(self) -> list[tuple[str, str]]:
+        return [(f"token:{self.token_id}", "token_digest"), (f"user:{self.user_id}", "user_digest")]
+
+
 def authenticate(svc, token: str | None) -> Actor:
     """The actor a bearer token belongs to; :class:`Unauthenticated` saying why if it does not (none, unknown,
-    expired, revoked, user deactivated, or the user or token edited outside the service)."""
+    expired, revoked, user deactivated, or the user or token edited outside the service).
+
+    The token and its user are verified against the chain in full the first time and whenever the service has
+    changed either since (a revocation, a role change, a deactivation: each appends a vouching entry); in
+    between, one indexed look at the chain confirms that what this process verified still holds."""
     if not token:
         raise Unauthenticated("no credentials: sign in with `toisio login` or send 'Authorization: Bearer <token>'",
                               code="unauthenticated")
     digest = token_hash(token.strip())
-    with read_connection(svc.engine) as conn:
-        row = conn.execute(select(ApiTokenRow).where(ApiTokenRow.sha256 == digest)).first()
-        if row is None:
-            raise Unauthenticated("unknown token", code="token_unknown")
-        if row.revoked_at:
-            raise Unauthenticated(f"token {row.token_id} was revoked on {row.revoked_at[:10]}", code="token_revoked")
-        if _parse(row.expires_at) <= datetime.now(UTC):
-            raise Unauthenticated(f"token {row.token_id} expired on {row.expires_at[:10]}; sign in again",
-                                  code="token_expired")
-        user = _user_row(conn, row.user_id)
-        if user is None or not user.active:
-            raise Unauthenticated(f"user {row.user_id} is deactivated", code="user_inactive")
-        _check_vouched(conn, svc, f"token:{row.token_id}", "token_digest", _token_digest(row),
-                       f"token {row.token_id}")
-        _check_vouched(conn, svc, f"user:{row.user_id}", "user_digest", user_digest(conn, row.user_id),
-                       f"user {row.user_id}")
-        stale = row.last_used_at is None or _parse(row.last_used_at) < datetime.now(UTC) - LAST_USE_RESOLUTION
-        actor = _actor_from(user, method=AuthMethod(row.method), mfa=bool(row.mfa))
-    if stale:
+    key = ("token", digest)
+    kept, signed = svc.verified.peek(key), None
+    if kept is not None:
+        with statement_connection(svc.engine) as conn:
+            signed = svc.verified.get(key, audit.stamp(conn, kept.vouching))
+    if signed is None:
+        with read_connection(svc.engine) as conn:
+            signed = _verify_token(conn, svc, digest)
+    if _parse(signed.expires_at) <= datetime.now(UTC):
+        raise Unauthenticated(f"token {signed.token_id} expired on {signed.expires_at[:10]}; sign in again",
+                              code="token_expired")
+    if signed.last_used_at is None or _parse(signed.last_used_at) < datetime.now(UTC) - LAST_USE_RESOLUTION:
+        now = _now()
         with svc.engine.begin() as conn:
-            conn.execute(update(ApiTokenRow).where(ApiTokenRow.token_id == row.token_id).values(last_used_at=_now()))
-    return actor
+            conn.execute(update(ApiTokenRow).where(ApiTokenRow.token_id == signed.token_id).values(last_used_at=now))
+        svc.verified.touch(key, lambda s: replace(s, last_used_at=now))
+    return signed.actor
+
+
+def _verify_token(conn: Connection, svc, digest: str) -> _Signed:
+    """The token with this hash and its user, checked in full against the chain, and kept for later requests
+    under the stamp read before the check (a change landing during the check makes the next request check
+    again)."""
+    found = conn.execute(select(ApiTokenRow.token_id, ApiTokenRow.user_id).where(ApiTokenRow.sha256 == digest)).first()
+    if found is None:
+        raise Unauthenticated("unknown token", code="token_unknown")
+    stamp = audit.stamp(conn, [(f"token:{found.token_id}", "token_digest"), (f"user:{found.user_id}",
+                                                                               "user_digest")])
+    row = conn.execute(select(ApiTokenRow).where(ApiTokenRow.sha256 == digest)).first()
+    if row is None or (row.token_id, row.user_id) != tuple(found):
+        raise Unauthenticated("unknown token", code="token_unknown")
+    if row.revoked_at:
+        raise Unauthenticated(f"token {row.token_id} was revoked on {row.revoked_at[:10]}", code="token_revoked")
+    user = _user_row(conn, row.user_id)
+    if user is None or not user.active:
+        raise Unauthenticated(f"user {row.user_id} is deactivated", code="user_inactive")
+    _check_vouched(conn, svc, f"token:{row.token_id}", "token_digest", _token_digest(row), f"token {row.token_id}")
+    _check_vouched(conn, svc, f"user:{row.user_id}", "user_digest", user_digest(conn, row.user_id),
+                   f"user {row.user_id}")
+    signed = _Signed(row.token_id, row.user_id, row.expires_at, row.last_used_at,
+                     _actor_from(user, method=AuthMethod(row.method), mfa=bool(row.mfa)))
+    svc.verified.put(("token", digest), stamp, signed)
+    return signed
 
 
 def verify_identities(svc) -> list[tuple[str, str]]:

@@ -44,6 +44,16 @@ class Service:
         """The key the DP query service signs its answers with (the airlock verifies them)."""
         return receipt_key(self.settings.keys)
 
+    @cached_property
+    def verified(self) -> audit.VerifiedCache:
+        """State this process verified against the audit chain, by the stamp it was verified at."""
+        return audit.VerifiedCache()
+
+    @cached_property
+    def reads(self) -> audit.ReadRecorder:
+        """Records who read what, many readers' events to one commit."""
+        return audit.ReadRecorder(self.engine, self.audit_key)
+
     def record(self, *, actor: str, action: str, subject: str, payload: dict[str, Any] | None = None):
         """Append one audit event in a transaction of its own (for events with no other state change)."""
         with self.engine.begin() as conn:

@@ -68,7 +68,8 @@ def test_insertion_detected(svc):
     # Shift entries 3..5 up by one and insert a forged entry 3 with a made-up hash.
     _raw(svc, "UPDATE audit_event SET seq=seq+100 WHERE seq>=3",
          "UPDATE audit_event SET seq=seq-99 WHERE seq>=100",
-         "INSERT INTO audit_event VALUES (3,'2026-01-01T00:00:00.000000Z','mallory','case.viewed',"
+         "INSERT INTO audit_event (seq, ts, actor, action, subject, payload, prev_hash, entry_hash) "
+         "VALUES (3,'2026-01-01T00:00:00.000000Z','mallory','case.viewed',"
          "'permit:x','{}','" + "f" * 64 + "','" + "e" * 64 + "')")
     r = _verify(svc)
     assert not r.ok and r.first_bad_seq == 3
@@ -205,3 +206,77 @@ def test_a_reader_whose_snapshot_predates_a_commit_is_not_told_the_log_was_trunc
     _raw(svc, "DELETE FROM audit_event WHERE seq=2")
     with read_connection(svc.engine) as reader, pytest.raises(audit.AuditError, match="no longer holds"):
         audit.check_head(reader, svc.audit_key)
+
+
+# ---------------------------------------------------------------- reads recorded by group commit
+
+
+def test_concurrent_reads_are_recorded_together_and_each_waits_for_its_commit(svc, monkeypatch):
+    commits = []
+    real = audit._append_all
+
+    def counting(conn, key, items, **kw):
+        commits.append(len(items))
+        return real(conn, key, items, **kw)
+
+    monkeypatch.setattr(audit, "_append_all", counting)
+    recorder = audit.ReadRecorder(svc.engine, svc.audit_key)
+    got, errors = [], []
+
+    def reader(i):
+        try:
+            got.append(recorder.record(actor=f"u{i}", action="case.viewed", subject=f"case:{i}", payload={"i": i}))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(got) == 40 and sum(commits) == 40
+    assert len(commits) < 40  # several readers' events shared a commit
+    with svc.engine.connect() as conn:
+        stored = {e.seq: e for e in audit.events(conn)}
+        assert audit.verify(conn, svc.audit_key).ok
+    assert all(stored[e.seq] == e for e in got)  # each reader got back its own committed entry
+    assert sorted(e.payload["i"] for e in got) == list(range(40))
+
+
+def test_when_a_batch_cannot_be_recorded_every_reader_in_it_gets_the_error(svc, monkeypatch):
+    recorder = audit.ReadRecorder(svc.engine, svc.audit_key)
+
+    def failing(*a, **kw):
+        raise audit.AuditError("disk full")
+
+    monkeypatch.setattr(audit, "_append_all", failing)
+    with pytest.raises(audit.AuditError, match="disk full"):
+        recorder.record(actor="u", action="case.viewed", subject="case:1")
+    monkeypatch.undo()
+    assert recorder.record(actor="u", action="case.viewed", subject="case:1").seq >= 1  # and it recovers
+
+
+def test_a_read_is_not_recorded_on_a_truncated_log(svc):
+    _fill(svc)
+    _raw(svc, "DELETE FROM audit_event WHERE seq = 5")
+    with pytest.raises(audit.AuditError, match="truncated"):
+        audit.ReadRecorder(svc.engine, svc.audit_key).record(actor="u", action="case.viewed", subject="case:1")
+
+
+def test_an_unknown_action_is_refused_before_anything_is_written(svc):
+    with pytest.raises(audit.AuditError, match="catalogue"):
+        audit.ReadRecorder(svc.engine, svc.audit_key).record(actor="u", action="case.peeked", subject="case:1")
+
+
+def test_the_verified_cache_keeps_a_value_only_under_its_stamp_and_stays_bounded():
+    cache = audit.VerifiedCache(size=2)
+    cache.put("a", (1, 1), "A")
+    assert cache.get("a", (1, 1)) == "A" and cache.get("a", (2, 1)) is None
+    cache.put("b", (1, None), "B")  # a stamp with no vouching entry is never kept
+    assert cache.peek("b") is None
+    cache.put("b", (1, 1), "B")
+    cache.get("a", (1, 1))  # a is now the most recently used
+    cache.put("c", (1, 1), "C")
+    assert cache.peek("b") is None and cache.peek("a") == "A" and cache.peek("c") == "C"
+    cache.touch("a", str.lower)
+    assert cache.get("a", (1, 1)) == "a"

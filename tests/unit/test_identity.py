@@ -211,3 +211,45 @@ def test_oidc_sign_in_needs_a_linked_identity_and_mfa(svc):
     # a different issuer with the same subject is someone else
     with pytest.raises(Unauthenticated):
         identity.login_oidc(svc, {"iss": "https://other.example", "sub": "L1", "amr": ["otp"]})
+
+
+# ---------------------------------------------------------------- tokens kept verified between requests
+
+
+def test_a_token_revoked_by_another_process_stops_working_at_once(svc):
+    from toisio.service import Service
+
+    make_user(svc, "lea", roles=("handler",))
+    token = make_token(svc, "lea")
+    assert identity.authenticate(svc, token).user_id == "lea"
+    other = Service(svc.settings)  # another server process
+    [info] = identity.list_tokens(other, OP, user_id="lea")
+    identity.revoke_token(other, OP, info.token_id)
+    with pytest.raises(Unauthenticated) as exc:
+        identity.authenticate(svc, token)
+    assert exc.value.code == "token_revoked"
+
+
+def test_a_role_change_by_another_process_is_seen_at_the_next_request(svc):
+    from toisio.service import Service
+
+    make_user(svc, "lea", roles=("handler",))
+    token = make_token(svc, "lea")
+    assert identity.authenticate(svc, token).roles == {Role.HANDLER}
+    identity.set_roles(Service(svc.settings), OP, "lea", ["decider"])
+    assert identity.authenticate(svc, token).roles == {Role.DECIDER}
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE app_user SET roles='[\"handler\", \"decider\", \"operator\"]' WHERE user_id='lea'",
+    "UPDATE api_token SET expires_at='2999-01-01T00:00:00.000000Z' WHERE user_id='lea'",
+])
+def test_an_identity_edited_after_a_request_is_refused_at_the_next(svc, edit):
+    make_user(svc, "lea", roles=("handler",))
+    token = make_token(svc, "lea")
+    identity.authenticate(svc, token)
+    with svc.engine.begin() as conn:
+        conn.exec_driver_sql(edit)
+    with pytest.raises(Unauthenticated) as exc:
+        identity.authenticate(svc, token)
+    assert exc.value.code == "identity_tampered"

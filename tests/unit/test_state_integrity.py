@@ -96,3 +96,72 @@ def test_a_truncated_log_refuses_every_permit_decision(svc, staff):
     with pytest.raises(CaseTampered, match="truncated") as exc:
         permit_access(svc, permit)
     assert exc.value.code == "audit_truncated"
+
+
+# ---------------------------------------------------------------- reads served from what a process verified
+
+
+@pytest.mark.parametrize("attack", [
+    "UPDATE permit_case SET valid_until='2099-12-31' WHERE case_id='{permit}'",
+    "INSERT INTO case_member (case_id, user_id, name, active) VALUES ('{permit}', 'mallory', 'Mallory', true)",
+    "UPDATE case_event SET actor='mallory' WHERE case_id='{permit}' AND seq=2",
+    "DELETE FROM case_event WHERE case_id='{permit}' AND seq=3",
+])
+def test_an_edit_after_a_read_is_refused_at_the_next_read(svc, staff, attack):
+    """A process keeps the case it verified for later reads; an edit of its rows by anyone (counted by database
+    triggers) makes the next read verify afresh, and refuse."""
+    permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
+    first = show(svc, staff["hanna"], permit)
+    assert show(svc, staff["hanna"], permit) == first  # served from what was verified
+    _sql(svc, attack.format(permit=permit))
+    with pytest.raises(CaseTampered):
+        show(svc, staff["hanna"], permit)
+
+
+def test_a_change_made_by_another_process_is_seen_at_the_next_read(svc, staff):
+    from permits.service import act
+    from toisio.service import Service
+
+    case = make_case(svc, staff, state="submitted").case_id
+    before = show(svc, staff["hanna"], case)
+    other = Service(svc.settings)  # another server process: its own cache and connections
+    act(other, staff["hanna"], case, "remark", text="please add the ethics statement", public=True)
+    after = show(svc, staff["hanna"], case)
+    assert len(after.history) == len(before.history) + 1
+    assert after.history[-1].payload["text"] == "please add the ethics statement"
+
+
+def test_every_read_is_on_the_chain_before_it_returns(svc, staff):
+    case = make_case(svc, staff, state="submitted").case_id
+    for _ in range(3):
+        show(svc, staff["hanna"], case)
+    with svc.engine.connect() as conn:
+        viewed = [e for e in audit.events(conn, subject=f"case:{case}") if e.action == "case.viewed"]
+        assert len(viewed) == 3 and audit.verify(conn, svc.audit_key).ok
+
+
+def test_a_read_notices_a_truncated_log_even_when_the_case_is_unchanged(svc, staff):
+    case = make_case(svc, staff, state="submitted").case_id
+    show(svc, staff["hanna"], case)
+    with svc.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_delete")
+        conn.exec_driver_sql(f"DELETE FROM audit_event WHERE seq={audit.head(conn)[0]}")
+    with pytest.raises(audit.AuditError, match="truncated"):
+        show(svc, staff["hanna"], case)
+
+
+def test_an_edited_vouching_mark_is_reported_by_verify(svc, staff):
+    make_case(svc, staff, state="submitted")
+    with svc.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_update")
+        seq = conn.exec_driver_sql("SELECT max(seq) FROM audit_event WHERE vouches = 'case_digest'").scalar()
+        conn.exec_driver_sql(f"UPDATE audit_event SET vouches = NULL WHERE seq = {seq}")
+    with svc.engine.connect() as conn:
+        result = audit.verify(conn, svc.audit_key)
+    assert not result.ok and result.first_bad_seq == seq and "vouching mark" in result.reason

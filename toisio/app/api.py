@@ -298,6 +298,30 @@ def _statistics_routes(app: FastAPI, svc: Service, actor) -> None:
         return [OutputSummary(**r) for r in requests_for_permit(svc, a, permit_id)]
 
 
+class RequestLog:
+    """Every request is logged with its status and the authenticated user it ran as (the audit log has what it
+    changed).  Plain ASGI: it wraps ``send`` only, without copying the response as ``BaseHTTPMiddleware`` does."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            log.info("%s %s -> %s as %s", scope["method"], scope["path"], status[0],
+                     scope.get("state", {}).get("user_id", "(not signed in)"))
+
+
 def configure_serve_logging() -> logging.Logger:
     """INFO logging to standard error for ``toisio serve`` (unless the process configured logging already)."""
     if not logging.getLogger().handlers:
@@ -339,13 +363,7 @@ def create_app(svc: Service) -> FastAPI:
         request.state.user_id = a.user_id
         return a
 
-    @app.middleware("http")
-    async def _log_request(request: Request, call_next):
-        """Every request is logged with the authenticated user it ran as (the audit log has what it changed)."""
-        response = await call_next(request)
-        log.info("%s %s -> %s as %s", request.method, request.url.path, response.status_code,
-                 getattr(request.state, "user_id", "(not signed in)"))
-        return response
+    app.add_middleware(RequestLog)
 
     @app.exception_handler(ToisioError)
     async def _coded(request: Request, exc: ToisioError):
