@@ -7,7 +7,9 @@ suppression an analyst's tables get, and puts them into an output request made b
 (the handler acting for it).  The request then goes through the same two independent reviews
 before anything is released.  Each table is written with its specification
 (:class:`secure_env.airlock.tables.TableSpec`), so the airlock runs it again and marks it verified; a rate per
-population is checked here on the counts behind its numerators and reviewed by hand.
+population is checked here on the counts behind its numerators and reviewed by hand.  A table asked for with
+``privacy: differential_privacy`` is a count by the same DP query service a workspace uses
+(:mod:`secure_env.airlock.dp_service`), charged to the permit's privacy budget and written as its signed answer.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from permits.application import Kind
 from permits.permissions import PermissionDenied, Role
 from permits.service import form_of, frozen_scope, permit_access
 from pseudonymise.pipeline import PERSONS
+from secure_env.airlock import dp_service
 from secure_env.airlock import tables as T
+from secure_env.airlock.dp_service import DpQuery
 from secure_env.airlock.outputs import add_file, create_request, submit
 from secure_env.airlock.profiles import profile
 from secure_env.workspace.areas import aggregate_dir
 from toisio.authz import Table, rule
 from toisio.errors import Conflict, Invalid
-from toisio.identity import Actor
+from toisio.identity import SYSTEM, Actor
 from toisio.service import Service
 
 
@@ -82,6 +86,9 @@ def produce_statistics(svc: Service, actor: Actor, permit_id: str, *, delivery: 
         what += f"{' by ' + tab.period if tab.period else ''} from {tab.registry}"
         if tab.where:
             what += " where " + ", ".join(f"{k} = {v}" for k, v in tab.where.items())
+        if tab.privacy == "differential_privacy":
+            files.append(_dp_table(svc, permit_id, delivery, spec, tab, out_dir / f"table-{i}.json", what))
+            continue
         if tab.statistic == "rate":
             released, report = _rate(delivery, spec, table, tab.per or 1000, prof)
             released.to_csv(path)  # a rate is checked here; the airlock reviews it as unverifiable
@@ -98,6 +105,21 @@ def produce_statistics(svc: Service, actor: Actor, permit_id: str, *, delivery: 
         add_file(svc, actor, request_id, path, context)
     submit(svc, actor, request_id)
     return request_id
+
+
+def _dp_table(svc: Service, permit_id: str, delivery: Path, spec: T.TableSpec, tab, path: Path,
+              what: str) -> tuple[Path, dict]:
+    """A count table with differential privacy: asked of the same DP query service a workspace uses, by the
+    service itself (nobody on the applicant's side gets rows), charged to the permit's budget before it runs, and
+    written as the signed answer, which the airlock verifies against the ledger."""
+    query = DpQuery(statistic="crosstab", dataset=spec.dataset, rows=tab.rows[0],
+                    columns=tab.columns[0] if tab.columns else None, where=tab.where, epsilon=tab.epsilon)
+    answer = dp_service.answer(svc, SYSTEM, permit_id, query, data_dir=delivery)
+    path.write_text(answer.model_dump_json(indent=1) + "\n")
+    return path, {"description": f"persons counted with differential privacy (epsilon {tab.epsilon:g}): {what}",
+                  "method": "computed by the service's DP query service from the minimised dataset (geometric noise, "
+                            "each person counted once); charged to the permit's privacy budget",
+                  "index": list(tab.rows), "statistic": "count"}
 
 
 def _rate(delivery: Path, spec, numerator, per: int, prof):

@@ -127,9 +127,23 @@ class Tabulation(_Model):
     period: Literal["year", "quarter", "month"] | None = Field(None, description="a column per time period of date")
     date: str | None = Field(None, description="the date variable the period is taken from")
     per: int | None = Field(None, ge=1, le=1_000_000, description="a rate per this many persons (default 1,000)")
+    privacy: Literal["disclosure_control", "differential_privacy"] = Field(
+        "disclosure_control", description="disclosure_control: the checks and suppression, then two reviewers; "
+                                          "differential_privacy: persons counted with noise by the service's DP query "
+                                          "service, charged to the permit's privacy budget, then two reviewers")
+    epsilon: float | None = Field(None, gt=0, le=10, description="differential_privacy: this table's share of the "
+                                                                 "permit's privacy budget")
 
     @model_validator(mode="after")
     def _consistent(self) -> Tabulation:
+        if self.privacy == "differential_privacy":
+            if self.statistic != "count" or len(self.rows) != 1 or len(self.columns) > 1 or self.period:
+                raise ValueError("differential privacy is offered for counts of persons by one row variable and at "
+                                 "most one column variable (no period): use disclosure_control for other tables")
+            if self.epsilon is None:
+                raise ValueError("a differentially private table needs epsilon (its share of the privacy budget)")
+        elif self.epsilon is not None:
+            raise ValueError("epsilon applies to privacy: differential_privacy only")
         if self.statistic in ("count", "rate") and self.value is not None:
             raise ValueError(f"a {self.statistic} table takes no value")
         if self.statistic not in ("count", "rate") and not self.value:

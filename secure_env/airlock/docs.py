@@ -110,7 +110,16 @@ def render() -> str:
             "`answer.save(path)` writes the answer as JSON. Only such a file whose receipt verifies against the "
             "ledger, when it is added and again at release, is marked differentially private and may use "
             "`TOISIO_DP_APPROVALS_NEEDED`; what a file's context says is ignored. The decider sets the budget "
-            "(portal case page, `PUT /api/v1/permits/{id}/dp`, `toisio permits dp-budget ID --epsilon E`).", ""]
+            "(portal case page, `PUT /api/v1/permits/{id}/dp`, `toisio permits dp-budget ID --epsilon E`).", "",
+            "A data request uses the same service, so nobody on the applicant's side gets rows: a table of its "
+            "tabulation plan with `privacy: differential_privacy` and an `epsilon` (in the portal's tabulation "
+            "lines, `hilmo; sex; ; count; ; dp 0.5`) is a count of persons by one row variable and at most one "
+            "column variable, asked of the DP query service by the service itself when the statistics are "
+            "produced, charged to the permit's budget (which the decider sets first; a plan that would exceed it "
+            "is refused before anything is computed, saying what is left), and written as the signed answer "
+            "(`table-N.json`), which the airlock verifies like an analyst's. Other statistics, several row "
+            "variables and periods are refused at submission with that reason: they go through disclosure "
+            "control.", ""]
     return "\n".join(out)
 
 

@@ -8,6 +8,7 @@ Budgets compose by simple addition (sequential composition), which is conservati
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,6 +119,18 @@ def charge(svc: Service, actor: Actor, permit_id: str, *, query: str, epsilon: f
     return charge_entry(svc, actor, permit_id, query=query, epsilon=epsilon, delta=delta)[0]
 
 
+def _what(query: str) -> str:
+    """A query named in plain words for an error (a DP query service's query is canonical JSON)."""
+    try:
+        q = json.loads(query)
+    except ValueError:
+        return query
+    if not isinstance(q, dict) or "statistic" not in q:
+        return query
+    of = q.get("column") or " by ".join(v for v in (q.get("rows"), q.get("columns")) if v) or "rows"
+    return f"the query ({q['statistic']} of {of} in {q.get('dataset', '?')})"
+
+
 def charge_entry(svc: Service, actor: Actor, permit_id: str, *, query: str, epsilon: float,
                  delta: float = 0.0) -> tuple[Budget, int]:
     """:func:`charge`, also returning the ledger entry's id (the DP query service signs it into its receipt)."""
@@ -132,8 +145,9 @@ def charge_entry(svc: Service, actor: Actor, permit_id: str, *, query: str, epsi
         # other way round.
         if b.spent_epsilon + epsilon > b.epsilon or b.spent_delta + delta > b.delta:
             raise BudgetExceeded(
-                f"{query} needs epsilon {epsilon:g}, delta {delta:g} but permit {permit_id} has epsilon "
-                f"{b.remaining_epsilon:g}, delta {b.remaining_delta:g} left of {b.epsilon:g}, {b.delta:g}")
+                f"{_what(query)} needs epsilon {epsilon:g}, delta {delta:g} but permit {permit_id}'s privacy budget "
+                f"has epsilon {b.remaining_epsilon:g}, delta {b.remaining_delta:g} left of {b.epsilon:g}, "
+                f"{b.delta:g}")
         res = conn.execute(DpSpendRow.__table__.insert().values(permit_id=permit_id, query=query, epsilon=epsilon,
                                                                 delta=delta, actor=actor.user_id, ts=_now()))
         entry = int(res.inserted_primary_key[0])

@@ -188,6 +188,52 @@ def test_a_tabulation_plan_of_rates_periods_quantiles_and_filters_is_produced_ch
     assert files["table-3.csv"]["context"]["spec"]["where"] == {"atc": "A10BA02"}
 
 
+def test_a_count_with_differential_privacy_is_asked_of_the_dp_service_and_verified_by_the_airlock(tmp_path):
+    """A data request's table with ``privacy: differential_privacy`` is computed by the same DP query service a
+    workspace uses, by the service itself, charged to the permit's budget (set by the decider), and the airlock
+    verifies its receipt; a plan that would exceed the budget is refused before anything is computed."""
+    import pandas as pd
+
+    from permits.service import submit_form
+    from secure_env.airlock import dp
+    from tests.factories import make_service
+
+    svc = make_service(tmp_path / "home")
+    s = make_staff(svc)
+    plan = [{"registry": "population", "rows": ["sex"], "privacy": "differential_privacy", "epsilon": 0.5},
+            {"registry": "population", "rows": ["sex"]}]
+    case = submit_form(svc, s["alice"], make_form(**{**DATA_REQUEST, "tabulation_plan": plan})).case_id
+    act(svc, s["hanna"], case, "confirm_complete")
+    act(svc, s["hanna"], case, "request_estimates")
+    for reg in ("hilmo", "population"):
+        act(svc, s["thl1"], case, "record_estimate", registry=reg, cost_eur=10, working_days=5)
+    for who_, action in (("hanna", "send_estimate"), ("alice", "accept"), ("hanna", "present")):
+        act(svc, s[who_], case, action)
+    act(svc, s["dora"], case, "approve", valid_until=date(2029, 1, 1))
+    for action in ("start_extraction", "mark_delivered", "activate"):
+        act(svc, s["hanna"], case, action, **({"manifest_sha256": "f" * 64} if action == "mark_delivered" else {}))
+    delivery = aggregate_dir(svc, case)
+    (delivery / "persons").mkdir(parents=True)
+    pd.DataFrame({"pseudonym": [f"p{i}" for i in range(400)], "sex": [1] * 250 + [2] * 150}).to_parquet(
+        delivery / "persons" / "part-0.parquet")
+    (delivery / "manifest.json").write_text("{}")
+    with pytest.raises(Exception, match="budget"):  # no budget granted yet: nothing is computed
+        produce_statistics(svc, s["hanna"], case)
+    dp.set_budget(svc, s["dora"], case, 0.8, 0.0)
+    rid = produce_statistics(svc, s["hanna"], case)
+    files = {f["name"]: f for f in A.view(svc, s["oscar"], rid)["files"]}
+    assert set(files) == {"table-1.json", "table-2.csv"}
+    assert files["table-1.json"]["check_report"]["dp_verified"] is True
+    answer = json.loads((svc.settings.home / "statistics" / case / "table-1.json").read_text())
+    assert answer["query"]["statistic"] == "crosstab" and answer["query"]["rows"] == "sex"
+    counts = dict(zip(answer["result"]["rows"], (r[0] for r in answer["result"]["counts"]), strict=True))
+    assert abs(counts["1"] - 250) < 40 and abs(counts["2"] - 150) < 40  # noisy, near the truth
+    assert dp.budget(svc, s["dora"], case).spent_epsilon == pytest.approx(0.5)
+    with pytest.raises(Exception, match=r"crosstab of sex in persons\) needs epsilon 0.5.* budget has epsilon 0.3"):
+        produce_statistics(svc, s["hanna"], case)
+    assert dp.budget(svc, s["dora"], case).spent_epsilon == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("tab, message", [
     ({"registry": "hilmo", "rows": ["sex"], "statistic": "mean"}, "needs value"),
     ({"registry": "hilmo", "rows": ["sex"], "statistic": "count", "value": "x"}, "takes no value"),
@@ -196,6 +242,13 @@ def test_a_tabulation_plan_of_rates_periods_quantiles_and_filters_is_produced_ch
     ({"registry": "hilmo", "rows": ["sex"], "statistic": "max", "value": "x"}, "Input should be"),
     ({"registry": "hilmo", "rows": ["sex"], "columns": ["sex"]}, "rows or the columns once"),
     ({"registry": "hilmo", "rows": ["sex"], "per": 100}, "per applies to a rate only"),
+    ({"registry": "hilmo", "rows": ["sex"], "privacy": "differential_privacy"}, "needs epsilon"),
+    ({"registry": "hilmo", "rows": ["sex"], "epsilon": 1.0}, "epsilon applies to privacy: differential_privacy"),
+    ({"registry": "hilmo", "rows": ["sex"], "statistic": "mean", "value": "x", "privacy": "differential_privacy",
+      "epsilon": 1.0}, "counts of persons by one row variable"),
+    ({"registry": "hilmo", "rows": ["sex", "main_dg"], "privacy": "differential_privacy", "epsilon": 1.0},
+     "counts of persons by one row variable"),
+    ({"registry": "hilmo", "rows": ["sex"], "privacy": "differential_privacy", "epsilon": 11}, "less than or equal"),
 ])
 def test_a_tabulation_plan_is_validated_at_submission(tab, message):
     from pydantic import ValidationError

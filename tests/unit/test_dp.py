@@ -55,7 +55,8 @@ def test_exhausted_budget_refused_before_running(svc):
     set_budget(svc, DECIDER, "TOISIO-2026-1", 1.0, 0.0)
     s = DpSession(svc, SYSTEM, "TOISIO-2026-1")
     s.mean([1, 2], epsilon=0.6, bounds=(0, 10))
-    with pytest.raises(BudgetExceeded, match="needs epsilon 0.5, delta 0 but permit TOISIO-2026-1 has epsilon 0.4"):
+    with pytest.raises(BudgetExceeded, match="needs epsilon 0.5, delta 0 but permit TOISIO-2026-1's privacy "
+                                             "budget has epsilon 0.4"):
         s.mean([1, 2], epsilon=0.5, bounds=(0, 10))
     assert budget(svc, SYSTEM, "TOISIO-2026-1").spent_epsilon == pytest.approx(0.6)
 

@@ -33,3 +33,15 @@ def test_amendment_fields_are_reshaped():
         "add_users": [{"user_id": "carol", "name": "Carol Analyst", "organisation": "Uni",
                        "confidentiality_undertaking_signed": "2026-02-01"}],
         "remove_users": ["bob", "dave"], "new_valid_until": "2029-01-01"}}
+
+
+def test_tabulation_lines_are_reshaped_with_value_and_differential_privacy():
+    from permits.application import Tabulation
+
+    data = application_data(FormData([("tabulation_plan",
+                                       "hilmo; sex; ; count; ; dp 0.5\npopulation; sex, age_band; ; mean; income\n")]))
+    assert data["tabulation_plan"] == [
+        {"registry": "hilmo", "rows": ["sex"], "statistic": "count", "privacy": "differential_privacy",
+         "epsilon": "0.5"},
+        {"registry": "population", "rows": ["sex", "age_band"], "statistic": "mean", "value": "income"}]
+    assert Tabulation.model_validate(data["tabulation_plan"][0]).epsilon == 0.5

@@ -66,12 +66,13 @@ def _processors(text: str) -> list[dict[str, str]]:
 
 
 def _tabulation(text: str) -> list[dict[str, Any]]:
-    """One table per line: ``registry; rows (comma-separated); columns; statistic; value``."""
+    """One table per line: ``registry; rows (comma-separated); columns; statistic; value; dp EPSILON``; the last
+    asks for the table with differential privacy (``dp 0.5``), at that share of the privacy budget."""
     out = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        parts = [p.strip() for p in line.split(";")] + [""] * 5
+        parts = [p.strip() for p in line.split(";")] + [""] * 6
         row: dict[str, Any] = {"registry": parts[0], "rows": [x.strip() for x in parts[1].split(",") if x.strip()]}
         if parts[2]:
             row["columns"] = [x.strip() for x in parts[2].split(",") if x.strip()]
@@ -79,6 +80,10 @@ def _tabulation(text: str) -> list[dict[str, Any]]:
             row["statistic"] = parts[3]
         if parts[4]:
             row["value"] = parts[4]
+        if parts[5]:
+            word, _, epsilon = parts[5].replace("=", " ").partition(" ")
+            row["privacy"] = "differential_privacy" if word.lower() in ("dp", "epsilon", "ε") else word
+            row["epsilon"] = epsilon.strip() or None
         out.append(row)
     return out
 
