@@ -10,6 +10,7 @@ The DP versions are in :class:`secure_env.airlock.dp.DpSession`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,14 +198,10 @@ class ACRO:
     def hist(self, data: pd.DataFrame, column: str, bins=10, range=None, filename: str = "histogram.png",  # noqa: A002
              **kwargs) -> Path:
         """A histogram of ``column`` (ACRO's ``hist``): persons per bin checked like a count table, the figure
-        drawn from what may be shown (suppressed bins left out) and saved to ``filename``; the counts are an output
-        too.  The edges come from ``range`` (or explicit ``bins`` edges), never from the data's minimum and
-        maximum, which would show individual values."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
+        drawn from what may be shown (suppressed bins left out) and saved to ``filename`` with its specification
+        beside it (the airlock draws it again and compares); the counts are an output too.  The edges come from
+        ``range`` (or explicit ``bins`` edges), never from the data's minimum and maximum, which would show
+        individual values."""
         from secure_env.airlock import tables as T
 
         if isinstance(bins, int):
@@ -218,18 +215,12 @@ class ACRO:
         binned.attrs = data.attrs
         self._table("hist", [binned[column]], [], [], "count", False, False, bins={column: edges},
                     source_series=[data[column]])
-        out = self.results[f"output_{len(self.results) - 1}"]["table"].iloc[:, 0]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        labels = [str(x) for x in out.index]
-        positions = np.arange(len(labels))
-        ax.bar(positions, out.fillna(0).to_numpy(), color="#4a6fa5")  # a suppressed bin is drawn empty
-        ax.set_xticks(positions, labels, rotation=45, ha="right")
-        ax.set_xlabel(column)
-        ax.set_ylabel("persons")
-        fig.tight_layout()
-        fig.savefig(filename, dpi=110)
-        plt.close(fig)
-        self.results[f"output_{len(self.results) - 1}"]["figure"] = str(filename)
+        result = self.results[f"output_{len(self.results) - 1}"]
+        Path(filename).write_bytes(T.draw_histogram(result["table"].iloc[:, 0], column))
+        if result["spec"] is not None:  # the figure's own specification: the airlock draws it again
+            figure = T.FigureSpec(column=column, table=T.TableSpec.model_validate(result["spec"]))
+            Path(str(filename) + T.SPEC_SUFFIX).write_text(figure.model_dump_json(indent=2) + "\n")
+        result["figure"] = str(filename)
         return Path(filename)
 
     def surv_func(self, time: pd.Series, status: pd.Series, output: str = "table", filename: str = "kaplan-meier.png",
@@ -267,12 +258,12 @@ class ACRO:
         return table
 
     # ---- models
-    def _model(self, kind: str, formula: str, data: pd.DataFrame):
+    def _model(self, kind: str, formula: str, data: pd.DataFrame, parts: list[pd.Series] | None = None):
         from secure_env.airlock import regression as R
 
         results = R.fit(kind, formula, data)
-        frame, source = self._source([data[c] for c in R.formula_columns(formula.split("~", 1)[1]) +
-                                      R.formula_columns(formula.split("~", 1)[0]) if c in data.columns])
+        frame, source = self._source(parts or [data[c] for c in R.formula_columns(formula.split("~", 1)[1]) +
+                                               R.formula_columns(formula.split("~", 1)[0]) if c in data.columns])
         spec = None
         if frame is not None and len(data) == len(frame):
             spec = R.ModelSpec(dataset=source["dataset"], where=source["where"], kind=kind, formula=formula)
@@ -293,6 +284,47 @@ class ACRO:
 
     def probitr(self, formula: str, data: pd.DataFrame, subset=None, drop_cols=None, *args, **kwargs):
         return self._model("probit", formula, data if subset is None else data[subset])
+
+    def ols(self, endog: pd.Series, exog: pd.DataFrame, missing: str = "none", hasconst=None, **kwargs):
+        """Ordinary least squares from arrays (ACRO's ``ols``): ``endog`` a column and ``exog`` columns of a frame
+        read with :meth:`read` (a ``const`` column of ones, as ``statsmodels.api.add_constant`` adds, is the
+        intercept; without it the model has none, as statsmodels' ``OLS``).  Fitted as the equivalent formula, so
+        that it carries a specification the airlock fits again."""
+        return self._model(*self._arrays("ols", endog, exog))
+
+    def logit(self, endog: pd.Series, exog: pd.DataFrame, missing: str = "none", **kwargs):
+        """Logistic regression from arrays (ACRO's ``logit``); see :meth:`ols`."""
+        return self._model(*self._arrays("logit", endog, exog))
+
+    def probit(self, endog: pd.Series, exog: pd.DataFrame, missing: str = "none", **kwargs):
+        """Probit regression from arrays (ACRO's ``probit``); see :meth:`ols`."""
+        return self._model(*self._arrays("probit", endog, exog))
+
+    @staticmethod
+    def _arrays(kind: str, endog, exog) -> tuple[str, str, pd.DataFrame, list[pd.Series]]:
+        """The formula, data and source columns equivalent to ``kind(endog, exog)``."""
+        from secure_env.airlock import regression as R
+
+        x = exog.to_frame() if isinstance(exog, pd.Series) else exog
+        if not isinstance(endog, pd.Series) or not isinstance(x, pd.DataFrame) or endog.name is None:
+            raise ValueError(f"{kind}(endog, exog) takes a named column and a frame of named columns (as read with "
+                             f"ACRO.read); for other data use a formula ({kind}r)")
+        const = [c for c in x.columns if str(c) == "const" and bool((pd.to_numeric(x[c], errors="coerce") == 1)
+                                                                     .all())]
+        terms = [str(c) for c in x.columns if c not in const]
+        odd = [str(n) for n in (endog.name, *terms) if not re.fullmatch(R.NAME, str(n)) or str(n) == "C"]
+        if odd:
+            raise ValueError(f"{kind}(endog, exog): the column names must be plain names (letters, digits, _ and "
+                             f"., not starting with a digit) to be fitted again by the airlock; rename {odd}")
+        formula = f"{endog.name} ~ {' + '.join(terms) if terms else '1'}" + ("" if const else " - 1")
+        data = pd.concat([endog, x.drop(columns=const)], axis=1)
+        parts = [endog]
+        for c in terms:
+            column = x[c].copy()
+            if not column.attrs.get("toisio"):  # add_constant builds a new frame, without pandas' attrs: the
+                column.attrs = dict(endog.attrs)  # values are then compared with endog's frame (:meth:`_source`)
+            parts.append(column)
+        return kind, formula, data, parts
 
     def add_exception(self, output: str, reason: str) -> None:
         """Ask for an exception for an output whose check failed (the reviewers see the reason)."""

@@ -73,7 +73,9 @@ def render() -> str:
             "## Tables and models verified against the delivered data", "",
             "`secure_env.analyst.ACRO` mirrors ACRO's interface in a notebook (`read`, `crosstab` with several row "
             "and column variables, `margins`, `normalize`, `aggfunc` count/sum/mean/median/quantiles/min/max/"
-            "mode/std/var; `pivot_table`; `hist`; `surv_func`; `olsr`, `logitr`, `probitr` from formulas; "
+            "mode/std/var; `pivot_table`; `hist`; `surv_func`; `olsr`, `logitr`, `probitr` from formulas; `ols`, "
+            "`logit`, `probit` from a column and a frame of columns, fitted as the equivalent formula (a `const` "
+            "column of ones from `add_constant` is the intercept; without one there is none, as in statsmodels); "
             "`add_exception`; `finalise`). "
             "Each table is built from the rows (`disclosure.build_table`), so the checks see the persons and "
             "contributors behind every cell. `finalise` writes each output with its specification beside it "
@@ -88,7 +90,9 @@ def render() -> str:
             "of what is visible run, and the file goes to review at best.", "",
             "A histogram (`acro.hist`) is a count table of bins from explicit edges (`range=` or the edges; "
             "never the data's minimum and maximum), every bin shown, the empty ones too; its figure is drawn "
-            "from what may be shown. A survival table (`acro.surv_func`) shows a Kaplan-Meier step only when it "
+            "from what may be shown, with its own specification beside it, and the airlock draws it again from "
+            "the delivered data and compares the bytes (`tables.verify_figure`): the figure itself is verified, "
+            "not only its counts. A survival table (`acro.surv_func`) shows a Kaplan-Meier step only when it "
             "stands for `min_count` persons leaving the risk set (steps are merged until it does) and none once "
             "fewer than `min_count` remain at risk (`survival.safe_table`, `survival.check`).", "",
             "A model passes when its residual degrees of freedom reach `min_residual_df` and every level of a "

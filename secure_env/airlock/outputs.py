@@ -346,18 +346,19 @@ def _verified_check(svc: Service, permit_id: str, path: Path, spec: tuple, conte
     from secure_env.airlock import regression, survival, tables
     from secure_env.workspace.areas import analysis_data
 
-    model = isinstance(spec[0], regression.ModelSpec | survival.SurvivalSpec)
+    model = isinstance(spec[0], regression.ModelSpec | survival.SurvivalSpec | tables.FigureSpec)
     if spec[0] is None:
         v = tables.Verification(False, spec[1])
     elif model:
-        verify = regression.verify if isinstance(spec[0], regression.ModelSpec) else survival.verify
+        verify = {regression.ModelSpec: regression.verify, survival.SurvivalSpec: survival.verify,
+                  tables.FigureSpec: tables.verify_figure}[type(spec[0])]
         v = verify(path, spec[0], analysis_data(svc, permit_id), prof)
     else:
         v = tables.verify(path, spec[0], analysis_data(svc, permit_id), prof)
     if model:
         report = v.report.to_dict() if v.verified else {
             "status": "review", "table_findings": [], "cells": [],
-            "note": "a model or survival table the airlock could not compute again: the reviewers check it"}
+            "note": "a model, survival table or figure the airlock could not compute again: the reviewers check it"}
         report.update(verified=v.verified, verification=v.reason if v.verified else f"unverified: {v.reason}")
         return report["status"], report
     if v.verified:
@@ -476,7 +477,7 @@ def add_file(svc: Service, actor: Actor, request_id: str, path: str | Path, cont
                                             "note": "a supporting file: shown to the reviewers, never released"}
         else:
             status, report, dp_verified = _dp_check(conn, svc, row.permit_id, path, data, context)
-            spec = _spec_of(path) if status is None and _kind(path.name) == "table" else None
+            spec = _spec_of(path) if status is None and _kind(path.name) in ("table", "figure") else None
             if spec is not None:
                 context = {**context, "spec": spec[1]} if spec[0] is not None else context
                 status, report = _verified_check(svc, row.permit_id, path, spec, context, prof,

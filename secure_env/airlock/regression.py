@@ -26,7 +26,9 @@ from secure_env.airlock.profiles import DisclosureProfile
 
 FORMAT = "toisio-model-spec/1"
 KINDS = ("ols", "logit", "probit")
-_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_.]*)|(?P<num>\d+)|(?P<op>[~+\-*:()]))")
+#: a column name a formula may hold
+NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
+_TOKEN = re.compile(rf"\s*(?:(?P<name>{NAME})|(?P<num>\d+)|(?P<op>[~+\-*:()]))")
 
 
 def check_formula(formula: str) -> str:

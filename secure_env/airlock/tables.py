@@ -151,8 +151,9 @@ def write(path: Path, released: pd.DataFrame, spec: TableSpec) -> Path:
 
 
 def spec_beside(path: Path):
-    """The specification a helper wrote beside ``path`` (a :class:`TableSpec` or a
-    :class:`~secure_env.airlock.regression.ModelSpec`), or None."""
+    """The specification a helper wrote beside ``path`` (a :class:`TableSpec`, a :class:`FigureSpec`, a
+    :class:`~secure_env.airlock.regression.ModelSpec` or a :class:`~secure_env.airlock.survival.SurvivalSpec`), or
+    None."""
     side = Path(str(path) + SPEC_SUFFIX)
     if not side.is_file():
         return None
@@ -161,6 +162,8 @@ def spec_beside(path: Path):
         from secure_env.airlock.regression import ModelSpec
 
         return ModelSpec.model_validate(raw)
+    if isinstance(raw, dict) and raw.get("format") == FIGURE_FORMAT:
+        return FigureSpec.model_validate(raw)
     if isinstance(raw, dict) and raw.get("format") == "toisio-survival-spec/1":
         from secure_env.airlock.survival import SurvivalSpec
 
@@ -230,3 +233,60 @@ def verify(path: Path, spec: TableSpec, data_dir: Path, prof: DisclosureProfile)
 
 def spec_json(spec: TableSpec) -> dict:
     return json.loads(spec.model_dump_json())
+
+
+# ---------------------------------------------------------------- figures drawn from a table
+
+FIGURE_FORMAT = "toisio-figure-spec/1"
+
+
+class FigureSpec(BaseModel):
+    """A figure drawn by the helper from a checked table: the table's specification and how it is drawn.  The
+    airlock computes the table again and draws it again with :func:`draw_histogram`; the same numbers give the same
+    bytes (matplotlib's Agg renderer with the font it ships, no timestamp), so the figure itself is verified."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["toisio-figure-spec/1"] = FIGURE_FORMAT
+    kind: Literal["histogram"] = "histogram"
+    column: str = Field(max_length=64)
+    table: TableSpec
+
+
+def draw_histogram(shown: pd.Series, column: str) -> bytes:
+    """The PNG of a histogram of persons per bin (a suppressed bin drawn empty), the same bytes for the same
+    table: no pyplot state, no backend of the notebook's, no metadata but the image."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    labels = [str(x) for x in shown.index]
+    positions = np.arange(len(labels))
+    ax.bar(positions, pd.to_numeric(shown, errors="coerce").fillna(0).to_numpy(), color="#4a6fa5")
+    ax.set_xticks(positions, labels, rotation=45, ha="right")
+    ax.set_xlabel(column)
+    ax.set_ylabel("persons")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def verify_figure(path: Path, spec: FigureSpec, data_dir: Path, prof: DisclosureProfile) -> Verification:
+    """Compute the figure's table again on the delivered data, draw it again and compare the bytes; the verdict is
+    the checks on the true table behind it."""
+    try:
+        table = compute(spec.table, rows_of(data_dir, spec.table), top_m=max(prof.nk_n, 2))
+    except (FileNotFoundError, ValueError) as e:
+        return Verification(False, f"the specification cannot be run again: {e}")
+    expected, _ = release(spec.table, table, spec.table.profile or prof)
+    if draw_histogram(expected.iloc[:, 0], spec.column) != Path(path).read_bytes():
+        return Verification(False, "the figure differs from the one drawn again from the delivered data (edited, "
+                                   "or drawn from other numbers)")
+    shown = Table(expected, table.counts, table.statistic, table.largest, table.structural_zeros, table.name,
+                  table.negatives, table.sums)
+    return Verification(True, "drawn again from the delivered data: the same figure", check_table(shown, prof))

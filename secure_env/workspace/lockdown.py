@@ -47,6 +47,13 @@ DISABLED_EXTENSIONS = {
 #: Also merged into the page config: no rebuild check (the build route is refused anyway).
 PAGE_SETTINGS = {"buildAvailable": False, "buildCheck": False}
 KERNEL_NAME = "toisio-offline"
+#: JupyterLab's menu bar gets a "Release" menu opening the airlock's release page (served by the same server,
+#: :mod:`toisio.app.release_page`) in a browser tab of its own; written as the workspace's user settings
+#: (the server's JUPYTER_CONFIG_DIR is the generated config directory), so no JupyterLab extension is built.
+RELEASE_PAGE = "/toisio/release"
+MAIN_MENU = {"menus": [{"id": "jp-mainmenu-toisio-release", "label": "Release", "rank": 1000, "items": [
+    {"command": "help:open", "args": {"url": RELEASE_PAGE, "text": "Ask for a release", "newBrowserTab": True},
+     "rank": 0}]}]}
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,7 @@ c.ServerApp.contents_manager_class = "secure_env.workspace.jupyter_audit.QuotaCo
 c.ServerApp.kernel_manager_class = "secure_env.workspace.jupyter_audit.AuditedKernelManager"
 c.ServerApp.kernel_websocket_connection_class = "secure_env.workspace.jupyter_audit.AuditedKernelConnection"
 c.ServerApp.jpserver_extensions = {{"secure_env.workspace.jupyter_audit": True,
-                                   "secure_env.airlock.jupyter_release": True}}
+                                   "toisio.app.release_page": True}}
 c.ServerApp.tornado_settings = {settings!r}
 c.FileContentsManager.files_handler_class = None
 c.ContentsManager.allow_hidden = False
@@ -146,6 +153,9 @@ def write_config(config_dir: Path, lock: Lockdown) -> None:
     (config_dir / "jupyter_server_config.py").write_text(server_config(lock))
     (config_dir / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": DISABLED_EXTENSIONS, **PAGE_SETTINGS}, indent=2, sort_keys=True))
+    menu = config_dir / "lab" / "user-settings" / "@jupyterlab" / "mainmenu-extension" / "plugin.jupyterlab-settings"
+    menu.parent.mkdir(parents=True, exist_ok=True)
+    menu.write_text(json.dumps(MAIN_MENU, indent=2))
     (config_dir / "kernel-launch.sh").write_text(LAUNCH_SCRIPT)
     write_support(config_dir / "sandbox")
     kdir = config_dir / "kernels" / KERNEL_NAME

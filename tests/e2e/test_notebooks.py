@@ -59,3 +59,32 @@ def test_notebook_runs_in_a_workspace_kernel(workspace, notebook):
     nb.cells.append(probe)
     S.run_notebook(svc, permit, nb, cwd=root / "examples", timeout=300)
     assert "no network: 101" in json.dumps(nb.cells[-1].outputs)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_histogram_drawn_in_the_sandbox_is_verified_by_the_airlock_on_the_host(workspace):
+    """The figure is drawn in the sandboxed kernel and drawn again by the airlock on the host from the delivered
+    data: the same bytes, so the figure itself is verified, not only its counts."""
+    from secure_env.airlock import outputs as A
+
+    svc, permit = workspace
+    root = W.paths(svc, permit).root
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "toisio-offline", "language": "python",
+                                                           "display_name": "Python"}})
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import os\n"
+        "from secure_env.analyst import ACRO\n"
+        "acro = ACRO()\n"
+        "purchases = acro.read('kela_purchases')\n"
+        "acro.hist(purchases, 'ddd', bins=5, range=(0, 500),\n"
+        "          filename=os.path.join(os.environ['TOISIO_SCRATCH'], 'ddd-hist.png'))\n"
+        "print('drawn')")]
+    S.run_notebook(svc, permit, nb, cwd=root / "scratch", timeout=300)
+    assert "drawn" in json.dumps(nb.cells[0].outputs), nb.cells[0].outputs
+    bob = who(svc, "bob")
+    rid = A.create_request(svc, bob, permit)
+    A.add_file(svc, bob, rid, root / "scratch" / "ddd-hist.png", {"description": "DDD per purchase",
+                                                                  "method": "acro.hist, 5 bins over 0-500"})
+    [f] = A.view(svc, who(svc, "oscar"), rid)["files"]
+    assert f["check_report"]["verified"] is True, f["check_report"]

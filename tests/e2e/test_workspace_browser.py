@@ -127,3 +127,64 @@ def test_analyst_runs_a_cell_in_chromium_and_finds_no_way_out(workspace):
     wanted = {("bob", "workspace.login"), ("bob", "workspace.cell_executed")}
     assert wanted <= _session_actions(svc, permit, wanted)
     shutil.rmtree(ARTIFACTS / "unused", ignore_errors=True)
+
+
+def _axe_problems(page, name: str) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    return [f"{name}: {v['id']} ({v['impact']}): {v['help']}" for v in Axe().run(page).response["violations"]
+            if v.get("impact") in ("serious", "critical")]
+
+
+def test_analyst_asks_for_a_release_from_jupyterlab_in_their_language(workspace):
+    """JupyterLab's menu bar opens the release page in a tab of its own; the analyst switches it to Finnish, picks
+    a table from the workspace, describes it and submits it as themselves; the page shows the automatic check.
+    Every state of the page passes axe-core with no serious or critical violation."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from secure_env.airlock import outputs as A
+
+    svc, permit, token, url = workspace
+    root = W.paths(svc, permit).root
+    (root / "by_sex.csv").write_text("sex,persons\n1,40\n2,35\n")
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions"])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="sv-FI")
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}lab?token={token}")
+            page.get_by_role("menuitem", name="Release", exact=True).click()
+            with context.expect_page() as opened:
+                page.get_by_role("menuitem", name="Ask for a release").click()
+            release = opened.value
+            release.wait_for_load_state()
+            expect(release.locator("h1")).to_have_text("Begär utlämnande")  # the browser's language: Swedish
+            problems += _axe_problems(release, "release page (sv)")
+            release.get_by_role("link", name="Suomi").click()
+            expect(release.locator("h1")).to_have_text("Pyydä luovutusta")
+            expect(release.locator(".banner")).to_contain_text(permit)
+            release.locator("fieldset", has_text="by_sex.csv").get_by_role("checkbox").first.check()
+            fields = release.locator("fieldset", has_text="by_sex.csv")
+            fields.get_by_label("Mitä se näyttää").fill("persons by sex")
+            release.get_by_role("button", name="Lähetä tarkastettavaksi").click()  # "how it was made" is missing
+            expect(release.get_by_role("alert")).to_contain_text("method")
+            problems += _axe_problems(release, "release page with an error (fi)")
+            release.get_by_role("link", name="Edellinen").click()
+            fields = release.locator("fieldset", has_text="by_sex.csv")
+            fields.get_by_role("checkbox").first.check()
+            fields.get_by_label("Mitä se näyttää").fill("persons by sex")
+            fields.get_by_label("Miten se tehtiin").fill("pandas value_counts, counts of 10 or more")
+            release.get_by_role("button", name="Lähetä tarkastettavaksi").click()
+            expect(release.locator("h2").first).to_contain_text("Lähetetty")  # submitted, in plain Finnish
+            expect(release.locator("tbody")).to_contain_text("by_sex.csv")
+            problems += _axe_problems(release, "release page after submitting (fi)")
+            release.screenshot(path=str(ARTIFACTS / "workspace-release-page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not problems, "accessibility (axe-core) serious or critical violations:\n" + "\n".join(problems)
+    states = {r["state"] for r in A.requests_for_permit(svc, who(svc, "bob"), permit) if r["requester"] == "bob"}
+    assert states == {"submitted", "withdrawn"}  # the refused attempt left no draft behind

@@ -56,6 +56,11 @@ def test_create_with_tokens_for_named_analysts_and_lockdown(svc, active, tmp_pat
         assert line in conf
     page = json.loads((p.config / "labconfig" / "page_config.json").read_text())
     assert page["disabledExtensions"] == DISABLED_EXTENSIONS
+    menu = json.loads((p.config / "lab" / "user-settings" / "@jupyterlab" / "mainmenu-extension" /
+                       "plugin.jupyterlab-settings").read_text())
+    [item] = menu["menus"][0]["items"]  # JupyterLab's "Release" menu opens the release page in a tab of its own
+    assert item["command"] == "help:open" and item["args"]["url"] == "/toisio/release"
+    assert item["args"]["newBrowserTab"] is True
     kernel = json.loads((p.config / "kernels" / KERNEL_NAME / "kernel.json").read_text())
     argv = kernel["argv"]
     bw = argv[argv.index("bwrap"):]

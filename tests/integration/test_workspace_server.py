@@ -531,11 +531,14 @@ def test_the_analyst_asks_for_a_release_from_inside_the_workspace(env):
     root = W.paths(env["svc"], permit).root
     (root / "scratch" / "release_me.csv").write_text("sex,n\n1,40\n2,45\n")
     (root / "scratch" / ".hidden.csv").write_text("sex,n\n1,1\n")
-    with httpx.Client(base_url=url, headers={"Authorization": f"token {tokens['bob']}"}, timeout=60,
-                      follow_redirects=False) as web:
+    with httpx.Client(base_url=url, headers={"Authorization": f"token {tokens['bob']}", "Accept-Language": "en"},
+                      timeout=60, follow_redirects=False) as web:
         page = web.get("toisio/release")
         assert page.status_code == 200, page.text[:500]
-        assert f"Permit {permit}" in page.text and "scratch space left" in page.text and "DP:" in page.text
+        assert f"Permit {permit}" in page.text and "scratch space left" in page.text
+        assert "no privacy budget set" in page.text or "DP budget: epsilon" in page.text
+        finnish = web.get("toisio/release?lang=fi").text
+        assert "Pyydä luovutusta" in finnish and f"Lupa {permit}" in finnish and '<html lang="fi">' in finnish
         assert "scratch/release_me.csv" in page.text and ".hidden.csv" not in page.text
         i = re.search(r'name="path_(\d+)" value="scratch/release_me.csv"', page.text).group(1)
         r = web.post("toisio/release", data={"pick": i, f"path_{i}": "scratch/release_me.csv",
@@ -545,7 +548,7 @@ def test_the_analyst_asks_for_a_release_from_inside_the_workspace(env):
                                              "controls": "none needed", "action": "submit"})
         assert r.status_code == 302, r.text[:500]
         shown = web.get(r.headers["location"])
-        assert "submitted" in shown.text and "release_me.csv" in shown.text and 'class="pass"' in shown.text
+        assert "Submitted" in shown.text and "release_me.csv" in shown.text and 'class="pass"' in shown.text
         request_id = re.search(r"Request (OUT-[^:]+):", shown.text).group(1)
         bad = web.post("toisio/release", data={"pick": "0", "path_0": "../../keys/audit.key",
                                                "description_0": "x", "method_0": "y", "action": "submit"})

@@ -191,6 +191,35 @@ def test_a_model_fails_on_a_level_with_few_records_and_is_verified_by_fitting_ag
     assert not R.verify(out / "output_1.csv", T.spec_beside(out / "output_1.csv"), kernel, p).verified
 
 
+@pytest.mark.parametrize("kind", ["ols", "logit", "probit"])
+def test_a_model_from_arrays_matches_statsmodels_and_is_verified_by_fitting_again(kernel, tmp_path, kind):
+    """ACRO's array forms: ``acro.ols(y, add_constant(X))`` gives statsmodels' own coefficients, and carries the
+    equivalent formula's specification, which the airlock fits again; arrays not from a frame as read do not."""
+    import statsmodels.api as sm
+
+    from secure_env.airlock import regression as R
+    from secure_env.analyst import ACRO
+
+    _model_data(kernel)
+    acro = ACRO()
+    df = acro.read("cohort")
+    outcome = df.y if kind == "ols" else df.event
+    results = getattr(acro, kind)(outcome, sm.add_constant(df[["x"]]))
+    direct = getattr(sm, kind.capitalize() if kind != "ols" else "OLS")(outcome, sm.add_constant(df[["x"]]))
+    direct = direct.fit() if kind == "ols" else direct.fit(disp=0)
+    assert np.allclose(results.params.to_numpy(), direct.params.to_numpy(), rtol=1e-5)
+    getattr(acro, kind)(outcome, df[["x"]])  # no constant: no intercept, as statsmodels
+    getattr(acro, kind)(outcome, df[["x"]] * 2)  # computed columns: fitted and checked, not verifiable
+    assert [r["spec"] is not None for r in acro.results.values()] == [True, True, False]
+    assert acro.results["output_1"]["spec"]["formula"].endswith("- 1")
+    out = acro.finalise(tmp_path / "arrays")
+    for name in ("output_0.csv", "output_1.csv"):
+        v = R.verify(out / name, T.spec_beside(out / name), kernel, profile("toisio-default"))
+        assert v.verified, v.reason
+    with pytest.raises(ValueError, match="plain names"):
+        acro.ols(outcome, df[["x"]].rename(columns={"x": "x value"}))
+
+
 def test_residual_degrees_of_freedom_at_the_boundary(kernel):
     from secure_env.airlock import regression as R
 
@@ -231,6 +260,25 @@ def test_a_histogram_needs_explicit_edges_and_its_small_bins_fail(kernel, tmp_pa
     assert spec.bins == {"euros": tuple(float(x) for x in range(0, 1001, 100))}
     v = T.verify(out / "output_0.csv", spec, kernel, profile("acro"))
     assert v.verified and v.report.status == "fail"
+
+
+def test_a_histogram_figure_is_verified_by_drawing_it_again(kernel, tmp_path):
+    """The figure itself, not only its counts: drawn again from the delivered data, byte for byte; an edited
+    figure, or one whose specification says other edges, is unverified."""
+    from secure_env.analyst import ACRO
+
+    acro = ACRO()
+    df = acro.read("persons")
+    png = acro.hist(df, "euros", bins=5, range=(0, 500), filename=str(tmp_path / "h.png"))
+    spec = T.spec_beside(png)
+    assert isinstance(spec, T.FigureSpec) and spec.table.bins == {"euros": (0.0, 100.0, 200.0, 300.0, 400.0, 500.0)}
+    v = T.verify_figure(png, spec, kernel, profile("toisio-default"))
+    assert v.verified, v.reason
+    assert v.report.status == acro.results["output_0"]["status"]  # the checks of the table behind it
+    other = spec.model_copy(update={"table": spec.table.model_copy(update={"bins": {"euros": (0.0, 250.0, 500.0)}})})
+    assert not T.verify_figure(png, other, kernel, profile("toisio-default")).verified
+    png.write_bytes(png.read_bytes()[:-20] + b"\0" * 20)
+    assert "differs" in T.verify_figure(png, spec, kernel, profile("toisio-default")).reason
 
 
 def test_a_survival_table_merges_steps_until_each_stands_for_enough_persons():
