@@ -7,7 +7,9 @@ of any collision among 10 million persons stays below 1e-24.
 
 The key never appears as a literal in the query plan: it enters as a one-row
 DataFrame joined by broadcast (see shared notes, platform.md section 3), so
-``explain()``, the UI and event logs show only a column reference.
+``explain()``, the UI and event logs show only a column reference.  Under Spark
+Connect the frame is uploaded as a session-scoped artifact, so no plan message
+sent to the server holds the key either (:func:`key_frame`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,32 @@ def pseudonym_python(key: PermitKey, hetu: str) -> str:
     return digest[:PSEUDONYM_HEX_CHARS]
 
 
+#: Spark Connect sends the rows of a small local DataFrame inside the plan message; above this session setting it
+#: uploads them as an artifact (its own RPC, kept in the server's session) and the plan names them by SHA-256.
+CACHE_THRESHOLD = "spark.sql.session.localRelationCacheThreshold"
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect client session."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def key_frame(spark: SparkSession, key: PermitKey) -> DataFrame:
-    """A one-row DataFrame holding the key (kept out of the plan text)."""
+    """A one-row DataFrame holding the key (kept out of the plan text).
+
+    Classic Spark keeps it as data of the driver's plan, never printed.  Under Spark Connect the key would travel
+    inside every plan message that uses it, so it is uploaded once as a session-scoped artifact instead (the
+    threshold lowered to 0 for this one frame): the plan messages carry only the artifact's SHA-256."""
     schema = StructType([StructField(_KEY_COL, BinaryType(), False)])
-    return spark.createDataFrame([(bytearray(key.secret.value),)], schema)
+    rows = [(bytearray(key.secret.value),)]
+    if not is_connect(spark):
+        return spark.createDataFrame(rows, schema)
+    before = spark.conf.get(CACHE_THRESHOLD)
+    spark.conf.set(CACHE_THRESHOLD, "0")
+    try:
+        return spark.createDataFrame(rows, schema)
+    finally:
+        spark.conf.set(CACHE_THRESHOLD, before)
 
 
 def with_pseudonym(df: DataFrame, keydf: DataFrame, hetu_col: str = "hetu", out_col: str = "pseudonym") -> DataFrame:

@@ -55,7 +55,7 @@ def get_spark(settings: Settings, app_name: str = "toisio") -> SparkSession:
     """The Spark session for ``settings`` (created once per process, reused after)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_bind_address)
     builder = SparkSession.builder.appName(app_name)
     if settings.spark_remote and settings.spark_remote != "local":
         return builder.remote(settings.spark_remote).getOrCreate()
@@ -66,7 +66,8 @@ def get_spark(settings: Settings, app_name: str = "toisio") -> SparkSession:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.driver.memory", settings.spark_driver_memory)
-        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.bindAddress", settings.spark_bind_address)
+        .config("spark.driver.host", settings.spark_driver_host)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.compression.codec", "zstd")
         .config("spark.eventLog.enabled", "false")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from pathlib import Path
 
@@ -15,7 +16,8 @@ DAY = date(2026, 3, 2)
 
 def make_service(home: Path, **overrides) -> Service:
     """A service with its own home (database, keys, quarantine) under ``home``."""
-    return Service(load_settings(home=home, spark_master="local[2]", spark_shuffle_partitions=2, **overrides))
+    return Service(load_settings(home=home, **{"spark_master": "local[2]", "spark_shuffle_partitions": 2,
+                                               **overrides}))
 
 
 def make_scope(**overrides) -> PermitScope:
@@ -181,14 +183,15 @@ def serve_in_thread(app, log_level: str = "error"):
     return running()
 
 
-def extraction_subprocess_code(extracts: Path, out: Path, home: Path, prelude: str = "") -> str:
+def extraction_subprocess_code(extracts: Path, out: Path, home: Path, prelude: str = "",
+                               master: str = "local[2]") -> str:
     """Python source that runs the pipeline for ``make_scope()`` in a fresh process (``prelude`` may patch
-    ``pseudonymise.pipeline``, imported as ``P``)."""
+    ``pseudonymise.pipeline``, imported as ``P``) on the Spark ``master``."""
     return ("import sys; from pathlib import Path; sys.path.insert(0, '.');"
             "from tests.factories import make_scope, make_service;"
             "import pseudonymise.pipeline as P;" + prelude +
             f"P.run_extraction(make_scope(), Path({str(extracts)!r}), Path({str(out)!r}),"
-            f" make_service(Path({str(home)!r})))")
+            f" make_service(Path({str(home)!r}), spark_master={master!r}))")
 
 
 def who(svc, user_id: str):
@@ -379,3 +382,61 @@ def wait_until(check, seconds: float, what: str, log: Path | None = None, *, eve
             return found
         time.sleep(every)
     raise AssertionError(f"{what} within {seconds:.0f} s" + (f"\n{log.read_text()[-4000:]}" if log else ""))
+
+
+@contextlib.contextmanager
+def spark_standalone_cluster(work: Path, workers: int = 2, cores: int = 1, memory: str = "1g"):
+    """A Spark standalone master and ``workers`` workers on this machine (the launch classes ship with pyspark),
+    yielding the master's ``spark://`` URL once every worker has registered; all stopped afterwards."""
+    import json
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    import pyspark
+
+    spark_class = Path(pyspark.__file__).parent / "bin" / "spark-class"
+    port, ui = free_port(), free_port()
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work / "logs"),
+           "SPARK_WORKER_DIR": str(work / "workers")}
+    url = f"spark://127.0.0.1:{port}"
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = contextlib.ExitStack()  # the log files, closed when the cluster stops
+
+    def log(name: str):
+        return stack.enter_context(open(logs / name, "wb"))  # noqa: SIM115 - closed by the stack
+
+    procs = [subprocess.Popen([str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                               "--port", str(port), "--webui-port", str(ui)], env=env,
+                              stdout=log("master.log"), stderr=subprocess.STDOUT)]
+    try:
+        for i in range(workers):
+            procs.append(subprocess.Popen(
+                [str(spark_class), "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores",
+                 str(cores), "--memory", memory, "--webui-port", str(free_port()), "--work-dir",
+                 str(work / f"worker-{i}")], env=env, stdout=log(f"worker-{i}.log"),
+                stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2))
+                if sum(w.get("state") == "ALIVE" for w in state.get("workers", [])) >= workers:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the standalone cluster did not start; see {logs}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        stack.close()

@@ -31,6 +31,10 @@ class Settings:
     spark_master: str = "local[*]"
     spark_remote: str = ""  # "sc://host:15002" or "local" for a local Spark Connect server
     spark_driver_memory: str = "2g"
+    # where executors on other hosts reach the driver (spark.driver.host) and the address it listens on
+    # (spark.driver.bindAddress); loopback keeps the embedded mode unreachable from elsewhere
+    spark_driver_host: str = "127.0.0.1"
+    spark_bind_address: str = "127.0.0.1"
     spark_shuffle_partitions: int = 8
     disclosure_profile: str = "toisio-default"
     dp_approvals_needed: int = 2  # 1 lets differentially private outputs release after one checker

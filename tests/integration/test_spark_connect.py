@@ -49,3 +49,54 @@ def test_connect_gives_the_same_delivery_as_classic(spark, extracts, tmp_path):
         pd.testing.assert_frame_equal(a.sort_values(cols).reset_index(drop=True),
                                       b.sort_values(cols).reset_index(drop=True))
     assert classic.manifest.counts["hilmo"].delivered > 0
+
+
+PROBE = r'''
+import json, os, sys
+from pyspark.sql import SparkSession
+from pseudonymise.pseudonym import is_connect, key_frame, pseudonym_python, with_pseudonym
+from pseudonymise.keys import derive_permit_key
+from toisio.keystore import Secret
+
+spark = (SparkSession.builder.master("local[1]").config("spark.api.mode", "connect")
+         .config("spark.ui.enabled", "false").getOrCreate())
+assert is_connect(spark), type(spark)
+sent = {}
+stubs = {"ExecutePlan": spark.client._stub, "AnalyzePlan": spark.client._stub, "Config": spark.client._stub,
+         "ReattachExecute": spark.client._stub, "AddArtifacts": spark.client._artifact_manager._stub,
+         "ArtifactStatus": spark.client._artifact_manager._stub}
+for name, stub in stubs.items():
+    real = getattr(stub, name)
+    def call(request, *args, _real=real, _name=name, **kwargs):
+        if _name == "AddArtifacts":  # a stream of requests
+            request = list(request)
+            sent.setdefault(_name, []).extend(r.SerializeToString() for r in request)
+            return _real(iter(request), *args, **kwargs)
+        sent.setdefault(_name, []).append(request.SerializeToString())
+        return _real(request, *args, **kwargs)
+    setattr(stub, name, call)
+key = derive_permit_key(Secret("master", bytes(range(7, 39))), "TOISIO-2026-9")
+codes = ["131052-308T", "010101-123N"]
+out = with_pseudonym(spark.createDataFrame([(c,) for c in codes], "hetu string"), key_frame(spark, key))
+got = {r["hetu"]: r["pseudonym"] for r in out.collect()}
+assert got == {c: pseudonym_python(key, c) for c in codes}, got
+out.explain(mode="extended")
+k = key.secret.value
+print(json.dumps({name: [k in m or k.hex().encode() in m for m in messages] for name, messages in sent.items()}))
+'''
+
+
+def test_under_spark_connect_no_plan_message_holds_the_key(tmp_path):
+    """Every message the client sends to the Spark Connect server is captured: the plans (ExecutePlan,
+    AnalyzePlan) and the settings never hold the permit key; it travels once, as a session-scoped artifact."""
+    import json
+
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    holds = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert holds["ExecutePlan"] and holds["AnalyzePlan"]  # the plans were seen
+    for name in ("ExecutePlan", "AnalyzePlan", "Config", "ReattachExecute"):
+        assert not any(holds.get(name, [])), f"{name} carried the key"
+    assert any(holds["AddArtifacts"])  # the key's one trip: the session's artifact
