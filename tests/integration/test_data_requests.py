@@ -128,6 +128,25 @@ def test_statistics_through_the_api_and_the_portal(tmp_path):
         assert "pseudonym" not in got.text
 
 
+def _active_data_request(svc, s, plan, estimates, extraction=None) -> str:
+    """A data request with this tabulation plan, taken through estimates and the decision to active (its
+    extraction recorded as delivered; the test writes the delivery itself)."""
+    from permits.service import submit_form
+
+    form = {**DATA_REQUEST, "tabulation_plan": plan, **({"extraction": extraction} if extraction else {})}
+    case = submit_form(svc, s["alice"], make_form(**form)).case_id
+    act(svc, s["hanna"], case, "confirm_complete")
+    act(svc, s["hanna"], case, "request_estimates")
+    for who_, reg in estimates:
+        act(svc, s[who_], case, "record_estimate", registry=reg, cost_eur=10, working_days=5)
+    for who_, action in (("hanna", "send_estimate"), ("alice", "accept"), ("hanna", "present")):
+        act(svc, s[who_], case, action)
+    act(svc, s["dora"], case, "approve", valid_until=date(2029, 1, 1))
+    for action in ("start_extraction", "mark_delivered", "activate"):
+        act(svc, s["hanna"], case, action, **({"manifest_sha256": "f" * 64} if action == "mark_delivered" else {}))
+    return case
+
+
 def test_a_tabulation_plan_of_rates_periods_quantiles_and_filters_is_produced_checked_and_verified(tmp_path):
     """The statisticians' tables: a rate per 1,000 of the population, counts by year, a median of a value, all
     for a subset; each checked with the same rules, the tables with a specification verified by the airlock."""
@@ -147,19 +166,8 @@ def test_a_tabulation_plan_of_rates_periods_quantiles_and_filters_is_produced_ch
         "hilmo": {"variables": ["admission_date", "main_dg"], "period": {"start": "2015-01-01", "end": "2022-12-31"}},
         "kela_purchases": {"variables": ["purchase_date", "atc", "ddd"],
                            "period": {"start": "2015-01-01", "end": "2022-12-31"}}}}
-    from permits.service import submit_form
-
-    case = submit_form(svc, s["alice"], make_form(**{**DATA_REQUEST, "tabulation_plan": plan,
-                                                     "extraction": extraction})).case_id
-    act(svc, s["hanna"], case, "confirm_complete")
-    act(svc, s["hanna"], case, "request_estimates")
-    for who_, reg in (("thl1", "hilmo"), ("thl1", "population"), ("kela1", "kela_purchases")):
-        act(svc, s[who_], case, "record_estimate", registry=reg, cost_eur=10, working_days=5)
-    for who_, action in (("hanna", "send_estimate"), ("alice", "accept"), ("hanna", "present")):
-        act(svc, s[who_], case, action)
-    act(svc, s["dora"], case, "approve", valid_until=date(2029, 1, 1))
-    for action in ("start_extraction", "mark_delivered", "activate"):
-        act(svc, s["hanna"], case, action, **({"manifest_sha256": "f" * 64} if action == "mark_delivered" else {}))
+    case = _active_data_request(svc, s, plan, (("thl1", "hilmo"), ("thl1", "population"),
+                                               ("kela1", "kela_purchases")), extraction=extraction)
     delivery = aggregate_dir(svc, case)
     rng = np.random.default_rng(6)
     n = 2000
@@ -194,7 +202,6 @@ def test_a_count_with_differential_privacy_is_asked_of_the_dp_service_and_verifi
     verifies its receipt; a plan that would exceed the budget is refused before anything is computed."""
     import pandas as pd
 
-    from permits.service import submit_form
     from secure_env.airlock import dp
     from tests.factories import make_service
 
@@ -202,16 +209,7 @@ def test_a_count_with_differential_privacy_is_asked_of_the_dp_service_and_verifi
     s = make_staff(svc)
     plan = [{"registry": "population", "rows": ["sex"], "privacy": "differential_privacy", "epsilon": 0.5},
             {"registry": "population", "rows": ["sex"]}]
-    case = submit_form(svc, s["alice"], make_form(**{**DATA_REQUEST, "tabulation_plan": plan})).case_id
-    act(svc, s["hanna"], case, "confirm_complete")
-    act(svc, s["hanna"], case, "request_estimates")
-    for reg in ("hilmo", "population"):
-        act(svc, s["thl1"], case, "record_estimate", registry=reg, cost_eur=10, working_days=5)
-    for who_, action in (("hanna", "send_estimate"), ("alice", "accept"), ("hanna", "present")):
-        act(svc, s[who_], case, action)
-    act(svc, s["dora"], case, "approve", valid_until=date(2029, 1, 1))
-    for action in ("start_extraction", "mark_delivered", "activate"):
-        act(svc, s["hanna"], case, action, **({"manifest_sha256": "f" * 64} if action == "mark_delivered" else {}))
+    case = _active_data_request(svc, s, plan, (("thl1", "hilmo"), ("thl1", "population")))
     delivery = aggregate_dir(svc, case)
     (delivery / "persons").mkdir(parents=True)
     pd.DataFrame({"pseudonym": [f"p{i}" for i in range(400)], "sex": [1] * 250 + [2] * 150}).to_parquet(

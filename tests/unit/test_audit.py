@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DatabaseError
 
+from tests.factories import audit_triggers_lifted
 from toisio import audit
 
 
@@ -20,13 +21,8 @@ def _verify(svc):
 
 
 def _raw(svc, *statements):
-    """Run SQL with the append-only triggers dropped, as an attacker with database access would."""
-    with svc.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
-        else:
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_update")
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_delete")
+    """Run SQL with the append-only triggers lifted, as an attacker with database access would."""
+    with audit_triggers_lifted(svc) as conn:
         for s in statements:
             conn.exec_driver_sql(s)
 

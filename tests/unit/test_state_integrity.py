@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from permits.service import CaseTampered, frozen_scope, permit_access, show, submit_form, verify_cases
-from tests.factories import make_case, make_form
+from tests.factories import audit_triggers_lifted, make_case, make_form
 from toisio import audit
 from toisio.app.cli import app
 
@@ -74,11 +74,7 @@ def test_a_forged_audit_entry_cannot_vouch_for_an_edit(svc, staff):
         forged = case_digest(conn, permit)
         last = [e for e in audit.events(conn, subject=f"case:{permit}") if "case_digest" in e.payload][-1]
     payload = audit.canonical_json({**last.payload, "case_digest": forged})
-    with svc.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
-        else:
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_update")
+    with audit_triggers_lifted(svc) as conn:
         conn.exec_driver_sql(f"UPDATE audit_event SET payload='{payload}' WHERE seq={last.seq}")
     with pytest.raises(CaseTampered, match="altered"):
         permit_access(svc, permit)
@@ -86,11 +82,7 @@ def test_a_forged_audit_entry_cannot_vouch_for_an_edit(svc, staff):
 
 def test_a_truncated_log_refuses_every_permit_decision(svc, staff):
     permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
-    with svc.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
-        else:
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_delete")
+    with audit_triggers_lifted(svc) as conn:
         n = audit.head(conn)[0]
         conn.exec_driver_sql(f"DELETE FROM audit_event WHERE seq={n}")
     with pytest.raises(CaseTampered, match="truncated") as exc:
@@ -143,11 +135,7 @@ def test_every_read_is_on_the_chain_before_it_returns(svc, staff):
 def test_a_read_notices_a_truncated_log_even_when_the_case_is_unchanged(svc, staff):
     case = make_case(svc, staff, state="submitted").case_id
     show(svc, staff["hanna"], case)
-    with svc.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
-        else:
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_delete")
+    with audit_triggers_lifted(svc) as conn:
         conn.exec_driver_sql(f"DELETE FROM audit_event WHERE seq={audit.head(conn)[0]}")
     with pytest.raises(audit.AuditError, match="truncated"):
         show(svc, staff["hanna"], case)
@@ -155,11 +143,7 @@ def test_a_read_notices_a_truncated_log_even_when_the_case_is_unchanged(svc, sta
 
 def test_an_edited_vouching_mark_is_reported_by_verify(svc, staff):
     make_case(svc, staff, state="submitted")
-    with svc.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
-        else:
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_event_no_update")
+    with audit_triggers_lifted(svc) as conn:
         seq = conn.exec_driver_sql("SELECT max(seq) FROM audit_event WHERE vouches = 'case_digest'").scalar()
         conn.exec_driver_sql(f"UPDATE audit_event SET vouches = NULL WHERE seq = {seq}")
     with svc.engine.connect() as conn:
