@@ -240,20 +240,13 @@ class ACRO:
         self.results[name] = {"command": "surv_func", "status": report.status, "summary": report.to_dict(),
                               "spec": None if spec is None else spec.model_dump(mode="json"), "exception": "",
                               "table": table}
-        if output == "plot":
-            import matplotlib
+        if output == "plot":  # drawn deterministically, with its own specification: the airlock draws it again
+            from secure_env.airlock import tables as T
 
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(7, 4))
-            ax.step([0.0, *table["time"]], [1.0, *table["survival"]], where="post")
-            ax.set_xlabel(str(time.name))
-            ax.set_ylabel("survival")
-            ax.set_ylim(0, 1.02)
-            fig.tight_layout()
-            fig.savefig(filename, dpi=110)
-            plt.close(fig)
+            Path(filename).write_bytes(S.draw_curve(table, str(time.name)))
+            if spec is not None:
+                figure = T.FigureSpec(kind="kaplan_meier", column=str(time.name), survival=spec)
+                Path(str(filename) + T.SPEC_SUFFIX).write_text(figure.model_dump_json(indent=2) + "\n")
             self.results[name]["figure"] = str(filename)
         return table
 

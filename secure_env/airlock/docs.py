@@ -94,7 +94,8 @@ def render() -> str:
             "the delivered data and compares the bytes (`tables.verify_figure`): the figure itself is verified, "
             "not only its counts. A survival table (`acro.surv_func`) shows a Kaplan-Meier step only when it "
             "stands for `min_count` persons leaving the risk set (steps are merged until it does) and none once "
-            "fewer than `min_count` remain at risk (`survival.safe_table`, `survival.check`).", "",
+            "fewer than `min_count` remain at risk (`survival.safe_table`, `survival.check`); its curve "
+            "(`output=\"plot\"`) is drawn from the safe table and verified like a histogram's figure.", "",
             "A model passes when its residual degrees of freedom reach `min_residual_df` and every level of a "
             "categorical variable (each dummy, and the reference level) has `min_count` records behind it. "
             "Formulas may hold only column names, `C(...)` and `~ + - * :` (patsy evaluates a formula as Python, "

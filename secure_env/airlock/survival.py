@@ -91,16 +91,41 @@ def write(path: Path, table: pd.DataFrame, spec: SurvivalSpec | None) -> Path:
     return path
 
 
+def compute(spec: SurvivalSpec, rows: pd.DataFrame) -> pd.DataFrame:
+    """The safe survival table of ``spec`` from the rows it keeps (ValueError naming a missing column)."""
+    if spec.time not in rows.columns or spec.event not in rows.columns:
+        raise ValueError(f"{spec.dataset} has no column {spec.time!r} or {spec.event!r}")
+    return safe_table(raw_table(rows[spec.time], rows[spec.event]), spec.min_count)
+
+
+def draw_curve(table: pd.DataFrame, time_label: str) -> bytes:
+    """The PNG of a Kaplan-Meier curve from a safe table, the same bytes for the same table (no pyplot state, no
+    notebook backend, no metadata but the image)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.step([0.0, *table["time"]], [1.0, *table["survival"]], where="post")
+    ax.set_xlabel(time_label)
+    ax.set_ylabel("survival")
+    ax.set_ylim(0, 1.02)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return buf.getvalue()
+
+
 def verify(path: Path, spec: SurvivalSpec, data_dir: Path, prof: DisclosureProfile):
     from secure_env.airlock.tables import Verification, rows_of
 
     try:
-        rows = rows_of(data_dir, spec)  # type: ignore[arg-type]
-        if spec.time not in rows.columns or spec.event not in rows.columns:
-            raise ValueError(f"{spec.dataset} has no column {spec.time!r} or {spec.event!r}")
+        expected = compute(spec, rows_of(data_dir, spec))  # type: ignore[arg-type]
     except (FileNotFoundError, ValueError) as e:
         return Verification(False, f"the specification cannot be run again: {e}")
-    expected = safe_table(raw_table(rows[spec.time], rows[spec.event]), spec.min_count)
     try:
         got = pd.read_csv(path)
     except (ValueError, OSError) as e:

@@ -31,6 +31,7 @@ from secure_env.airlock.disclosure import (
     suppress,
 )
 from secure_env.airlock.profiles import DisclosureProfile
+from secure_env.airlock.survival import SurvivalSpec
 
 NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 SPEC_SUFFIX = ".spec.json"
@@ -242,15 +243,24 @@ FIGURE_FORMAT = "toisio-figure-spec/1"
 
 class FigureSpec(BaseModel):
     """A figure drawn by the helper from a checked table: the table's specification and how it is drawn.  The
-    airlock computes the table again and draws it again with :func:`draw_histogram`; the same numbers give the same
-    bytes (matplotlib's Agg renderer with the font it ships, no timestamp), so the figure itself is verified."""
+    airlock computes the table again and draws it again (:func:`draw_histogram`, or
+    :func:`secure_env.airlock.survival.draw_curve` for a Kaplan-Meier curve); the same numbers give the same bytes
+    (matplotlib's Agg renderer with the font it ships, no timestamp), so the figure itself is verified."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["toisio-figure-spec/1"] = FIGURE_FORMAT
-    kind: Literal["histogram"] = "histogram"
+    kind: Literal["histogram", "kaplan_meier"] = "histogram"
     column: str = Field(max_length=64)
-    table: TableSpec
+    table: TableSpec | None = None
+    survival: SurvivalSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FigureSpec:
+        if (self.kind == "histogram") != (self.table is not None) or (self.kind == "kaplan_meier") != (
+                self.survival is not None):
+            raise ValueError("a histogram is drawn from a table spec, a Kaplan-Meier curve from a survival spec")
+        return self
 
 
 def draw_histogram(shown: pd.Series, column: str) -> bytes:
@@ -279,6 +289,17 @@ def draw_histogram(shown: pd.Series, column: str) -> bytes:
 def verify_figure(path: Path, spec: FigureSpec, data_dir: Path, prof: DisclosureProfile) -> Verification:
     """Compute the figure's table again on the delivered data, draw it again and compare the bytes; the verdict is
     the checks on the true table behind it."""
+    if spec.survival is not None:
+        from secure_env.airlock import survival as S
+
+        try:
+            expected = S.compute(spec.survival, rows_of(data_dir, spec.survival))  # type: ignore[arg-type]
+        except (FileNotFoundError, ValueError) as e:
+            return Verification(False, f"the specification cannot be run again: {e}")
+        if S.draw_curve(expected, spec.column) != Path(path).read_bytes():
+            return Verification(False, "the curve differs from the one drawn again from the delivered data")
+        return Verification(True, "drawn again from the delivered data: the same curve", S.check(expected, prof))
+    assert spec.table is not None
     try:
         table = compute(spec.table, rows_of(data_dir, spec.table), top_m=max(prof.nk_n, 2))
     except (FileNotFoundError, ValueError) as e:

@@ -322,3 +322,10 @@ def test_the_helper_survival_table_is_verified_against_the_delivered_data(kernel
     table.loc[0, "events"] += 1
     table.to_csv(out / "output_0.csv", index=False)
     assert not S.verify(out / "output_0.csv", spec, kernel, profile("toisio-default")).verified
+    # the curve itself: drawn again from the delivered data, byte for byte
+    curve = T.spec_beside(tmp_path / "km.png")
+    assert isinstance(curve, T.FigureSpec) and curve.kind == "kaplan_meier" and curve.survival == spec
+    v = T.verify_figure(tmp_path / "km.png", curve, kernel, profile("toisio-default"))
+    assert v.verified and v.report.status == "pass", v.reason
+    shifted = curve.model_copy(update={"survival": spec.model_copy(update={"where": {"died": "1"}})})
+    assert not T.verify_figure(tmp_path / "km.png", shifted, kernel, profile("toisio-default")).verified
