@@ -3,11 +3,7 @@
 import collections
 import csv
 import hashlib
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,7 +13,7 @@ from pseudonymise import deliver
 from pseudonymise.keys import derive_permit_key
 from pseudonymise.pipeline import ExtractionError, run_extraction
 from pseudonymise.pseudonym import key_frame, pseudonym_python, with_pseudonym
-from tests.factories import extraction_subprocess_code, make_scope, make_service
+from tests.factories import make_scope, make_service
 from toisio import audit
 from toisio.keystore import master_key
 
@@ -115,26 +111,6 @@ def test_rerun_is_byte_identical_and_audited(delivered, spark, extracts, tmp_pat
         assert audit.verify(conn, svc.audit_key).ok
         actions = [e.action for e in audit.events(conn, subject="permit:TOISIO-2026-1")]
     assert actions.count("extraction.started") == 2 and actions.count("extraction.delivered") == 2
-
-
-def test_rerun_in_another_process_on_a_standalone_cluster_is_byte_identical(delivered, extracts, service_home,
-                                                                             tmp_path):
-    """A re-extraction later, in a new process, on a Spark standalone cluster (a master and two workers started on
-    this machine, each executor its own JVM), gives the same bytes as the local run (keys kept, data not)."""
-    from tests.factories import spark_standalone_cluster
-
-    _, first = delivered
-    out = tmp_path / "later"
-    with spark_standalone_cluster(tmp_path / "cluster") as master:
-        code = extraction_subprocess_code(extracts, out, service_home, master=master)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("TOISIO_")},
-               "TOISIO_SPARK_DRIVER_HOST": "127.0.0.1", "TOISIO_SPARK_BIND_ADDRESS": "127.0.0.1"}
-        done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-        apps = list((tmp_path / "cluster").glob("worker-*/app-*"))
-    assert len({a.parent for a in apps}) == 2  # both workers ran executors of the extraction
-    assert _files(first.output_dir) == _files(out)
 
 
 def test_other_permit_gets_unlinkable_pseudonyms(delivered, spark, extracts, tmp_path):

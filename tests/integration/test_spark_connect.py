@@ -27,13 +27,48 @@ registries:
 """
 
 
-def test_connect_gives_the_same_delivery_as_classic(spark, extracts, tmp_path):
-    home = tmp_path / "home"
-    scope_file = tmp_path / "scope.yaml"
-    scope_file.write_text(SCOPE)
+@pytest.fixture(scope="module")
+def classic(spark, extracts, tmp_path_factory):
+    """The scope delivered by a classic local run in this process: (home, scope file, delivery)."""
     from permits.scope import load_scope
 
-    classic = run_extraction(load_scope(scope_file), extracts, tmp_path / "classic", make_service(home), spark=spark)
+    tmp = tmp_path_factory.mktemp("classic")
+    home, scope_file = tmp / "home", tmp / "scope.yaml"
+    scope_file.write_text(SCOPE)
+    result = run_extraction(load_scope(scope_file), extracts, tmp / "classic", make_service(home), spark=spark)
+    assert result.manifest.counts["hilmo"].delivered > 0
+    return home, scope_file, tmp / "classic"
+
+
+def _files(root):
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_standalone_cluster_gives_a_byte_identical_delivery(classic, extracts, tmp_path):
+    """The same extraction in another process, on a Spark standalone cluster (a master and two workers started on
+    this machine; every executor its own JVM): every delivered file byte-identical to the local run's."""
+    from tests.factories import spark_standalone_cluster
+
+    home, scope_file, local = classic
+    with spark_standalone_cluster(tmp_path / "cluster") as master:
+        env = {**os.environ, "TOISIO_HOME": str(home), "TOISIO_SPARK_MASTER": master,
+               "TOISIO_SPARK_SHUFFLE_PARTITIONS": "2", "TOISIO_SPARK_DRIVER_HOST": "127.0.0.1",
+               "TOISIO_SPARK_BIND_ADDRESS": "127.0.0.1"}
+        env.pop("TOISIO_SPARK_REMOTE", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "toisio.app.cli", "extract", "--scope", str(scope_file), "--in", str(extracts),
+             "--out", str(tmp_path / "cluster-out")], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        apps = list((tmp_path / "cluster").glob("worker-*/app-*"))
+    assert len({a.parent for a in apps}) == 2  # both workers ran executors of the extraction
+    assert _files(local) == _files(tmp_path / "cluster-out")
+
+
+def test_connect_gives_the_same_delivery_as_classic(classic, extracts, tmp_path):
+    home, scope_file, local = classic
     env = {**os.environ, "TOISIO_HOME": str(home), "TOISIO_SPARK_REMOTE": "local",
            "TOISIO_SPARK_MASTER": "local[2]", "TOISIO_SPARK_SHUFFLE_PARTITIONS": "2"}
     proc = subprocess.run(
@@ -43,12 +78,11 @@ def test_connect_gives_the_same_delivery_as_classic(spark, extracts, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("hilmo", "persons"):
-        a = pd.read_parquet(tmp_path / "classic" / name)
+        a = pd.read_parquet(local / name)
         b = pd.read_parquet(tmp_path / "connect" / name)
         cols = list(a.columns)
         pd.testing.assert_frame_equal(a.sort_values(cols).reset_index(drop=True),
                                       b.sort_values(cols).reset_index(drop=True))
-    assert classic.manifest.counts["hilmo"].delivered > 0
 
 
 PROBE = r'''
