@@ -12,6 +12,7 @@ per table.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -161,6 +162,76 @@ def compare(persons: int = 20_000) -> dict:
             cells_total += n
     return {"profile": "acro", "persons": persons, "tables": tables, "cells": cells_total, "agree": agree_total,
             "agreement": round(agree_total / cells_total, 4) if cells_total else None}
+
+
+def _acro_status(call) -> str:
+    """The status ACRO records for the output ``call(acro)`` makes (on ACRO's defaults)."""
+    from acro import ACRO
+
+    logging.getLogger("acro").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        acro = ACRO(suppress=False)
+        cwd = os.getcwd()
+        os.chdir(tmp)  # ACRO writes a histogram's and a curve's image into the working directory
+        try:
+            call(acro)
+        finally:
+            os.chdir(cwd)
+    return acro.results.results[list(acro.results.results)[-1]].status
+
+
+def compare_outputs(seed: int = 11) -> dict:
+    """The output kinds beyond tables, as a whole output each: models (ACRO checks residual degrees of freedom;
+    this airlock also the records behind each categorical level), histograms (every bin a count) and survival
+    tables (every step a count of persons leaving), with ACRO's status and this airlock's side by side."""
+    from secure_env.airlock import regression as R
+    from secure_env.airlock import survival as S
+    from secure_env.airlock.tables import bin_of
+
+    p = profile("acro")
+    rng = np.random.default_rng(seed)
+    out = []
+
+    def model_data(n: int, rare: int) -> pd.DataFrame:
+        g = ["rare"] * rare + list(rng.choice(["a", "b"], n - rare))
+        df = pd.DataFrame({"x": rng.normal(size=n), "g": g})
+        df["y"] = 2 * df.x + (df.g == "b") + rng.normal(size=n)
+        df["event"] = (df.y > df.y.median()).astype(int)
+        return df
+
+    for name, df in (("a clean model (500 records)", model_data(500, 100)),
+                     ("a level with 4 records", model_data(500, 4)),
+                     ("8 records in all (residual df below 10)", model_data(8, 3))):
+        for kind, formula in (("ols", "y ~ x + C(g)"), ("logit", "event ~ x + C(g)")):
+            try:
+                ours = R.check_model(R.fit(kind, formula, df), p).status
+            except Exception as e:  # a fit that cannot be made (separation on 8 records) is no output
+                ours = f"no output ({type(e).__name__})"
+            theirs = _acro_status(lambda a, k=kind, f=formula, d=df: getattr(a, f"{k}r")(f, data=d))
+            out.append({"output": f"{kind}: {name}", "ours": ours, "acro": theirs, "agree": ours == theirs,
+                        "explanation": "" if ours == theirs else (
+                            "records behind a categorical level: a rule ACRO does not have (its model check is "
+                            "the residual degrees of freedom)" if "level" in name else "not explained")})
+    for name, values in (("ages of 2,000 persons, 10-year bins", rng.integers(0, 100, 2000)),
+                         ("ages of 60 persons, 10-year bins", rng.integers(0, 100, 60))):
+        edges = tuple(float(e) for e in range(0, 101, 10))
+        df = pd.DataFrame({"pseudonym": [f"p{i}" for i in range(len(values))], "age": values.astype(float)})
+        df["bin"] = bin_of(df["age"], edges)
+        ours = check_table(build_table(df, ["bin"]), p).status
+        theirs = _acro_status(lambda a, d=df, e=edges: a.hist(d, "age", bins=list(e), filename="hist.png"))
+        out.append({"output": f"histogram: {name}", "ours": ours, "acro": theirs, "agree": ours == theirs,
+                    "explanation": "" if ours == theirs else "not explained"})
+    for name, n in (("300 persons followed", 300), ("40 persons followed", 40)):
+        time = pd.Series(rng.integers(1, 60, n), name="months")
+        event = pd.Series(rng.integers(0, 2, n), name="died")
+        raw = S.raw_table(time, event)
+        ours = S.check(raw, p).status  # the raw table, as ACRO checks what it is given
+        theirs = _acro_status(lambda a, t=time, e=event: a.surv_func(t, e, output="table"))
+        out.append({"output": f"survival table: {name}", "ours": ours, "acro": theirs, "agree": ours == theirs,
+                    "explanation": "" if ours == theirs else "not explained",
+                    "ours_after_merging_steps": S.check(S.safe_table(raw, p.min_count), p).status})
+    return {"profile": "acro", "outputs": out, "agree": sum(o["agree"] for o in out), "total": len(out)}
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def _pipeline(tmp: Path) -> dict:
 
 
 def _airlock(tmp: Path) -> dict:
-    return {**airlock_bench.run(tmp), "acro_comparison": acro_compare.compare()}
+    return {**airlock_bench.run(tmp), "acro_comparison": acro_compare.compare(),
+            "acro_comparison_other_outputs": acro_compare.compare_outputs()}
 
 
 BENCHMARKS = {"airlock": _airlock, "permits": permits_bench.run, "pipeline": _pipeline,

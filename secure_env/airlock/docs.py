@@ -103,7 +103,10 @@ def render() -> str:
             "## Comparison with ACRO", "",
             "`make bench` checks a corpus of tables from the synthetic registries with this airlock and with "
             "ACRO, both on ACRO's defaults, and lists every per-cell disagreement with its explanation "
-            "(`bench/results/airlock-*.json`).", "", "## Differential privacy", "",
+            "(`bench/results/airlock-*.json`). Models, histograms and survival tables are compared as whole "
+            "outputs (`acro_compare.compare_outputs`): ACRO's status and this airlock's side by side, each "
+            "disagreement explained (ACRO checks a model's residual degrees of freedom only; this airlock also "
+            "the records behind each categorical level).", "", "## Differential privacy", "",
             "DP statistics are computed by the service, never in a kernel. In a notebook, `toisio_dp.count / sum / "
             "mean / var / quantile / histogram / crosstab / linear_regression / logistic_regression` send the "
             "query's specification (never data) over the workspace's socket to the DP query service "
