@@ -27,6 +27,24 @@ def _raw(svc, *statements):
             conn.exec_driver_sql(s)
 
 
+def _in_threads(work, n: int) -> list[Exception]:
+    """Run ``work(i)`` for i in 0..n-1, each in a thread of its own, all at once; the errors they raised."""
+    errors: list[Exception] = []
+
+    def run(i):
+        try:
+            work(i)
+        except Exception as exc:  # pragma: no cover - returned to the test, which asserts there are none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_chain_verifies(svc):
     _fill(svc)
     r = _verify(svc)
@@ -164,21 +182,12 @@ def test_wrong_key_fails_verification(svc, tmp_path):
 
 def test_concurrent_appends_keep_the_chain(svc):
     _fill(svc, 1)
-    errors = []
 
     def worker(k):
-        try:
-            for i in range(15):
-                svc.record(actor=f"t{k}", action="case.viewed", subject="s", payload={"i": i})
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(15):
+            svc.record(actor=f"t{k}", action="case.viewed", subject="s", payload={"i": i})
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not _in_threads(worker, 4)
     r = _verify(svc)
     assert r.ok and r.checked == 61
 
@@ -217,20 +226,13 @@ def test_concurrent_reads_are_recorded_together_and_each_waits_for_its_commit(sv
 
     monkeypatch.setattr(audit, "_append_all", counting)
     recorder = audit.ReadRecorder(svc.engine, svc.audit_key)
-    got, errors = [], []
+    got = []
 
     def reader(i):
-        try:
-            got.append(recorder.record(actor=f"u{i}", action="case.viewed", subject=f"case:{i}", payload={"i": i}))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        got.append(recorder.record(actor=f"u{i}", action="case.viewed", subject=f"case:{i}", payload={"i": i}))
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(got) == 40 and sum(commits) == 40
+    assert not _in_threads(reader, 40)
+    assert len(got) == 40 and sum(commits) == 40
     assert len(commits) < 40  # several readers' events shared a commit
     with svc.engine.connect() as conn:
         stored = {e.seq: e for e in audit.events(conn)}
