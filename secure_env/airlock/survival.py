@@ -99,24 +99,17 @@ def compute(spec: SurvivalSpec, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_curve(table: pd.DataFrame, time_label: str) -> bytes:
-    """The PNG of a Kaplan-Meier curve from a safe table, the same bytes for the same table (no pyplot state, no
-    notebook backend, no metadata but the image)."""
-    import io
+    """The PNG of a Kaplan-Meier curve from a safe table, the same bytes for the same table
+    (:func:`secure_env.airlock.tables.figure_png`)."""
+    from secure_env.airlock.tables import figure_png
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    def draw(ax) -> None:
+        ax.step([0.0, *table["time"]], [1.0, *table["survival"]], where="post")
+        ax.set_xlabel(time_label)
+        ax.set_ylabel("survival")
+        ax.set_ylim(0, 1.02)
 
-    fig = Figure(figsize=(7, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.step([0.0, *table["time"]], [1.0, *table["survival"]], where="post")
-    ax.set_xlabel(time_label)
-    ax.set_ylabel("survival")
-    ax.set_ylim(0, 1.02)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    return buf.getvalue()
+    return figure_png(draw)
 
 
 def verify(path: Path, spec: SurvivalSpec, data_dir: Path, prof: DisclosureProfile):

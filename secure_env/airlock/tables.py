@@ -216,20 +216,30 @@ class Verification:
     report: CheckReport | None = None  # the checks on the true table, when verified
 
 
+def _run_again(spec: TableSpec, data_dir: Path, prof: DisclosureProfile) -> tuple[pd.DataFrame, Table]:
+    """``spec``'s table computed again on the delivered data, and what of it may be shown (raises
+    FileNotFoundError or ValueError when it cannot be computed)."""
+    table = compute(spec, rows_of(data_dir, spec), top_m=max(prof.nk_n, 2))
+    expected, _ = release(spec, table, spec.profile or prof)
+    return expected, table
+
+
+def _verdict(expected: pd.DataFrame, table: Table, prof: DisclosureProfile) -> CheckReport:
+    """The permit's profile on the true persons and contributors behind every cell that is shown."""
+    return check_table(Table(expected, table.counts, table.statistic, table.largest, table.structural_zeros,
+                             table.name, table.negatives, table.sums), prof)
+
+
 def verify(path: Path, spec: TableSpec, data_dir: Path, prof: DisclosureProfile) -> Verification:
     """Run ``spec`` again on the delivered data and compare with the file."""
     try:
-        table = compute(spec, rows_of(data_dir, spec), top_m=max(prof.nk_n, 2))
+        expected, table = _run_again(spec, data_dir, prof)
     except (FileNotFoundError, ValueError) as e:
         return Verification(False, f"the specification cannot be run again: {e}")
-    expected, _ = release(spec, table, spec.profile or prof)
     ok, why = matches(path, spec, expected)
     if not ok:
         return Verification(False, why)
-    # the verdict: the permit's profile on the true persons and contributors behind every cell that is shown
-    shown = Table(expected, table.counts, table.statistic, table.largest, table.structural_zeros, table.name,
-                  table.negatives, table.sums)
-    return Verification(True, why, check_table(shown, prof))
+    return Verification(True, why, _verdict(expected, table, prof))
 
 
 def spec_json(spec: TableSpec) -> dict:
@@ -263,9 +273,9 @@ class FigureSpec(BaseModel):
         return self
 
 
-def draw_histogram(shown: pd.Series, column: str) -> bytes:
-    """The PNG of a histogram of persons per bin (a suppressed bin drawn empty), the same bytes for the same
-    table: no pyplot state, no backend of the notebook's, no metadata but the image."""
+def figure_png(draw) -> bytes:
+    """The PNG of a figure ``draw(axes)`` draws, the same bytes for the same drawing: no pyplot state, no backend
+    of the notebook's, matplotlib's Agg renderer, no metadata but the image."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -273,17 +283,24 @@ def draw_histogram(shown: pd.Series, column: str) -> bytes:
 
     fig = Figure(figsize=(7, 4))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    labels = [str(x) for x in shown.index]
-    positions = np.arange(len(labels))
-    ax.bar(positions, pd.to_numeric(shown, errors="coerce").fillna(0).to_numpy(), color="#4a6fa5")
-    ax.set_xticks(positions, labels, rotation=45, ha="right")
-    ax.set_xlabel(column)
-    ax.set_ylabel("persons")
+    draw(fig.add_subplot())
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     return buf.getvalue()
+
+
+def draw_histogram(shown: pd.Series, column: str) -> bytes:
+    """The PNG of a histogram of persons per bin (a suppressed bin drawn empty)."""
+    def draw(ax) -> None:
+        labels = [str(x) for x in shown.index]
+        positions = np.arange(len(labels))
+        ax.bar(positions, pd.to_numeric(shown, errors="coerce").fillna(0).to_numpy(), color="#4a6fa5")
+        ax.set_xticks(positions, labels, rotation=45, ha="right")
+        ax.set_xlabel(column)
+        ax.set_ylabel("persons")
+
+    return figure_png(draw)
 
 
 def verify_figure(path: Path, spec: FigureSpec, data_dir: Path, prof: DisclosureProfile) -> Verification:
@@ -301,13 +318,10 @@ def verify_figure(path: Path, spec: FigureSpec, data_dir: Path, prof: Disclosure
         return Verification(True, "drawn again from the delivered data: the same curve", S.check(expected, prof))
     assert spec.table is not None
     try:
-        table = compute(spec.table, rows_of(data_dir, spec.table), top_m=max(prof.nk_n, 2))
+        expected, table = _run_again(spec.table, data_dir, prof)
     except (FileNotFoundError, ValueError) as e:
         return Verification(False, f"the specification cannot be run again: {e}")
-    expected, _ = release(spec.table, table, spec.table.profile or prof)
     if draw_histogram(expected.iloc[:, 0], spec.column) != Path(path).read_bytes():
         return Verification(False, "the figure differs from the one drawn again from the delivered data (edited, "
                                    "or drawn from other numbers)")
-    shown = Table(expected, table.counts, table.statistic, table.largest, table.structural_zeros, table.name,
-                  table.negatives, table.sums)
-    return Verification(True, "drawn again from the delivered data: the same figure", check_table(shown, prof))
+    return Verification(True, "drawn again from the delivered data: the same figure", _verdict(expected, table, prof))
