@@ -26,6 +26,7 @@ class CodeSystem:
     pattern: str
     table: str | None = None  # CSV file in catalogue/code_tables with a ``code`` column
     description: str = ""
+    case_sensitive: bool = False  # FHIR codes are: ``finished``, never ``FINISHED``; others are upper-cased
 
 
 CODE_SYSTEMS: dict[str, CodeSystem] = {
@@ -48,6 +49,17 @@ CODE_SYSTEMS: dict[str, CodeSystem] = {
         CodeSystem("icdo3_topography", r"^C[0-8][0-9]\.[0-9]$", description="ICD-O-3 topography"),
         CodeSystem("icdo3_morphology", r"^(8[0-9]{3}|9[0-9]{3})$", description="ICD-O-3 morphology"),
         CodeSystem("icdo3_behaviour", r"^[012369]$", description="ICD-O-3 behaviour"),
+        # FHIR R4 value sets with a required binding (hl7.org/fhir/R4/valueset-*.html)
+        CodeSystem("fhir_gender", r"^(male|female|other|unknown)$", description="FHIR AdministrativeGender",
+                   case_sensitive=True),
+        CodeSystem("fhir_encounter_status",
+                   r"^(planned|arrived|triaged|in-progress|onleave|finished|cancelled|entered-in-error|unknown)$",
+                   description="FHIR EncounterStatus", case_sensitive=True),
+        CodeSystem("fhir_encounter_class", r"^(AMB|EMER|FLD|HH|IMP|ACUTE|NONAC|OBSENC|PRENC|SS|VR)$",
+                   description="HL7 v3 ActEncounterCode (FHIR R4 Encounter.class)", case_sensitive=True),
+        CodeSystem("fhir_dispense_status",
+                   r"^(preparation|in-progress|cancelled|on-hold|completed|entered-in-error|stopped|declined|unknown)$",
+                   description="FHIR MedicationDispense status", case_sensitive=True),
     ]
 }
 

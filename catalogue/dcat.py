@@ -37,6 +37,7 @@ BASE = "https://toisio.example/catalogue/"
 _PERSONAL = {"sex": DPVPD.Gender, "birth_date": DPVPD.BirthDate, "municipality": DPVPD.Location,
              "death_date": DPVPD.HealthHistory}
 _CSVW_TYPES = {"hetu": "string", "date": "date", "int": "integer", "decimal": "decimal", "code": "string",
+               "reference": "string",
                "string": "string"}
 
 

@@ -18,6 +18,8 @@ from stdnum import exceptions as stdnum_exc
 from stdnum.fi import hetu as stdnum_hetu
 
 CHECK_ALPHABET = "0123456789ABCDEFHJKLMNPRSTUVWXY"
+#: The identifier system of the personal identity code in FHIR (HL7 Finland base profiles).
+FHIR_SYSTEM = "urn:oid:1.2.246.21"
 CENTURY_SIGNS: dict[str, int] = {
     "+": 1800,
     "-": 1900, "Y": 1900, "X": 1900, "W": 1900, "V": 1900, "U": 1900,

@@ -33,9 +33,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sqlalchemy import select
 
-from catalogue.registries import load_schema
+from catalogue.registries import RegistrySchema, load_schema
 from permits.scope import PermitScope
-from pseudonymise import deliver
+from pseudonymise import deliver, fhir
 from pseudonymise.cohort import match_controls, one_row_per_person, select_cases
 from pseudonymise.files import ExtractFileError, check_extract
 from pseudonymise.generalise import age_band, coarsen_dates, municipality_to_wellbeing_county
@@ -44,7 +44,14 @@ from pseudonymise.manifest import Manifest
 from pseudonymise.pseudonym import PSEUDONYM_HEX_CHARS, key_frame, with_pseudonym
 from pseudonymise.runs import finish_run, start_run
 from pseudonymise.spark_session import apply_pipeline_conf, get_spark
-from pseudonymise.validate import REASONS, mark_duplicates, parse_and_validate, read_lines, with_repeated_flag
+from pseudonymise.validate import (
+    REASONS,
+    mark_duplicates,
+    parse_and_validate,
+    read_lines,
+    validate_fields,
+    with_repeated_flag,
+)
 from toisio import audit
 from toisio.errors import ToisioError
 from toisio.keystore import master_key
@@ -147,15 +154,8 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
     identity code is written, so most of a large registry is counted but never written in full.
     """
     schema = load_schema(registry)
-    source = in_dir / schema.file
-    if not source.exists():
-        raise ExtractionError(f"registry {registry!r}: extract file {source} is missing")
-    try:
-        check_extract(source, schema)
-    except ExtractFileError as exc:
-        raise ExtractionError(f"registry {registry!r}: {exc}") from None
-    lines = read_lines(spark, str(source), schema)
-    checked = with_repeated_flag(parse_and_validate(lines, schema, allow_temporary=scope.allow_temporary_ids), lines)
+    lines, checked = _read_and_validate(spark, schema, in_dir, allow_temporary=scope.allow_temporary_ids)
+    checked = with_repeated_flag(checked, lines)
     if flagged and members is not None:
         checked = checked.join(F.broadcast(_cohort_flags(members)), "hetu", "left")
     checked = checked.withColumn("_vpart", _valid_part(registry, scope, flagged, members))
@@ -180,6 +180,32 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
         out.drop("_part").limit(0).write.mode("overwrite").parquet(str(_empty_dir(target)))
     _resolve_duplicates(spark, target)
     return target
+
+
+def _read_and_validate(spark: SparkSession, schema: RegistrySchema, in_dir: Path, *,
+                       allow_temporary: bool) -> tuple[DataFrame, DataFrame]:
+    """The raw lines of ``schema``'s extract (``_line``) and their verdicts (:func:`parse_and_validate`), for a CSV
+    extract or a FHIR bulk export (:mod:`pseudonymise.fhir`); a file that cannot be read is refused first."""
+    source = in_dir / schema.file
+    registry = schema.registry
+    if not source.exists():
+        what = "FHIR bulk export" if schema.format == "fhir_ndjson" else "extract file"
+        raise ExtractionError(f"registry {registry!r}: {what} {source} is missing")
+    try:
+        if schema.format == "fhir_ndjson":
+            files = fhir.export_files(source, schema.resource)
+            patients = None if schema.resource == "Patient" else \
+                fhir.patient_identity_codes(spark, fhir.patient_files(source))
+        else:
+            check_extract(source, schema)
+    except ExtractFileError as exc:
+        raise ExtractionError(f"registry {registry!r}: {exc}") from None
+    if schema.format == "fhir_ndjson":
+        parsed = fhir.read_resources(spark, files, schema, patients)
+        lines = spark.read.text([str(f) for f in files]).select(F.col("value").alias("_line"))
+        return lines, validate_fields(parsed, schema, fhir.structural_checks(schema), allow_temporary=allow_temporary)
+    lines = read_lines(spark, str(source), schema)
+    return lines, parse_and_validate(lines, schema, allow_temporary=allow_temporary)
 
 
 def _empty_dir(dataset: Path) -> Path:
@@ -311,6 +337,10 @@ def _deliver_registry(registry: str, scope: PermitScope, rows: DataFrame, member
     if members is None:
         out = with_pseudonym(out, keydf)
     out = out.select("pseudonym", *reg_scope.variables)
+    schema = load_schema(registry)
+    for c in reg_scope.variables:  # references between delivered datasets: keyed like the identity code
+        if schema.column(c).type == "reference":
+            out = with_pseudonym(out, keydf, hetu_col=c, out_col=c)
     out = coarsen_dates(out, scope.generalise)
     files = _file_entries(deliver.write_dataset(out, staging / registry, delivered), staging)
     written = sum(f["rows"] for f in files)
@@ -448,7 +478,8 @@ def cleanup_stale_runs(svc: Service, *, actor: str = "pipeline") -> list[str]:
 def check_quality(registry: str, c: dict[str, Any], *, max_share: float, allow_empty: bool) -> None:
     """Fail the run for an extract that is empty or mostly quarantined (wrong delimiter, encoding, columns),
     naming the file and the reasons, unless the threshold is explicitly raised."""
-    file = load_schema(registry).file
+    schema = load_schema(registry)
+    file = f"{schema.file}/ ({schema.resource} resources)" if schema.resource else schema.file
     if c["rows_in"] == 0:
         if not allow_empty:
             raise ExtractionError(f"registry {registry!r}: {file} has a header but no rows; if that is right, run "

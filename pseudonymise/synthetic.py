@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from catalogue.codes import table_rows
-from catalogue.registries import REGISTRIES, RegistrySchema, load_schema
+from catalogue.registries import CSV_REGISTRIES, RegistrySchema, load_schema
+from pseudonymise import synthetic_fhir as SF
 from pseudonymise.hetu import CHECK_ALPHABET
 
 EPOCH = np.datetime64("1970-01-01", "D")
@@ -426,17 +427,41 @@ def _inject(lines: list[str], schema: RegistrySchema, rate: float,
     return b"".join(pieces), count, truth
 
 
+def _fhir_chunk(handles: dict, frames: dict[str, pd.DataFrame], first: int, chunk: int, rate: float,
+                rng: np.random.Generator) -> tuple[dict[str, int], list[tuple[str, str, bytes]]]:
+    """The chunk's persons, Hilmo episodes and Kela purchases as FHIR resources (:mod:`synthetic_fhir`)."""
+    plines, pid, phetu = SF.patients(frames["population"], first)
+    ids = dict(zip(phetu, pid, strict=True))
+    encounters, conditions = SF.encounters_and_conditions(frames["hilmo"], ids, chunk, rng)
+    dispenses = SF.dispenses(frames["kela_purchases"], ids, chunk, rng)
+    hilmo_hetu = frames["hilmo"]["hetu"].astype(str)
+    counts: dict[str, int] = {}
+    truth: list[tuple[str, str, bytes]] = []
+    for resource, lines, hetu in (("Patient", plines, phetu), ("Encounter", encounters, hilmo_hetu),
+                                  ("Condition", conditions, hilmo_hetu),
+                                  ("MedicationDispense", dispenses, frames["kela_purchases"]["hetu"].astype(str))):
+        counts[resource], t = SF.write_chunk(handles, resource, lines, SF.temporary_codes(hetu.reset_index(drop=True)),
+                                             rate, rng)
+        truth += t
+    return counts, truth
+
+
 def generate(out_dir: str | Path, *, persons: int, seed: int = 1, defect_rate: float = 0.0,
-             chunk_size: int = 25_000, progress: Callable[[int], None] | None = None) -> SynthSummary:
-    """Write synthetic extracts for ``persons`` persons to ``out_dir``; see the module docstring."""
+             chunk_size: int = 25_000, progress: Callable[[int], None] | None = None,
+             fhir: bool = False) -> SynthSummary:
+    """Write synthetic extracts for ``persons`` persons to ``out_dir``; see the module docstring.
+
+    With ``fhir``, also Kanta's FHIR bulk export of the same persons (:mod:`pseudonymise.synthetic_fhir`); the
+    CSV extracts are byte-identical with or without it."""
     if persons < 1:
         raise ValueError("persons must be at least 1")
     if not 0 <= defect_rate < 0.5:
         raise ValueError("defect rate must be in [0, 0.5)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    schemas = {r: load_schema(r) for r in REGISTRIES}
+    schemas = {r: load_schema(r) for r in CSV_REGISTRIES}
     handles = {r: open(out / s.file, "wb") for r, s in schemas.items()}  # noqa: SIM115
+    fhir_handles = SF.open_export(out) if fhir else {}
     rows: Counter = Counter()
     defects: Counter = Counter()
     truth_path = out / "ground_truth.csv"
@@ -454,21 +479,33 @@ def generate(out_dir: str | Path, *, persons: int, seed: int = 1, defect_rate: f
                 n = min(chunk_size, persons - done)
                 rng = np.random.default_rng([seed, chunk_index])
                 people = _people(rng, n, alloc)
+                frames = {}
                 for r, s in schemas.items():
-                    df = GENERATORS[r](people, rng)
+                    df = frames[r] = GENERATORS[r](people, rng)
                     data, count, truth = _inject(_lines(df, s), s, defect_rate, rng)
                     handles[r].write(data)
                     rows[r] += count
                     for kind, raw in truth:
                         defects[kind] += 1
                         truth_writer.writerow([r, kind, DEFECT_REASONS[kind], hashlib.sha256(raw).hexdigest()])
+                if fhir:
+                    counts, fhir_truth = _fhir_chunk(fhir_handles, frames, done, chunk_index, defect_rate,
+                                                     np.random.default_rng([seed, chunk_index, 1]))
+                    for resource, n_lines in counts.items():
+                        rows[SF.FILES[resource][0]] += n_lines
+                    for registry, kind, raw in fhir_truth:
+                        defects[f"fhir_{kind}"] += 1
+                        truth_writer.writerow([registry, kind, SF.FHIR_DEFECT_REASONS[kind],
+                                               hashlib.sha256(raw).hexdigest()])
                 done += n
                 chunk_index += 1
                 if progress:
                     progress(n)
     finally:
-        for h in handles.values():
+        for h in [*handles.values(), *fhir_handles.values()]:
             h.close()
+    if fhir:
+        SF.write_manifest(out, {res: rows[reg] for res, (reg, _f) in SF.FILES.items()}, "2025-01-01T00:00:00+02:00")
     summary = SynthSummary(persons, dict(rows), dict(defects), out)
     (out / "synth_summary.json").write_text(json.dumps(
         {"persons": persons, "seed": seed, "defect_rate": defect_rate, "rows": dict(rows),

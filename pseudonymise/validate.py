@@ -24,6 +24,9 @@ from pseudonymise import hetu as H
 REASONS: tuple[str, ...] = (
     "encoding",
     "malformed_line",
+    "invalid_json",  # FHIR sources (pseudonymise.fhir): not one JSON object of the resource's shape
+    "wrong_resource_type",
+    "unresolved_reference",  # the subject leads to no Patient of the export
     H.HETU_MISSING,
     H.HETU_FORMAT,
     H.HETU_DATE,
@@ -34,6 +37,7 @@ REASONS: tuple[str, ...] = (
     "invalid_date",
     "invalid_number",
     "unknown_code",
+    "invalid_reference",  # a reference column that is not <Type>/<id> of its target type
     "inconsistent_dates",
     "duplicate",
 )
@@ -167,12 +171,22 @@ def _column_code_ok(c: SchemaColumn, value: Column, fields: dict[str, Column]) -
 ISO_DATE = "yyyy-MM-dd"
 
 
+FHIR_DATE = "fhir"
+#: A FHIR R4 date or dateTime with at least a whole date; a time needs its zone (hl7.org/fhir/R4/datatypes.html).
+FHIR_DATE_TIME = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
+                  r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?$")
+
+
 def _date(value: Column, fmt: str) -> Column:
     """``value`` as a date in format ``fmt``, null if it is not one.
 
     ISO dates (exactly ``yyyy-MM-dd``: ten characters, dashes in place) are cast, which Spark parses
     itself several times faster than through a ``java.time`` formatter; other formats use the formatter.
+    A FHIR date or dateTime gives its date as written (the local date of its zone); a partial date
+    (``2019-03``) is not a date here.
     """
+    if fmt == FHIR_DATE:
+        return F.when(value.rlike(FHIR_DATE_TIME), F.substring(value, 1, 10).try_cast("date"))
     if fmt == ISO_DATE:
         shape = (F.length(value) == 10) & (F.substring(value, 5, 1) == "-") & (F.substring(value, 8, 1) == "-")
         return F.when(shape, value.try_cast("date"))
@@ -250,36 +264,53 @@ def parse_and_validate(lines: DataFrame, schema: RegistrySchema, *, allow_tempor
     ``_detail``, ``_line`` (raw line, made valid UTF-8) and ``_file``.
     """
     names = schema.names
-    parsed = _parse_fields(lines, schema)
+    structure = [
+        ("encoding", "line", ~F.col("_utf8")),
+        ("malformed_line", f"expected {len(names)} fields", F.col("_tokens") != len(names)),
+    ]
+    return validate_fields(_parse_fields(lines, schema), schema, structure, allow_temporary=allow_temporary)
+
+
+def validate_fields(parsed: DataFrame, schema: RegistrySchema, structure: list[tuple[str, str, Column]], *,
+                    allow_temporary: bool = False) -> DataFrame:
+    """The rules of the registry contract over parsed fields (``_raw_<column>`` texts, trimmed, empty as null).
+
+    ``structure`` holds the layout's own rules ``(reason, detail, broken)`` (a CSV line's encoding and field
+    count, a FHIR resource's JSON and type); every reason is one of :data:`REASONS`, and a row gets the first
+    it breaks in that order.  Output as :func:`parse_and_validate`.
+    """
+    names = schema.names
     icd_columns = [c.name for c in schema.columns if c.type == "code" and "icd10" in (c.code_system or "")]
     if icd_columns:
-        codes = lines.sparkSession.createDataFrame([(c,) for c in sorted(icd10_codes())], "code string")
+        codes = parsed.sparkSession.createDataFrame([(c,) for c in sorted(icd10_codes())], "code string")
         parsed = _with_icd10_membership(parsed, icd_columns, codes)
     # Stage 1: the identity-code verdict once per row.
     stage1 = with_hetu_reason(parsed, "_raw_hetu", allow_temporary=allow_temporary, normalised="_hetu")
     raw = {n: F.col(f"_raw_{n}") for n in names}
     blank = {n: raw[n].isNull() for n in names}  # fields are trimmed and empty ones null
+    date_format = FHIR_DATE if schema.format == "fhir_ndjson" else schema.date_format
     typed: dict[str, Column] = {}
     for c in schema.columns[1:]:
         if c.type == "date":
-            typed[c.name] = _date(raw[c.name], schema.date_format)
+            typed[c.name] = _date(raw[c.name], date_format)
         elif c.type in ("int", "decimal"):
             typed[c.name] = _number(raw[c.name], c.type, schema.decimal)
         elif c.type == "code":
-            typed[c.name] = F.upper(raw[c.name])
+            typed[c.name] = raw[c.name] if CODE_SYSTEMS[c.code_system.split("|")[0]].case_sensitive \
+                else F.upper(raw[c.name])
+        elif c.type == "reference":
+            typed[c.name] = F.nullif(raw[c.name], F.lit(""))  # "" marks a value that is not a reference
         else:
             typed[c.name] = raw[c.name]
     # Stage 2: typed values and one boolean per rule, so the reason chain below only reads flags.
-    checks: list[tuple[str, str, Column]] = [
-        ("encoding", "line", ~F.col("_utf8")),
-        ("malformed_line", f"expected {len(names)} fields", F.col("_tokens") != len(names)),
-    ]
+    checks: list[tuple[str, str, Column]] = list(structure)
     for r in (H.HETU_MISSING, H.HETU_FORMAT, H.HETU_DATE, H.HETU_INDIVIDUAL, H.HETU_CHECKSUM, H.HETU_TEMPORARY):
         checks.append((r, "hetu", F.coalesce(F.col("_hetu_reason") == r, F.lit(False))))
     for c in schema.columns[1:]:
         if not c.nullable:
             checks.append(("missing_required", c.name, blank[c.name]))
-    for kind, reason in (("date", "invalid_date"), ("int", "invalid_number"), ("decimal", "invalid_number")):
+    for kind, reason in (("date", "invalid_date"), ("int", "invalid_number"), ("decimal", "invalid_number"),
+                         ("reference", "invalid_reference")):
         for c in schema.columns[1:]:
             if c.type == kind:
                 checks.append((reason, c.name, ~blank[c.name] & F.col(f"_typed_{c.name}").isNull()))

@@ -76,9 +76,9 @@ def spark():
 
 @pytest.fixture(scope="session")
 def extracts(tmp_path_factory) -> Path:
-    """Small synthetic extracts with defects (shared, read-only)."""
+    """Small synthetic extracts with defects, and Kanta's FHIR export of the same persons (shared, read-only)."""
     from pseudonymise.synthetic import generate
 
     out = tmp_path_factory.mktemp("extracts")
-    generate(out, persons=3000, seed=11, defect_rate=0.02)
+    generate(out, persons=3000, seed=11, defect_rate=0.02, fhir=True)
     return out

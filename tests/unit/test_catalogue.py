@@ -10,7 +10,7 @@ from rdflib.namespace import DCAT, DCTERMS, RDF
 
 from catalogue import dcat
 from catalogue.datasets import LANGS, UnknownDataset, dataset, datasets, search
-from catalogue.registries import REGISTRIES, load_schema
+from catalogue.registries import FHIR_REGISTRIES, REGISTRIES, load_schema
 from permits.application import Purpose
 
 
@@ -37,7 +37,8 @@ def test_search_finds_by_any_language_and_filters_by_purpose():
     assert [d.id for d in search("syöpä")] == ["cancer"]
     assert [d.id for d in search("Cancerregistret")] == ["cancer"]
     assert "kela_purchases" in [d.id for d in search("atc")]
-    assert [d.id for d in search("", purpose="knowledge_management")] == ["population", "hilmo", "avohilmo"]
+    assert [d.id for d in search("", purpose="knowledge_management")] == ["population", "hilmo", "avohilmo",
+                                                                        *FHIR_REGISTRIES]
     assert search("no such thing anywhere") == ()
     with pytest.raises(UnknownDataset, match="no dataset 'hilmoo'"):
         dataset("hilmoo")

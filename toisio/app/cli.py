@@ -93,8 +93,11 @@ def synth(
     out: Path = typer.Option(..., "--out", help="output directory for the CSV extracts"),
     seed: int = typer.Option(1, "--seed", help="random seed; the same seed gives byte-identical files"),
     defect_rate: float = typer.Option(0.0, "--defect-rate", help="share of lines given a defect"),
+    fhir: bool = typer.Option(False, "--fhir", help="also write Kanta's FHIR R4 bulk export of the same persons "
+                                                    "(kanta/: Patient, Encounter, Condition, MedicationDispense)"),
 ) -> None:
-    """Write synthetic registry extracts (population, Hilmo, Avohilmo, Kela, causes of death, cancer)."""
+    """Write synthetic registry extracts (population, Hilmo, Avohilmo, Kela, causes of death, cancer), and with
+    --fhir Kanta's FHIR bulk export of the same persons."""
     from pseudonymise.synthetic import generate
 
     start = time.perf_counter()
@@ -102,7 +105,7 @@ def synth(
                   console=err, transient=True) as progress:
         task = progress.add_task("persons", total=persons)
         summary = generate(out, persons=persons, seed=seed, defect_rate=defect_rate,
-                           progress=lambda n: progress.advance(task, n))
+                           progress=lambda n: progress.advance(task, n), fhir=fhir)
     table = Table(title=f"Synthetic extracts in {out} ({time.perf_counter() - start:.1f} s)")
     table.add_column("registry")
     table.add_column("rows", justify="right")
