@@ -3,8 +3,10 @@
 Environment: BENCH_ONLY (comma-separated: airlock, permits, pipeline, workspace, portal, delivery, flows, dp;
 default all),
 BENCH_SIZES
-(comma-separated persons for the pipeline, default "200000,1000000"), BENCH_PANDAS_MAX (largest
-size the pandas reference runs at, default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
+(comma-separated persons for the pipeline, default "200000,1000000"), BENCH_POPULATION=1 (adds the whole
+population, 5,600,000 persons), BENCH_REPEATS (runs of each pipeline measurement, default 3; medians
+reported), BENCH_PANDAS_REPEATS (default 1), BENCH_PANDAS_MAX (largest size the pandas reference runs at,
+default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
 """
 
 from __future__ import annotations

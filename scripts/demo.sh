@@ -35,8 +35,8 @@ signin() {
 # run_as NAME ARGS...: a toisio command as the signed-in NAME
 run_as() { local name=$1; shift; XDG_CONFIG_HOME="$DEMO_DIR/config/$name" $T "$@"; }
 
-say "1. Controllers' registry extracts (synthetic, with injected defects)"
-$T synth --persons "$PERSONS" --seed 7 --defect-rate 0.002 --out "$DEMO_DIR/extracts"
+say "1. Controllers' registry extracts and Kanta's FHIR export of the same persons (synthetic, with injected defects)"
+$T synth --persons "$PERSONS" --seed 7 --defect-rate 0.002 --fhir --out "$DEMO_DIR/extracts"
 
 say "2. Users: a researcher, an analyst, a handler, a decider, two data controllers and two output checkers"
 # An operator on the service host creates the accounts (recorded as operator:<OS user>); each person gets a
@@ -47,7 +47,8 @@ adduser hanna --name "Hanna Handler" --email hanna@toisio.example --role handler
 adduser dora --name "Dora Decider" --email dora@toisio.example --role decider
 adduser thl --name "THL extraction" --email thl@thl.example --role controller \
   --registry hilmo --registry population --registry causes_of_death
-adduser kela --name "Kela extraction" --email kela@kela.example --role controller --registry kela_purchases
+adduser kela --name "Kela extraction" --email kela@kela.example --role controller --registry kela_purchases \
+  --registry kanta_dispense
 adduser oscar --name "Oscar Checker" --email oscar@toisio.example --role output_checker
 adduser olga --name "Olga Checker" --email olga@toisio.example --role output_checker
 for u in alice bob hanna dora thl kela oscar olga; do signin "$u"; done
@@ -101,6 +102,7 @@ for r in population hilmo causes_of_death; do
   run_as thl permits record-estimate "$CASE" --set registry=$r --set cost_eur=400 --set working_days=20
 done
 run_as kela permits record-estimate "$CASE" --set registry=kela_purchases --set cost_eur=600 --set working_days=25
+run_as kela permits record-estimate "$CASE" --set registry=kanta_dispense --set cost_eur=300 --set working_days=25
 run_as hanna permits send-estimate "$CASE"
 
 say "5. Alice accepts: the extraction description is frozen; the handler presents, the decider decides"

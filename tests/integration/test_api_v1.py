@@ -141,7 +141,7 @@ def test_decision_document_html_and_pdf_in_three_languages(api):
 def test_catalogue_is_public_with_healthdcat_exports(api):
     _svc, _staff, client = api
     c = client()
-    found = c.get("/api/v1/catalogue", params={"q": "atc"}).json()
+    found = c.get("/api/v1/catalogue", params={"q": "reimbursed"}).json()
     assert [d["id"] for d in found] == ["kela_purchases"]
     hilmo = c.get("/api/v1/catalogue/hilmo").json()
     assert "main_dg" in [v["name"] for v in hilmo["variables"]] and hilmo["event_date"] == "admission_date"
