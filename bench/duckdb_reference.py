@@ -206,7 +206,7 @@ def copy_only(in_dir: Path, out_dir: Path, registries: list[str], *, threads: in
     for registry in registries:
         schema = load_schema(registry)
         con.execute(f"COPY (SELECT * FROM read_csv({_q(str(in_dir / schema.file))}, delim={_q(schema.delimiter)}, "
-                    f"header=true, all_varchar=true, ignore_errors=true)) TO {_q(str(out_dir / registry))}.parquet "
+                    f"header=true, all_varchar=true, ignore_errors=true)) TO {_q(str(out_dir / f'{registry}.parquet'))} "
                     f"(FORMAT parquet)")
     seconds = time.perf_counter() - start
     con.close()
@@ -244,7 +244,7 @@ def run(scope: PermitScope, in_dir: Path, out_dir: Path, key: bytes, *, threads:
         sql = validation_sql(schema, in_dir / schema.file, allow_temporary=scope.allow_temporary_ids)
         con.execute(f"CREATE TEMP TABLE v_{registry} AS {sql}")
         con.execute(f"COPY (SELECT * FROM v_{registry} WHERE _reason IS NOT NULL) TO "
-                    f"{_q(str(out_dir / 'quarantine' / registry))}.parquet (FORMAT parquet)")
+                    f"{_q(str(out_dir / 'quarantine' / f'{registry}.parquet'))} (FORMAT parquet)")
         counts[registry] = _counts(con, registry)
         cols = ", ".join(f'"{n}"' for n in schema.names[1:])
         con.execute(f"CREATE TEMP TABLE ok_{registry} AS SELECT {pseudonym_sql('hetu')} AS pseudonym, {cols} "
