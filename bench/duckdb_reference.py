@@ -205,9 +205,9 @@ def copy_only(in_dir: Path, out_dir: Path, registries: list[str], *, threads: in
     start = time.perf_counter()
     for registry in registries:
         schema = load_schema(registry)
+        target = _q(str(out_dir / f"{registry}.parquet"))
         con.execute(f"COPY (SELECT * FROM read_csv({_q(str(in_dir / schema.file))}, delim={_q(schema.delimiter)}, "
-                    f"header=true, all_varchar=true, ignore_errors=true)) TO {_q(str(out_dir / f'{registry}.parquet'))} "
-                    f"(FORMAT parquet)")
+                    f"header=true, all_varchar=true, ignore_errors=true)) TO {target} (FORMAT parquet)")
     seconds = time.perf_counter() - start
     con.close()
     return seconds

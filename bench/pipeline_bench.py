@@ -38,7 +38,7 @@ import psutil
 from catalogue.registries import CSV_REGISTRIES, FHIR_REGISTRIES, load_schema
 from permits.scope import PermitScope, load_scope
 from pseudonymise.keys import derive_permit_key
-from pseudonymise.pipeline import _read_and_validate, run_extraction
+from pseudonymise.pipeline import read_and_validate, run_extraction
 from pseudonymise.spark_session import get_spark
 from pseudonymise.synthetic import generate
 from toisio.config import load_settings
@@ -106,7 +106,7 @@ def _checks_only(spark, in_dir: Path, scope, registries=CSV_REGISTRIES) -> float
     """Parse and check every line of every extract, writing nothing: the floor under validation."""
     start = time.perf_counter()
     for registry in registries:
-        _lines, checked = _read_and_validate(spark, load_schema(registry), in_dir,
+        _lines, checked = read_and_validate(spark, load_schema(registry), in_dir,
                                              allow_temporary=scope.allow_temporary_ids)
         checked.write.format("noop").mode("overwrite").save()
     return time.perf_counter() - start

@@ -154,7 +154,7 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
     identity code is written, so most of a large registry is counted but never written in full.
     """
     schema = load_schema(registry)
-    lines, checked = _read_and_validate(spark, schema, in_dir, allow_temporary=scope.allow_temporary_ids)
+    lines, checked = read_and_validate(spark, schema, in_dir, allow_temporary=scope.allow_temporary_ids)
     checked = with_repeated_flag(checked, lines)
     if flagged and members is not None:
         checked = checked.join(F.broadcast(_cohort_flags(members)), "hetu", "left")
@@ -182,7 +182,7 @@ def _validate_to_work(spark: SparkSession, scope: PermitScope, registry: str, in
     return target
 
 
-def _read_and_validate(spark: SparkSession, schema: RegistrySchema, in_dir: Path, *,
+def read_and_validate(spark: SparkSession, schema: RegistrySchema, in_dir: Path, *,
                        allow_temporary: bool) -> tuple[DataFrame, DataFrame]:
     """The raw lines of ``schema``'s extract (``_line``) and their verdicts (:func:`parse_and_validate`), for a CSV
     extract or a FHIR bulk export (:mod:`pseudonymise.fhir`); a file that cannot be read is refused first."""
@@ -482,8 +482,10 @@ def check_quality(registry: str, c: dict[str, Any], *, max_share: float, allow_e
     file = f"{schema.file}/ ({schema.resource} resources)" if schema.resource else schema.file
     if c["rows_in"] == 0:
         if not allow_empty:
-            raise ExtractionError(f"registry {registry!r}: {file} has a header but no rows; if that is right, run "
-                                  f"again with --allow-empty-extracts")
+            empty = f"{schema.file}/ has no {schema.resource} resources" if schema.resource \
+                else f"{file} has a header but no rows"
+            raise ExtractionError(f"registry {registry!r}: {empty}; if that is right, run again with "
+                                  f"--allow-empty-extracts")
         return
     share = c["quarantined_total"] / c["rows_in"]
     if share > max_share:

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from catalogue.registries import FHIR_REGISTRIES, load_schema
 from pseudonymise import synthetic_fhir as SF
-from pseudonymise.pipeline import ExtractionError, _read_and_validate, run_extraction
+from pseudonymise.pipeline import ExtractionError, read_and_validate, run_extraction
 from pseudonymise.validate import mark_duplicates, with_repeated_flag
 from tests.factories import make_scope, make_service
 
@@ -25,7 +25,7 @@ P3 = "211298-900J"  # a temporary code (individual number 900)
 
 
 def _validated(spark, root, registry):
-    lines, checked = _read_and_validate(spark, load_schema(registry), root, allow_temporary=False)
+    lines, checked = read_and_validate(spark, load_schema(registry), root, allow_temporary=False)
     keyed = with_repeated_flag(checked, lines)
     repeated = F.coalesce(F.col("_repeated"), F.lit(False))
     return keyed.where(~repeated).unionByName(mark_duplicates(keyed.where(repeated))).drop("_h", "_repeated")
@@ -129,10 +129,15 @@ def case_verdicts(spark, tmp_path_factory):
         lines[resource].append(json.dumps(doc))
     for resource, text, _r, _d in RAW:
         lines[resource].append(text)
+    output = []
     for resource, values in lines.items():
-        (d / f"{resource}.ndjson").write_text("\n".join(values) + "\n", encoding="utf-8")
-    (d / "manifest.json").write_text(json.dumps({"transactionTime": "2025-01-01T00:00:00Z", "output": [
-        {"type": r, "url": f"{r}.ndjson", "count": len(v)} for r, v in lines.items()]}))
+        # a type may come in several files: the Conditions in two
+        parts = [values[::2], values[1::2]] if resource == "Condition" else [values]
+        for i, part in enumerate(parts):
+            name = f"{resource}-{i}.ndjson"
+            (d / name).write_text("\n".join(part) + "\n", encoding="utf-8")
+            output.append({"type": resource, "url": f"https://kanta.example/bulk/{name}", "count": len(part)})
+    (d / "manifest.json").write_text(json.dumps({"transactionTime": "2025-01-01T00:00:00Z", "output": output}))
     out = {}
     for registry in FHIR_REGISTRIES:
         for row in _validated(spark, root, registry).collect():

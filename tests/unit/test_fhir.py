@@ -251,3 +251,13 @@ def test_fhir_export_is_of_the_same_persons_and_deterministic(export, tmp_path):
         assert (out / "kanta" / name).read_bytes() == (tmp_path / "again" / "kanta" / name).read_bytes()
     assert (out / "hilmo.csv").read_bytes() == (tmp_path / "csv_only" / "hilmo.csv").read_bytes()
     assert {t["defect"] for t in _truth(out)} == set(SF.FHIR_DEFECT_REASONS)
+
+
+def test_an_export_with_no_resources_of_a_kind_fails_the_run_in_its_words():
+    from pseudonymise.pipeline import ExtractionError, check_quality
+
+    with pytest.raises(ExtractionError, match=r"kanta/ has no Condition resources; if that is right"):
+        check_quality("kanta_condition", {"rows_in": 0}, max_share=0.5, allow_empty=False)
+    with pytest.raises(ExtractionError, match=r"6 of 10 rows of kanta/ \(Encounter resources\) \(60%\) were"):
+        check_quality("kanta_encounter", {"rows_in": 10, "quarantined_total": 6, "quarantined": {"invalid_json": 6}},
+                      max_share=0.5, allow_empty=False)
