@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -262,11 +263,13 @@ def _line_count(path: Path) -> int:
     return n + (0 if last == b"\n" else 1)
 
 
-def read_manifest(directory: Path) -> list[ExportFile]:
+def read_manifest(directory: Path, *, counted: Collection[str] | None = None) -> list[ExportFile]:
     """The files a bulk export's ``manifest.json`` lists, checked: refused (:class:`ExtractFileError`, naming the
     file and the entry) if the manifest is missing or malformed, reports export errors, lists a file that is
     missing, outside the directory, compressed or binary, or whose line count is not the manifest's ``count``;
-    or if the directory holds an NDJSON file the manifest does not list (a partial or mixed export)."""
+    or if the directory holds an NDJSON file the manifest does not list (a partial or mixed export).
+
+    Counting lines reads a file whole: with ``counted``, only the files of those resource types are counted."""
     manifest = directory / MANIFEST
     if not directory.is_dir():
         raise ExtractFileError(f"{directory}: the FHIR bulk export's directory is missing")
@@ -303,7 +306,8 @@ def read_manifest(directory: Path) -> list[ExportFile]:
             raise ExtractFileError(f"{path}: the file is gzip-compressed, not NDJSON text; decompress it first")
         if b"\0" in head:
             raise ExtractFileError(f"{path}: the file is binary, not NDJSON text")
-        if count is not None and (found := _line_count(path)) != count:
+        wanted = counted is None or entry["type"] in counted
+        if count is not None and wanted and (found := _line_count(path)) != count:
             raise ExtractFileError(f"{path}: the manifest says {count:,} {entry['type']} resources, the file has "
                                    f"{found:,} lines; the export is incomplete or was changed")
         files.append(ExportFile(entry["type"], path, count))
@@ -317,13 +321,14 @@ def read_manifest(directory: Path) -> list[ExportFile]:
 
 def export_files(directory: Path, resource: str) -> list[Path]:
     """The checked files of one resource type (:func:`read_manifest`); refused if the export has none."""
-    files = [f.path for f in read_manifest(directory) if f.resource == resource]
+    return linked_files(directory, resource)[0]
+
+
+def linked_files(directory: Path, resource: str) -> tuple[list[Path], list[Path]]:
+    """The checked files of ``resource`` and of the Patients its subjects refer to, from one reading of the
+    manifest (only these files' lines are counted); refused if the export has no ``resource``."""
+    listed = read_manifest(directory, counted={resource, "Patient"})
+    files = [f.path for f in listed if f.resource == resource]
     if not files:
         raise ExtractFileError(f"{directory / MANIFEST}: the export has no {resource} resources")
-    return files
-
-
-def patient_files(directory: Path) -> list[Path]:
-    return [f.path for f in read_manifest(directory) if f.resource == "Patient"]
-
-
+    return files, [f.path for f in listed if f.resource == "Patient"]

@@ -193,9 +193,8 @@ def read_and_validate(spark: SparkSession, schema: RegistrySchema, in_dir: Path,
         raise ExtractionError(f"registry {registry!r}: {what} {source} is missing")
     try:
         if schema.format == "fhir_ndjson":
-            files = fhir.export_files(source, schema.resource)
-            patients = None if schema.resource == "Patient" else \
-                fhir.patient_identity_codes(spark, fhir.patient_files(source))
+            files, patient_files = fhir.linked_files(source, schema.resource)
+            patients = None if schema.resource == "Patient" else fhir.patient_identity_codes(spark, patient_files)
         else:
             check_extract(source, schema)
     except ExtractFileError as exc:
