@@ -105,29 +105,14 @@ def _date(v: str, fmt: str) -> str:
     return f"try_strptime({v}, {_q(_PY_DATE[fmt])})::DATE"
 
 
-def validation_sql(schema: RegistrySchema, path: Path, *, allow_temporary: bool) -> str:
-    """One SELECT giving each line of ``path`` its typed columns, ``_reason`` and ``_detail``, as the pipeline."""
+def _verdicts(schema: RegistrySchema) -> list[tuple[str, str, str]]:
+    """The registry's rules as ``(reason, detail, SQL condition)``, in the order of the pipeline's REASONS."""
     names = schema.names
-    d = schema.delimiter
     raw = {n: f"nullif(trim(_f[{i + 1}]), '')" for i, n in enumerate(names)}
-    typed: dict[str, str] = {}
-    for c in schema.columns[1:]:
-        v = raw[c.name]
-        if c.type == "date":
-            typed[c.name] = _date(v, schema.date_format)
-        elif c.type == "int":
-            typed[c.name] = f"try_cast({v} AS BIGINT)"
-        elif c.type == "decimal":
-            vv = f"replace({v}, {_q(schema.decimal)}, '.')" if schema.decimal != "." else v
-            typed[c.name] = f"try_cast({vv} AS DECIMAL(18,4))"
-        elif c.type == "code":
-            typed[c.name] = f"upper({v})"
-        else:
-            typed[c.name] = v
     checks: list[tuple[str, str, str]] = [("malformed_line", f"expected {len(names)} fields",
                                            f"len(_f) <> {len(names)}")]
     for r in (H.HETU_MISSING, H.HETU_FORMAT, H.HETU_DATE, H.HETU_INDIVIDUAL, H.HETU_CHECKSUM, H.HETU_TEMPORARY):
-        checks.append((r, "hetu", f"coalesce(_hetu_reason = {_q(r)}, false)"))
+        checks.append((r, "hetu", f"_hetu_reason = {_q(r)}"))
     for c in schema.columns[1:]:
         if not c.nullable:
             checks.append(("missing_required", c.name, f"{raw[c.name]} IS NULL"))
@@ -147,30 +132,76 @@ def validation_sql(schema: RegistrySchema, path: Path, *, allow_temporary: bool)
             checks.append(("unknown_code", c.name, f"{raw[c.name]} IS NOT NULL AND NOT coalesce({ok}, false)"))
     if schema.event_date and schema.end_date:
         checks.append(("inconsistent_dates", schema.end_date,
-                       f"coalesce(\"{schema.end_date}\" < \"{schema.event_date}\", false)"))
+                       f"\"{schema.end_date}\" < \"{schema.event_date}\""))
     from pseudonymise.validate import REASONS
 
     checks.sort(key=lambda c: REASONS.index(c[0]))
-    reason = "CASE " + " ".join(f"WHEN {cond} THEN {_q(r)}" for r, _d, cond in checks) + " END"
-    detail = "CASE " + " ".join(f"WHEN {cond} THEN {_q(dd)}" for _r, dd, cond in checks) + " END"
+    return [*checks, ("duplicate", "line", "false")]  # the last verdict is given by :func:`_mark_duplicates`
+
+
+def validation_sql(schema: RegistrySchema, path: Path, *, allow_temporary: bool) -> str:
+    """One SELECT giving each line of ``path`` its typed columns, ``_k`` (null for a valid line, else the
+    1-based index of the first rule it breaks in :func:`_verdicts`) and ``_h``, a 64-bit hash of the line.
+
+    The rule is found by one CASE, and its reason and detail are looked up from ``_k`` only when they are
+    needed (the counts, the quarantine)."""
+    names = schema.names
+    d = schema.delimiter
+    raw = {n: f"nullif(trim(_f[{i + 1}]), '')" for i, n in enumerate(names)}
+    typed: dict[str, str] = {}
+    for c in schema.columns[1:]:
+        v = raw[c.name]
+        if c.type == "date":
+            typed[c.name] = _date(v, schema.date_format)
+        elif c.type == "int":
+            typed[c.name] = f"try_cast({v} AS BIGINT)"
+        elif c.type == "decimal":
+            vv = f"replace({v}, {_q(schema.decimal)}, '.')" if schema.decimal != "." else v
+            typed[c.name] = f"try_cast({vv} AS DECIMAL(18,4))"
+        elif c.type == "code":
+            typed[c.name] = f"upper({v})"
+        else:
+            typed[c.name] = v
+    verdict = "CASE " + " ".join(f"WHEN {cond} THEN {i}" for i, (_r, _d, cond) in
+                                 enumerate(_verdicts(schema)[:-1], start=1)) + " END"
     source = (f"read_csv({_q(str(path))}, columns={{'line': 'VARCHAR'}}, delim='\\x01', quote='', escape='', "
               f"header=true, auto_detect=false, ignore_errors=true, store_rejects=true, "
               f"rejects_table={_q('rejects_' + schema.registry)}, "
               f"rejects_scan={_q('reject_scans_' + schema.registry)})")
     return f"""
-        WITH lines AS (SELECT line, row_number() OVER () AS _n FROM {source}),
-        split AS (SELECT line, _n, string_split(line, {_q(d)}) AS _f FROM lines),
-        parsed AS (SELECT line, _n, _f, upper(trim(_f[1])) AS hetu,
+        WITH split AS (SELECT line, string_split(line, {_q(d)}) AS _f FROM {source}),
+        parsed AS (SELECT line, _f, upper(trim(_f[1])) AS hetu,
                    {", ".join(f'{e} AS "{n}"' for n, e in typed.items())} FROM split),
-        checked AS (SELECT *, {_hetu_reason("hetu", allow_temporary)} AS _hetu_reason FROM parsed),
-        verdict AS (SELECT hetu, {", ".join(f'"{n}"' for n in typed)}, line, _n,
-                    {reason} AS _reason, {detail} AS _detail FROM checked)
-        SELECT hetu, {", ".join(f'"{n}"' for n in typed)}, line,
-               CASE WHEN _reason IS NULL AND row_number() OVER (PARTITION BY _reason IS NULL, line ORDER BY _n) > 1
-                    THEN 'duplicate' ELSE _reason END AS _reason,
-               CASE WHEN _reason IS NULL AND row_number() OVER (PARTITION BY _reason IS NULL, line ORDER BY _n) > 1
-                    THEN 'line' ELSE _detail END AS _detail
-        FROM verdict"""
+        checked AS (SELECT *, {_hetu_reason("hetu", allow_temporary)} AS _hetu_reason FROM parsed)
+        SELECT hetu, {", ".join(f'"{n}"' for n in typed)}, line, hash(line) AS _h, {verdict} AS _k FROM checked"""
+
+
+def validate_into(con: duckdb.DuckDBPyConnection, schema: RegistrySchema, path: Path, *, allow_temporary: bool,
+                  duplicates: bool = True) -> None:
+    """Table ``v_<registry>``: every line with its typed columns and verdict ``_k`` (see :func:`validation_sql`);
+    with ``duplicates``, the later copies of a repeated valid line are marked ``duplicate``."""
+    table = f"v_{schema.registry}"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                f"{validation_sql(schema, path, allow_temporary=allow_temporary)}")
+    if duplicates:
+        _mark_duplicates(con, table, len(_verdicts(schema)))
+
+
+def _mark_duplicates(con: duckdb.DuckDBPyConnection, table: str, k_duplicate: int) -> None:
+    """Keep one of each repeated valid line: candidates are narrowed by the 64-bit hash (an aggregation over
+    the hashes), and only their rows are grouped by the line itself, so a collision never joins two lines."""
+    con.execute(f"""
+        UPDATE {table} SET _k = {k_duplicate} WHERE rowid IN (
+            SELECT rowid FROM (
+                SELECT rowid, row_number() OVER (PARTITION BY line ORDER BY rowid) AS _n FROM {table}
+                WHERE _k IS NULL AND _h IN (SELECT _h FROM {table} WHERE _k IS NULL GROUP BY _h HAVING count(*) > 1))
+            WHERE _n > 1)""")
+
+
+def _lookup(schema: RegistrySchema, part: int) -> str:
+    """SQL turning ``_k`` into the reason (``part`` 0) or the detail (1)."""
+    values = ", ".join(_q(v[part]) for v in _verdicts(schema))
+    return f"[{values}][_k]"
 
 
 def connect(threads: int, temp: Path) -> duckdb.DuckDBPyConnection:
@@ -184,9 +215,12 @@ def connect(threads: int, temp: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _counts(con, registry: str) -> dict[str, int]:
-    rows = con.execute(f"SELECT _reason, count(*) FROM v_{registry} WHERE _reason IS NOT NULL GROUP BY 1").fetchall()
-    out = dict(rows)
+def _counts(con, schema: RegistrySchema, rows: list[tuple[int, int]]) -> dict[str, int]:
+    """Quarantine counts per reason from ``(_k, count)`` rows, with the lines DuckDB's reader rejected for their
+    encoding."""
+    verdicts = _verdicts(schema)
+    out = {verdicts[k - 1][0]: n for k, n in rows if k is not None}
+    registry = schema.registry
     encoding = con.execute(f"SELECT count(*) FROM rejects_{registry} WHERE error_type = 'INVALID ENCODING'"
                            ).fetchone()[0]
     other = con.execute(f"SELECT count(*) FROM rejects_{registry} WHERE error_type <> 'INVALID ENCODING'"
@@ -214,16 +248,22 @@ def copy_only(in_dir: Path, out_dir: Path, registries: list[str], *, threads: in
 
 
 def checks_only(in_dir: Path, registries: list[str], *, allow_temporary: bool, threads: int,
-                temp: Path) -> tuple[float, dict[str, dict[str, int]]]:
-    """Every line parsed and checked, counted per reason, nothing written."""
+                temp: Path, duplicates: bool = False) -> tuple[float, dict[str, dict[str, int]]]:
+    """Every line parsed and checked, counted per reason, nothing written (as the pipeline's checks-only floor,
+    without the duplicates search unless ``duplicates``)."""
     con = connect(threads, temp)
     start = time.perf_counter()
     counts = {}
     for registry in registries:
         schema = load_schema(registry)
-        sql = validation_sql(schema, in_dir / schema.file, allow_temporary=allow_temporary)
-        con.execute(f"CREATE TEMP TABLE v_{registry} AS SELECT _reason, _detail FROM ({sql})")
-        counts[registry] = _counts(con, registry)
+        path = in_dir / schema.file
+        if duplicates:
+            validate_into(con, schema, path, allow_temporary=allow_temporary)
+            rows = con.execute(f"SELECT _k, count(*) FROM v_{registry} GROUP BY _k").fetchall()
+        else:
+            sql = validation_sql(schema, path, allow_temporary=allow_temporary)
+            rows = con.execute(f"SELECT _k, count(*) FROM ({sql}) GROUP BY _k").fetchall()
+        counts[registry] = _counts(con, schema, rows)
     seconds = time.perf_counter() - start
     con.close()
     return seconds, counts
@@ -231,25 +271,27 @@ def checks_only(in_dir: Path, registries: list[str], *, allow_temporary: bool, t
 
 def run(scope: PermitScope, in_dir: Path, out_dir: Path, key: bytes, *, threads: int = 2,
         temp: Path | None = None) -> dict:
-    """Validate, quarantine, pseudonymise, select the cohort, minimise, generalise and write; returns the
-    quarantine counts per registry and reason and the delivered rows."""
+    """Validate, quarantine, select the cohort, minimise, pseudonymise, generalise and write; returns the
+    quarantine counts per registry and reason and the delivered rows.
+
+    As the pipeline, persons are linked on the normalised identity code inside the run and only what leaves is
+    hashed (and the persons who can enter the cohort, whose pseudonyms order the control draw)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "quarantine").mkdir(exist_ok=True)
     con = connect(threads, temp or out_dir / "_tmp")
-    ipad, opad = hmac_pads(key)
+    pads = dict(zip(("ipad", "opad"), hmac_pads(key), strict=True))
     needed = sorted(set(scope.registries) | ({scope.cohort.registry, "population"} if scope.cohort else set()))
     counts: dict[str, dict[str, int]] = {}
     for registry in needed:
         schema = load_schema(registry)
-        sql = validation_sql(schema, in_dir / schema.file, allow_temporary=scope.allow_temporary_ids)
-        con.execute(f"CREATE TEMP TABLE v_{registry} AS {sql}")
-        con.execute(f"COPY (SELECT * FROM v_{registry} WHERE _reason IS NOT NULL) TO "
-                    f"{_q(str(out_dir / 'quarantine' / f'{registry}.parquet'))} (FORMAT parquet)")
-        counts[registry] = _counts(con, registry)
+        validate_into(con, schema, in_dir / schema.file, allow_temporary=scope.allow_temporary_ids)
         cols = ", ".join(f'"{n}"' for n in schema.names[1:])
-        con.execute(f"CREATE TEMP TABLE ok_{registry} AS SELECT {pseudonym_sql('hetu')} AS pseudonym, {cols} "
-                    f"FROM v_{registry} WHERE _reason IS NULL", {"ipad": ipad, "opad": opad})
-        con.execute(f"DROP TABLE v_{registry}")
+        con.execute(f"COPY (SELECT hetu, {cols}, line, {_lookup(schema, 0)} AS _reason, {_lookup(schema, 1)} AS "
+                    f"_detail FROM v_{registry} WHERE _k IS NOT NULL) TO "
+                    f"{_q(str(out_dir / 'quarantine' / f'{registry}.parquet'))} (FORMAT parquet)")
+        counts[registry] = _counts(con, schema, con.execute(
+            f"SELECT _k, count(*) FROM v_{registry} WHERE _k IS NOT NULL GROUP BY _k").fetchall())
+        con.execute(f"CREATE VIEW ok_{registry} AS SELECT hetu, {cols} FROM v_{registry} WHERE _k IS NULL")
     members = None
     if scope.cohort:
         c = scope.cohort
@@ -258,19 +300,21 @@ def run(scope: PermitScope, in_dir: Path, out_dir: Path, key: bytes, *, threads:
         hit = " OR ".join(f"regexp_matches(coalesce(\"{col}\", ''), {_q(pattern)})" for col in c.code_columns)
         con.execute(f"""
             CREATE TEMP TABLE members AS
-            WITH cases AS (SELECT pseudonym, min("{date}") AS index_date FROM ok_{c.registry}
-                           WHERE ({hit}) AND "{date}" BETWEEN DATE {_q(str(c.period.start))}
-                           AND DATE {_q(str(c.period.end))} GROUP BY pseudonym),
-            pop AS (SELECT pseudonym, any_value(year(birth_date)) AS _by, any_value(sex) AS _sex
-                    FROM ok_population GROUP BY pseudonym),
+            WITH cases AS (SELECT hetu, {pseudonym_sql('hetu')} AS pseudonym, index_date FROM (
+                               SELECT hetu, min("{date}") AS index_date FROM ok_{c.registry}
+                               WHERE ({hit}) AND "{date}" BETWEEN DATE {_q(str(c.period.start))}
+                               AND DATE {_q(str(c.period.end))} GROUP BY hetu)),
+            pop AS (SELECT hetu, {pseudonym_sql('hetu')} AS pseudonym, _by, _sex FROM (
+                        SELECT hetu, any_value(year(birth_date)) AS _by, any_value(sex) AS _sex
+                        FROM ok_population GROUP BY hetu)),
             case_rows AS (SELECT cases.pseudonym, _by, _sex,
                           row_number() OVER (PARTITION BY _by, _sex ORDER BY cases.pseudonym) AS _rank
-                          FROM cases LEFT JOIN pop USING (pseudonym)),
-            cand AS (SELECT pseudonym, _by, _sex,
+                          FROM cases LEFT JOIN pop USING (hetu)),
+            cand AS (SELECT hetu, pseudonym, _by, _sex,
                      (row_number() OVER (PARTITION BY _by, _sex ORDER BY pseudonym) - 1) // {c.controls_per_case} + 1
-                     AS _rank FROM pop WHERE pseudonym NOT IN (SELECT pseudonym FROM cases)),
-            controls AS (SELECT cand.pseudonym FROM cand JOIN case_rows USING (_by, _sex, _rank))
-            SELECT pseudonym FROM cases UNION SELECT pseudonym FROM controls""")
+                     AS _rank FROM pop WHERE hetu NOT IN (SELECT hetu FROM cases)),
+            controls AS (SELECT cand.hetu, cand.pseudonym FROM cand JOIN case_rows USING (_by, _sex, _rank))
+            SELECT hetu, pseudonym FROM cases UNION SELECT hetu, pseudonym FROM controls""", pads)
         members = "members"
     delivered = {}
     for registry, reg in scope.registries.items():
@@ -279,8 +323,6 @@ def run(scope: PermitScope, in_dir: Path, out_dir: Path, key: bytes, *, threads:
         if reg.period is not None:
             where.append(f"\"{schema.event_date}\" BETWEEN DATE {_q(str(reg.period.start))} "
                          f"AND DATE {_q(str(reg.period.end))}")
-        if members:
-            where.append("pseudonym IN (SELECT pseudonym FROM members)")
         cols = []
         for v in reg.variables:
             is_date = schema.column(v).type == "date"
@@ -288,9 +330,14 @@ def run(scope: PermitScope, in_dir: Path, out_dir: Path, key: bytes, *, threads:
                 cols.append(f"date_trunc('{scope.generalise.dates}', \"{v}\")::DATE AS \"{v}\"")
             else:
                 cols.append(f'"{v}"')
+        if members:
+            source = f"ok_{registry} JOIN members USING (hetu)"
+            pseudonym, params = "pseudonym", {}
+        else:
+            source, pseudonym, params = f"ok_{registry}", f"{pseudonym_sql('hetu')} AS pseudonym", pads
         target = out_dir / f"{registry}.parquet"
-        con.execute(f"COPY (SELECT pseudonym, {', '.join(cols)} FROM ok_{registry} WHERE {' AND '.join(where)}) "
-                    f"TO {_q(str(target))} (FORMAT parquet)")
+        con.execute(f"COPY (SELECT {pseudonym}, {', '.join(cols)} FROM {source} WHERE {' AND '.join(where)}) "
+                    f"TO {_q(str(target))} (FORMAT parquet)", params)
         delivered[registry] = con.execute(f"SELECT count(*) FROM read_parquet({_q(str(target))})").fetchone()[0]
     con.close()
     return {"quarantined": counts, "delivered": delivered}

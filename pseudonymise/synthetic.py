@@ -165,13 +165,26 @@ def _century_signs(rng: np.random.Generator, years: np.ndarray) -> np.ndarray:
     return signs
 
 
-def _people(rng: np.random.Generator, n: int, alloc: _HetuAllocator) -> pd.DataFrame:
-    """Persons of one chunk with their latent conditions."""
+LAST_BIRTH = WINDOW_END - 30
+
+
+def _births(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each person is very old (born in the 1890s), and the birth day (days since 1970).
+
+    Days drawn past :data:`LAST_BIRTH` wrap to the start of their year rather than all landing on that one
+    day: piled on one date, a population-sized run (5.6M persons) ran out of identity codes for it.
+    """
     old = rng.random(n) < 0.003
     years = np.where(old, rng.integers(1890, 1900, n), rng.integers(1920, 2025, n))
     start = (np.array([f"{y}-01-01" for y in years], dtype="datetime64[D]") - EPOCH).astype(int)
-    birth = start + rng.integers(0, 365, n)
-    birth = np.minimum(birth, WINDOW_END - 30)
+    offset = rng.integers(0, 365, n)
+    room = np.maximum(LAST_BIRTH - start + 1, 1)
+    return old, start + np.where(start + offset > LAST_BIRTH, offset % room, offset)
+
+
+def _people(rng: np.random.Generator, n: int, alloc: _HetuAllocator) -> pd.DataFrame:
+    """Persons of one chunk with their latent conditions."""
+    old, birth = _births(rng, n)
     years = _iso(birth).astype("<U4").astype(int)
     sex = rng.integers(1, 3, n)
     temporary = rng.random(n) < 0.005

@@ -89,3 +89,29 @@ def test_defects_recorded_in_ground_truth(tmp_path):
     for t in bad:
         with pytest.raises(UnicodeDecodeError):
             lines[t["line_sha256"]].decode("utf-8")
+
+
+def test_births_spread_to_the_window_end_without_a_pile_on_one_day():
+    """Born after the last birth day used to be moved onto it: at 5.6M persons that one date ran out of codes."""
+    import numpy as np
+
+    from pseudonymise import synthetic as S
+
+    _old, birth = S._births(np.random.default_rng(7), 400_000)
+    assert birth.max() <= S.LAST_BIRTH
+    days, per_day = np.unique(birth, return_counts=True)
+    assert per_day.max() < 12 * per_day.mean()
+    december_2024 = (np.datetime64("2024-12-01", "D") - S.EPOCH).astype(int)
+    assert (birth >= december_2024).sum() == (birth == december_2024).sum()  # nothing after the last day
+
+
+def test_a_population_sized_day_of_births_gets_unique_codes():
+    """The allocator gives 449 codes per birth day, sex and century sign; a population peaks well under that."""
+    import numpy as np
+
+    from pseudonymise import synthetic as S
+
+    alloc = S._HetuAllocator(np.random.default_rng(1))
+    n = 440
+    codes = alloc.allocate(np.full(n, 100), np.full(n, "-"), np.ones(n, dtype=int), np.zeros(n, dtype=bool))
+    assert len(set(codes)) == n and all(c % 2 == 1 for c in codes)
