@@ -14,7 +14,8 @@ with the minimum, maximum and every run):
   quarantine, HMAC-SHA256 pseudonyms, cohort, minimisation, Parquet); its quarantine counts per registry
   and reason are compared with the pipeline's;
 * **FHIR**: the Kanta export's four resource types checked (checks only) and delivered by the pipeline
-  (a scope of the four), for their throughput;
+  (a scope of the four), for their throughput; up to ``BENCH_FHIR_MAX`` persons (default 1,000,000: the
+  export of the whole population alone would take about 25 minutes to generate);
 * **pandas**: the plain pandas + hashlib reference (``bench/pandas_reference.py``), once per size
   (``BENCH_PANDAS_REPEATS``), skipped above ``BENCH_PANDAS_MAX`` persons because it needs the whole extract in
   memory.
@@ -47,6 +48,7 @@ from toisio.service import Service
 
 ROOT = Path(__file__).parent
 DATA = ROOT / "data"
+POPULATION = 5_600_000
 log = logging.getLogger(__name__)
 
 
@@ -82,13 +84,13 @@ class PeakMemory:
         self._thread.join()
 
 
-def _extracts(persons: int) -> tuple[Path, dict]:
+def _extracts(persons: int, fhir: bool) -> tuple[Path, dict]:
     target = DATA / f"persons-{persons}"
     summary_file = target / "synth_summary.json"
-    if summary_file.exists():
+    if summary_file.exists() and (not fhir or (target / "kanta" / "manifest.json").exists()):
         return target, {"cached": True, **json.loads(summary_file.read_text())}
     start = time.perf_counter()
-    generate(target, persons=persons, seed=2026, defect_rate=0.001, fhir=True)
+    generate(target, persons=persons, seed=2026, defect_rate=0.001, fhir=fhir)
     return target, {"cached": False, "seconds": round(time.perf_counter() - start, 1),
                     **json.loads(summary_file.read_text())}
 
@@ -134,10 +136,12 @@ def _quarantine_agrees(pipeline_counts, duck_counts: dict[str, dict[str, int]]) 
     return {"identical": not differences, "registries_compared": sorted(duck_counts), "differences": differences}
 
 
-def bench_size(persons: int, work: Path, pandas_max: int, repeats: int, pandas_repeats: int) -> dict:
+def bench_size(persons: int, work: Path, pandas_max: int, repeats: int, pandas_repeats: int,
+               fhir_max: int = POPULATION) -> dict:
     from bench import duckdb_reference as duck
 
-    in_dir, synth = _extracts(persons)
+    with_fhir = persons <= fhir_max
+    in_dir, synth = _extracts(persons, with_fhir)
     csv_rows = sum(n for r, n in synth["rows"].items() if r in CSV_REGISTRIES)
     fhir_rows = sum(n for r, n in synth["rows"].items() if r in FHIR_REGISTRIES)
     settings = load_settings(home=work / "home")
@@ -172,12 +176,14 @@ def bench_size(persons: int, work: Path, pandas_max: int, repeats: int, pandas_r
                                    temp=work / "duck-tmp")
             times["duckdb"].append(time.perf_counter() - start)
         peaks["duckdb_python"] = max(peaks["duckdb_python"], dmem.python)
-        times["fhir_checks_only"].append(_checks_only(spark, in_dir, scope, FHIR_REGISTRIES))
-        shutil.rmtree(work / "fhir-delivery", ignore_errors=True)
-        start = time.perf_counter()
-        run_extraction(_fhir_scope(scope), in_dir, work / "fhir-delivery", svc, spark=spark, actor="bench")
-        times["fhir_pipeline"].append(time.perf_counter() - start)
+        if with_fhir:
+            times["fhir_checks_only"].append(_checks_only(spark, in_dir, scope, FHIR_REGISTRIES))
+            shutil.rmtree(work / "fhir-delivery", ignore_errors=True)
+            start = time.perf_counter()
+            run_extraction(_fhir_scope(scope), in_dir, work / "fhir-delivery", svc, spark=spark, actor="bench")
+            times["fhir_pipeline"].append(time.perf_counter() - start)
         log.info("size %s: repeat %s of %s done", persons, i + 1, repeats)
+    times = {k: v for k, v in times.items() if v}
     med = {k: statistics.median(v) for k, v in times.items()}
     result: dict = {
         "persons": persons, "rows_in": csv_rows, "fhir_resources_in": fhir_rows, "synth": synth,
@@ -196,7 +202,8 @@ def bench_size(persons: int, work: Path, pandas_max: int, repeats: int, pandas_r
         "duckdb_delivered_rows": duck_result["delivered"],
         "fhir": {"resources_per_second_checks_only": round(fhir_rows / med["fhir_checks_only"]),
                  "resources_per_second_pipeline": round(fhir_rows / med["fhir_pipeline"]),
-                 "csv_rows_per_second_checks_only": round(csv_rows / med["checks_only"])},
+                 "csv_rows_per_second_checks_only": round(csv_rows / med["checks_only"])} if with_fhir
+        else {"skipped": f"above BENCH_FHIR_MAX={fhir_max} persons"},
         "peak_rss_driver_jvm_mb": round(peaks["jvm"] / 2**20),
         "peak_rss_python_mb": round(peaks["python"] / 2**20),
         "peak_rss_duckdb_process_mb": round(peaks["duckdb_python"] / 2**20),
@@ -224,17 +231,18 @@ def bench_size(persons: int, work: Path, pandas_max: int, repeats: int, pandas_r
     return result
 
 
-POPULATION = 5_600_000
-
-
 def run(sizes: list[int], work_root: Path) -> dict:
     """Benchmark every size and the scaling of time per row between the smallest and the largest."""
     pandas_max = int(os.environ.get("BENCH_PANDAS_MAX", "1000000"))
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
     pandas_repeats = int(os.environ.get("BENCH_PANDAS_REPEATS", "1"))
+    population_repeats = int(os.environ.get("BENCH_POPULATION_REPEATS", "1"))
+    fhir_max = int(os.environ.get("BENCH_FHIR_MAX", "1000000"))
     if os.environ.get("BENCH_POPULATION") == "1" and POPULATION not in sizes:
         sizes = [*sizes, POPULATION]
-    results = [bench_size(n, work_root / f"run-{n}", pandas_max, repeats, pandas_repeats) for n in sizes]
+    results = [bench_size(n, work_root / f"run-{n}", pandas_max,
+                          population_repeats if n >= POPULATION else repeats, pandas_repeats, fhir_max)
+               for n in sizes]
     out: dict = {"sizes": results}
     if len(results) >= 2:
         a, b = results[0], results[-1]

@@ -5,8 +5,9 @@ default all),
 BENCH_SIZES
 (comma-separated persons for the pipeline, default "200000,1000000"), BENCH_POPULATION=1 (adds the whole
 population, 5,600,000 persons), BENCH_REPEATS (runs of each pipeline measurement, default 3; medians
-reported), BENCH_PANDAS_REPEATS (default 1), BENCH_PANDAS_MAX (largest size the pandas reference runs at,
-default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
+reported), BENCH_POPULATION_REPEATS (the same at the whole population, default 1), BENCH_FHIR_MAX (largest
+size the FHIR export is generated and measured at, default 1000000), BENCH_PANDAS_REPEATS (default 1),
+BENCH_PANDAS_MAX (largest size the pandas reference runs at, default 1000000), BENCH_API_CLIENTS, BENCH_API_SECONDS.
 """
 
 from __future__ import annotations
