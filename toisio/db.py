@@ -12,7 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, Integer, MetaData, String, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from toisio.errors import ToisioError, Unavailable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -109,9 +112,27 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         _sqlite_hooks(engine)
         return engine
-    # the web server runs up to 40 requests at once, each using a few connections in turn: a pool of 5 made
-    # them queue (measured by bench/portal_bench.py)
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+    # The web server runs up to 40 requests at once, each using a few connections in turn: a pool of 5 made
+    # them queue (measured by bench/portal_bench.py).  No ping before each use: it was a round trip on every
+    # checkout, about a fifth of a case read's time.  A connection the database dropped (a restart, a failover)
+    # fails the one statement that finds it, which the service answers with 503 database_unavailable
+    # (:func:`lost_connection`), and SQLAlchemy then replaces every connection pooled before it; connections
+    # are also renewed every half hour, before a server or a firewall times them out.
+    return create_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
+
+
+def lost_connection(exc: BaseException | None) -> ToisioError | None:
+    """The user's error for a database connection lost under a request (503, ``database_unavailable``: the
+    request did nothing and may be sent again), or None if ``exc`` is something else.  The error may come
+    wrapped: raised while another was handled (a middleware that failed to load a session)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and not (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    if exc is not None and id(exc) not in seen:
+        return Unavailable("the connection to the database was lost (it restarted or the network dropped it); "
+                           "nothing was changed: try again", code="database_unavailable")
+    return None
 
 
 def read_connection(engine: Engine):

@@ -23,7 +23,7 @@ from typing import Literal
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -39,6 +39,7 @@ from secure_env.workspace.api import workspace_router
 from toisio import identity, notify
 from toisio.app.auditing import verify_all
 from toisio.audit_access import search
+from toisio.db import lost_connection
 from toisio.errors import ToisioError, Unauthenticated, Unavailable
 from toisio.identity import Actor
 from toisio.retention import Held
@@ -322,6 +323,39 @@ class RequestLog:
                      scope.get("state", {}).get("user_id", "(not signed in)"))
 
 
+class DatabaseLost:
+    """A database connection lost under a request (:func:`toisio.db.lost_connection`) is answered 503
+    ``database_unavailable``, as JSON under /api and as a page elsewhere, by this middleware around the whole
+    app: also when it happens before a route runs (the portal loading its session), and without the connection
+    to the client being closed, as it is after an unexpected error."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = [False]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                started[0] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            lost = lost_connection(exc)
+            if lost is None or started[0]:
+                raise
+            log.warning("%s on %s %s", lost, scope["method"], scope["path"])
+            if scope["path"].startswith("/api/"):
+                response = _error(lost.http_status, lost.code, str(lost))
+            else:  # the portal may not have its session, nor with it the language: all three
+                response = HTMLResponse(_UNAVAILABLE_PAGE, status_code=lost.http_status)
+            await response(scope, receive, send)
+
+
 def configure_serve_logging() -> logging.Logger:
     """INFO logging to standard error for ``toisio serve`` (unless the process configured logging already)."""
     if not logging.getLogger().handlers:
@@ -330,6 +364,19 @@ def configure_serve_logging() -> logging.Logger:
     logging.getLogger("toisio").setLevel(min(logging.getLogger().level, logging.INFO) or logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a client's every request (the Prefect worker's polls)
     return logging.getLogger("toisio.serve")
+
+
+# A portal page for a database lost before the portal could load the session (and with it the language): the
+# three languages at once, nothing that needs the database.
+_UNAVAILABLE_PAGE = """<!doctype html>
+<html lang="fi"><head><meta charset="utf-8"><title>Toisio</title></head>
+<body><main><h1>Toisio</h1>
+<p>Yhteys tietokantaan katkesi. Mit\u00e4\u00e4n ei muutettu: yrit\u00e4 uudelleen.</p>
+<p lang="sv">Anslutningen till databasen br\u00f6ts. Inget \u00e4ndrades: f\u00f6rs\u00f6k igen.</p>
+<p lang="en">The connection to the database was lost. Nothing was changed: try again.</p>
+<p><a href="">Yrit\u00e4 uudelleen / F\u00f6rs\u00f6k igen / Try again</a></p>
+<p><small>database_unavailable</small></p></main></body></html>
+"""
 
 
 def app_from_environment() -> FastAPI:
@@ -363,7 +410,8 @@ def create_app(svc: Service) -> FastAPI:
         request.state.user_id = a.user_id
         return a
 
-    app.add_middleware(RequestLog)
+    app.add_middleware(DatabaseLost)
+    app.add_middleware(RequestLog)  # outside it, so that the log has the status the client got
 
     @app.exception_handler(ToisioError)
     async def _coded(request: Request, exc: ToisioError):

@@ -13,11 +13,13 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starsessions import SessionAutoloadMiddleware, SessionMiddleware
 
 from toisio.app.portal import pages
 from toisio.app.portal.web import SESSION_HOURS, NeedsSignIn, Portal
+from toisio.db import lost_connection
 from toisio.errors import ToisioError
 from toisio.service import Service
 from toisio.sessions import DatabaseStore
@@ -55,8 +57,14 @@ def create_portal(svc: Service) -> FastAPI:
         return portal.render(request, "error.html", exc.status_code, actor=portal.actor(request),
                              code="not_found" if exc.status_code == 404 else "http_error", message=str(exc.detail))
 
+    @app.exception_handler(DBAPIError)  # answered inside the app, so the browser's connection stays open
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
+        lost = lost_connection(exc)
+        if lost is not None:
+            log.warning("%s on %s %s", lost, request.method, request.url.path)
+            return portal.render(request, "error.html", lost.http_status, actor=None, code=lost.code,
+                                 message=str(lost))
         ref = uuid.uuid4().hex[:12]
         log.exception("unexpected error (reference %s) on %s %s", ref, request.method, request.url.path)
         return portal.render(request, "error.html", 500, actor=None, code="internal",
