@@ -53,3 +53,27 @@ def test_the_portal_says_so_in_its_own_page(svc):
         assert page.headers["content-type"].startswith("text/html") and "Traceback" not in page.text
         assert "Try again" in page.text and "yritä uudelleen" in page.text and "försök igen" in page.text
         assert c.get("/cases").status_code == 200  # still signed in: the session is kept in the database
+
+
+def test_a_portal_page_that_loses_the_database_says_so_in_the_layout(tmp_path, monkeypatch):
+    """Lost inside a page (the session already loaded): the portal's own error page, in the user's layout."""
+    from sqlalchemy.exc import OperationalError
+
+    from tests.factories import make_service
+    from toisio.app.portal import pages
+
+    svc = make_service(tmp_path / "home")
+    user = PortalUser(svc, "alice")
+
+    def lost(*_a, **_k):
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"),
+                               connection_invalidated=True)
+
+    with serve_in_thread(create_app(svc)) as root, httpx.Client(base_url=root, timeout=10) as c:
+        assert portal_login(c, user).status_code == 303
+        monkeypatch.setattr(pages, "search", lost)
+        page = c.get("/catalogue")
+        assert page.status_code == 503 and "database_unavailable" in page.text
+        assert 'href="/static/' in page.text and "Traceback" not in page.text  # the portal's layout
+        monkeypatch.undo()
+        assert c.get("/catalogue").status_code == 200  # the same keep-alive connection
