@@ -122,16 +122,18 @@ def make_engine(url: str) -> Engine:
 
 
 def lost_connection(exc: BaseException | None) -> ToisioError | None:
-    """The user's error for a database connection lost under a request (503, ``database_unavailable``: the
-    request did nothing and may be sent again), or None if ``exc`` is something else.  The error may come
+    """The user's error for a database connection lost under a request (503, ``database_unavailable``: a read
+    may be sent again; a change was rolled back unless the connection dropped while it committed, so the
+    message asks to check first), or None if ``exc`` is something else.  The error may come
     wrapped: raised while another was handled (a middleware that failed to load a session)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen and not (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     if exc is not None and id(exc) not in seen:
-        return Unavailable("the connection to the database was lost (it restarted or the network dropped it); "
-                           "nothing was changed: try again", code="database_unavailable")
+        return Unavailable("the connection to the database was lost before the request finished (the database "
+                           "restarted or the network dropped it): try again; if you sent a change, check first "
+                           "whether it was saved", code="database_unavailable")
     return None
 
 

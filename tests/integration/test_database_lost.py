@@ -69,11 +69,13 @@ def test_a_portal_page_that_loses_the_database_says_so_in_the_layout(tmp_path, m
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection"),
                                connection_invalidated=True)
 
-    with serve_in_thread(create_app(svc)) as root, httpx.Client(base_url=root, timeout=10) as c:
+    with serve_in_thread(create_app(svc)) as root, httpx.Client(base_url=root, timeout=10,
+                                                                headers={"Accept-Language": "sv"}) as c:
         assert portal_login(c, user).status_code == 303
         monkeypatch.setattr(pages, "search", lost)
         page = c.get("/catalogue")
         assert page.status_code == 503 and "database_unavailable" in page.text
+        assert "Anslutningen till databasen bröts: försök igen" in page.text  # the user's language
         assert 'href="/static/' in page.text and "Traceback" not in page.text  # the portal's layout
         monkeypatch.undo()
         assert c.get("/catalogue").status_code == 200  # the same keep-alive connection

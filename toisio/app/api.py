@@ -371,9 +371,12 @@ def configure_serve_logging() -> logging.Logger:
 _UNAVAILABLE_PAGE = """<!doctype html>
 <html lang="fi"><head><meta charset="utf-8"><title>Toisio</title></head>
 <body><main><h1>Toisio</h1>
-<p>Yhteys tietokantaan katkesi. Mit\u00e4\u00e4n ei muutettu: yrit\u00e4 uudelleen.</p>
-<p lang="sv">Anslutningen till databasen br\u00f6ts. Inget \u00e4ndrades: f\u00f6rs\u00f6k igen.</p>
-<p lang="en">The connection to the database was lost. Nothing was changed: try again.</p>
+<p>Yhteys tietokantaan katkesi ennen kuin pyynt\u00f6 valmistui: yrit\u00e4 uudelleen.
+Jos l\u00e4hetit muutoksen, tarkista ensin, tallentuiko se.</p>
+<p lang="sv">Anslutningen till databasen br\u00f6ts innan beg\u00e4ran var klar: f\u00f6rs\u00f6k igen.
+Om du skickade en \u00e4ndring, kontrollera f\u00f6rst om den sparades.</p>
+<p lang="en">The connection to the database was lost before the request finished: try again.
+If you sent a change, check first whether it was saved.</p>
 <p><a href="">Yrit\u00e4 uudelleen / F\u00f6rs\u00f6k igen / Try again</a></p>
 <p><small>database_unavailable</small></p></main></body></html>
 """
