@@ -209,6 +209,17 @@ def _bare_fastapi(workers: int) -> dict:
             proc.wait(timeout=30)
 
 
+def _pg_settings(url: str) -> dict:
+    """The server settings that decide what a commit costs (the test server runs with fsync off)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        out = {name: conn.execute(sa.text(f"SHOW {name}")).scalar() for name in ("fsync", "synchronous_commit")}
+    engine.dispose()
+    return out
+
+
 def bench_api_postgres(home: Path, database_url: str) -> dict:
     """The API with one server process and with ``BENCH_SERVE_WORKERS`` (default: one per core), measured in the
     same run against the same database, beside two baselines measured in the same run with the same clients:
@@ -234,6 +245,7 @@ def bench_api_postgres(home: Path, database_url: str) -> dict:
     best = max(runs, key=lambda r: r["read_case"]["requests_per_second"])
     goal = best["read_case"]["requests_per_second"] >= 500 and best["read_case"]["p95_ms"] < 100
     return {"database": "postgresql", "cores": os.cpu_count(), "runs": runs,
+            "postgresql_settings": _pg_settings(database_url),
             "read_case": best["read_case"], "write_message": best["write_message"], "workers": best["workers"],
             "read_case_share_of_bare_fastapi": round(best["read_case"]["requests_per_second"]
                                                      / best["bare_fastapi"]["requests_per_second"], 3),
