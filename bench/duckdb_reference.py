@@ -129,10 +129,15 @@ def _date(v: str, fmt: str) -> str:
     return f"try_strptime({v}, {_q(_PY_DATE[fmt])})::DATE"
 
 
+def _raw_columns(names: list[str]) -> dict[str, str]:
+    """The column holding each field's trimmed text (null when empty), as :func:`validation_sql` names it."""
+    return {n: f'"_r_{n}"' for n in names}
+
+
 def _verdicts(schema: RegistrySchema) -> list[tuple[str, str, str]]:
     """The registry's rules as ``(reason, detail, SQL condition)``, in the order of the pipeline's REASONS."""
     names = schema.names
-    raw = {n: f'"_r_{n}"' for n in names}
+    raw = _raw_columns(names)
     checks: list[tuple[str, str, str]] = [("malformed_line", f"expected {len(names)} fields",
                                            f"_nf <> {len(names)}")]
     for r in (H.HETU_MISSING, H.HETU_FORMAT, H.HETU_DATE, H.HETU_INDIVIDUAL, H.HETU_CHECKSUM, H.HETU_TEMPORARY):
@@ -171,7 +176,7 @@ def validation_sql(schema: RegistrySchema, path: Path, *, allow_temporary: bool)
     needed (the counts, the quarantine)."""
     names = schema.names
     d = schema.delimiter
-    raw = {n: f'"_r_{n}"' for n in names}
+    raw = _raw_columns(names)
     typed: dict[str, str] = {}
     for c in schema.columns[1:]:
         v = raw[c.name]
@@ -190,10 +195,10 @@ def validation_sql(schema: RegistrySchema, path: Path, *, allow_temporary: bool)
     for i, (reason, detail, cond) in enumerate(_verdicts(schema)[:-1], start=1):
         if detail != "hetu":
             whens.append(f"WHEN {cond} THEN {i}")
-        elif not hetu_index:  # the identity code's rules are consecutive: one test, its index computed apart
+            continue
+        if not hetu_index:  # the identity code's rules are consecutive: one test, its index computed apart
             whens.append("WHEN _hetu_reason IS NOT NULL THEN _hetu_reason")
-        if detail == "hetu":
-            hetu_index[reason] = i
+        hetu_index[reason] = i
     verdict = "CASE " + " ".join(whens) + " END"
     icd_keys, icd_found, icd_joins = _icd10_join(schema)
     source = (f"read_csv({_q(str(path))}, columns={{'line': 'VARCHAR'}}, delim='\\x01', quote='', escape='', "

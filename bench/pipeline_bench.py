@@ -49,6 +49,7 @@ from toisio.service import Service
 ROOT = Path(__file__).parent
 DATA = ROOT / "data"
 POPULATION = 5_600_000
+FHIR_MAX = 1_000_000  # BENCH_FHIR_MAX's default
 log = logging.getLogger(__name__)
 
 
@@ -137,7 +138,7 @@ def _quarantine_agrees(pipeline_counts, duck_counts: dict[str, dict[str, int]]) 
 
 
 def bench_size(persons: int, work: Path, pandas_max: int, repeats: int, pandas_repeats: int,
-               fhir_max: int = POPULATION) -> dict:
+               fhir_max: int = FHIR_MAX) -> dict:
     from bench import duckdb_reference as duck
 
     with_fhir = persons <= fhir_max
@@ -237,7 +238,7 @@ def run(sizes: list[int], work_root: Path) -> dict:
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
     pandas_repeats = int(os.environ.get("BENCH_PANDAS_REPEATS", "1"))
     population_repeats = int(os.environ.get("BENCH_POPULATION_REPEATS", "1"))
-    fhir_max = int(os.environ.get("BENCH_FHIR_MAX", "1000000"))
+    fhir_max = int(os.environ.get("BENCH_FHIR_MAX", str(FHIR_MAX)))
     if os.environ.get("BENCH_POPULATION") == "1" and POPULATION not in sizes:
         sizes = [*sizes, POPULATION]
     results = [bench_size(n, work_root / f"run-{n}", pandas_max,

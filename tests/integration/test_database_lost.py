@@ -1,5 +1,5 @@
 """A database connection lost under the service (a restart, a failover): the request that finds it gets a 503
-with a code saying so, nothing half-done, and the next request works on fresh connections."""
+with a code saying so (and that a change sent may need checking), and the next request works on fresh connections."""
 
 import httpx
 import pytest
