@@ -36,7 +36,7 @@ from permits.permissions import ACTIONS, PermissionDenied, Role, check_can, chec
 from permits.rules import RuleViolation, check_form
 from permits.scope import PermitScope
 from toisio import audit, events
-from toisio.db import read_connection, statement_connection
+from toisio.db import read_connection
 from toisio.documents import CodedError
 from toisio.errors import NotFoundError
 from toisio.identity import SYSTEM, Actor, actor_for, ensure_user
@@ -223,14 +223,19 @@ def _verified_snapshot(conn: Connection, svc: Service, case_id: str, *, for_upda
     return snap
 
 
+def case_vouching(case_id: str) -> list[tuple[str, str]]:
+    """The audit entries that vouch for a case's state (:func:`toisio.audit.stamp`); a route that reads the case
+    asks for them ahead (:func:`toisio.audit.read_ahead`), with its sign-in's."""
+    return [(f"case:{case_id}", "case_digest")]
+
+
 def _verified_for_reading(svc: Service, case_id: str) -> _Snapshot:
     """The case as the chain vouches for it, for a read: verified in full the first time, and again whenever the
     service has changed the case since (in any process); in between, the verified copy this process kept
     (:class:`toisio.audit.VerifiedCache`), after one indexed look at the chain."""
-    key, vouching = ("case", case_id), [(f"case:{case_id}", "case_digest")]
+    key, vouching = ("case", case_id), case_vouching(case_id)
     if svc.verified.peek(key) is not None:
-        with statement_connection(svc.engine) as conn:
-            snap = svc.verified.get(key, audit.stamp(conn, vouching))
+        snap = svc.verified.get(key, audit.current_stamp(svc.engine, vouching))
         if snap is not None:
             return snap
     with read_connection(svc.engine) as conn:

@@ -17,6 +17,7 @@ of the database is reported; ``toisio audit head`` prints it for anchoring elsew
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import hmac
@@ -34,7 +35,7 @@ from sqlalchemy import Connection, Engine, Index, Integer, String, Text, bindpar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from toisio.db import Base, StateChangeRow
+from toisio.db import Base, StateChangeRow, statement_connection
 from toisio.errors import ToisioError
 from toisio.keystore import Secret
 
@@ -146,6 +147,30 @@ def _body(seq: int, ts: str, actor: str, action: str, subject: str, payload: str
     }
 
 
+#: PostgreSQL: take the append lock and read the chain's newest entry in one round trip.  The appends of a
+#: process take turns through this lock, so each round trip under it is paid by every reader waiting for a
+#: batch.  A VOLATILE function reads each statement at a fresh snapshot, so the read sees every append
+#: committed before the lock was granted (what a separate statement after the lock sees).
+LOCKED_HEAD_POSTGRES = (
+    "CREATE OR REPLACE FUNCTION audit_locked_head(OUT seq integer, OUT entry_hash text) AS $$ "
+    "BEGIN PERFORM pg_advisory_xact_lock(7410001); "
+    "SELECT a.seq, a.entry_hash INTO seq, entry_hash FROM audit_event a ORDER BY a.seq DESC LIMIT 1; "
+    "END; $$ LANGUAGE plpgsql VOLATILE"
+)
+
+
+def _locked_head(conn: Connection) -> tuple[int, str] | None:
+    """Under the append lock (held until the transaction ends): the newest entry's ``(seq, entry_hash)``."""
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(text("SELECT seq, entry_hash FROM audit_locked_head()")).one()
+        return None if row.seq is None else (row.seq, row.entry_hash)
+    # SQLite: the engine's BEGIN IMMEDIATE already serialises writers.
+    row = conn.execute(
+        select(AuditEventRow.seq, AuditEventRow.entry_hash).order_by(AuditEventRow.seq.desc()).limit(1)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 def _lock_for_append(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(7410001)"))
@@ -198,10 +223,8 @@ def _append_all(conn: Connection, key: Secret, items: list[Pending], *, now: dat
     """Append ``items`` in order in the caller's transaction (under the append lock).  ``check_anchor``: first
     refuse to extend a chain that ends before the head recorded outside the database (truncated, or an older
     copy restored); under the lock every earlier append has committed, so the database holds that head."""
-    _lock_for_append(conn)
-    last = conn.execute(
-        select(AuditEventRow.seq, AuditEventRow.entry_hash).order_by(AuditEventRow.seq.desc()).limit(1)
-    ).first()
+    last = _locked_head(conn)
+    anchor = _UNREAD
     if check_anchor:
         anchor = read_head_file(key)
         if anchor is not None and anchor[0] > 0 and (last is None or last[0] < anchor[0]):
@@ -220,7 +243,7 @@ def _append_all(conn: Connection, key: Secret, items: list[Pending], *, now: dat
         out.append(AuditEvent(seq, ts, item.actor, item.action, item.subject, json.loads(payload_text), prev, entry))
         prev = entry
     conn.execute(AuditEventRow.__table__.insert(), rows)
-    _head_after_commit(conn, key, seq, prev)
+    _head_after_commit(conn, key, seq, prev, anchor)
     return out
 
 
@@ -339,33 +362,57 @@ def head_path(key: Secret) -> Path | None:
 def read_head_file(key: Secret) -> tuple[int, str] | None:
     """The head ``(seq, hash)`` last written outside the database, or None if there is none."""
     path = head_path(key)
-    if path is None or not path.exists():
+    if path is None:
         return None
-    seq, h = path.read_text().strip().split(":", 1)
+    # plain system calls: this runs under the append lock for every batch of reads, and each call that leaves
+    # the interpreter (stat, fstat, ioctl of a buffered open) may wait for it on the way back
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        text = os.read(fd, 4096).decode("ascii")
+    finally:
+        os.close(fd)
+    seq, h = text.strip().split(":", 1)
     return int(seq), h
 
 
-def _write_head(key: Secret, seq: int, entry: str) -> None:
+#: ``current`` of :func:`_write_head` when the caller has not read the head file
+_UNREAD: Any = object()
+
+
+def _write_head(key: Secret, seq: int, entry: str, current: tuple[int, str] | None = _UNREAD) -> None:
+    """Replace the head file by ``seq:entry`` (durably) unless it already records ``seq`` or a later entry.
+    ``current``: what the caller read from it under the append lock, if it did (no other writer of the file
+    runs until the lock is released)."""
     path = head_path(key)
     if path is None:
         return
-    current = read_head_file(key)
+    if current is _UNREAD:
+        current = read_head_file(key)
     if current is not None and current[0] >= seq:
         return
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{HEAD_FILE}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"{seq}:{entry}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        os.write(fd, f"{seq}:{entry}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
-def _head_after_commit(conn: Connection, key: Secret, seq: int, entry: str) -> None:
+def _head_after_commit(conn: Connection, key: Secret, seq: int, entry: str,
+                       current: tuple[int, str] | None = _UNREAD) -> None:
     """Write the head file when (and only if) the appending transaction commits; the write lock is still
     held then, so heads are written in chain order."""
-    conn.info[_PENDING] = (key, seq, entry)
+    conn.info[_PENDING] = (key, seq, entry, current)
 
     def on_commit(c: Connection) -> None:
         pending = c.info.pop(_PENDING, None)
@@ -414,6 +461,44 @@ def stamp(conn: Connection, pairs: list[tuple[str, str]]) -> tuple[int | None, .
     for i, (subject, field) in enumerate(pairs):
         params[f"s{i}"], params[f"f{i}"] = subject, field
     return tuple(conn.execute(_stamp_statement(len(pairs)), params).one())
+
+
+#: The stamps one request reads ahead: pairs registered by :func:`read_ahead` wait in ``pending``; the next
+#: :func:`current_stamp` of the request reads them with its own pairs and keeps them in ``read`` for one use.
+_AHEAD: contextvars.ContextVar[_Ahead | None] = contextvars.ContextVar("toisio_stamps_ahead", default=None)
+
+
+@dataclass
+class _Ahead:
+    pending: list[tuple[str, str]]
+    read: dict[tuple[str, str], tuple[int | None, ...]]
+
+
+def read_ahead(pairs: list[tuple[str, str]]) -> None:
+    """Have the next :func:`current_stamp` of this request read ``pairs`` too (in the same statement), so that a
+    read that needs them later in the request does not make another round trip.  For safe (GET) requests only,
+    called before the request's first stamp (a route dependency on the event loop, so the request's threads
+    share it); each value read ahead is used once, by the request that asked for it.  Starts afresh: nothing
+    read ahead for an earlier request in the same context is used."""
+    _AHEAD.set(_Ahead(list(dict.fromkeys(pairs)), {}))
+
+
+def current_stamp(engine: Engine, pairs: list[tuple[str, str]]) -> tuple[int | None, ...]:
+    """:func:`stamp` of ``pairs`` now: taken from what this request read ahead if it holds them all (each value
+    used once), else one statement on a connection of its own, which also reads what the request registered."""
+    ahead = _AHEAD.get()
+    if ahead is not None and pairs and all(p in ahead.read for p in pairs):
+        return tuple(v for p in pairs for v in ahead.read.pop(p))
+    extra = [p for p in ahead.pending if p not in pairs] if ahead is not None else []
+    with statement_connection(engine) as conn:
+        values = stamp(conn, [*pairs, *extra])
+    if extra:
+        assert ahead is not None
+        ahead.pending.clear()
+        # a stamp is two values per pair (the vouching entry and the change count)
+        for i, p in enumerate(extra, start=len(pairs)):
+            ahead.read[p] = values[2 * i:2 * i + 2]
+    return values[:2 * len(pairs)]
 
 
 @functools.cache

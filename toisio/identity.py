@@ -43,7 +43,7 @@ from sqlalchemy import Boolean, Connection, ForeignKey, Integer, String, Text, s
 from sqlalchemy.orm import Mapped, mapped_column
 
 from toisio import audit
-from toisio.db import Base, read_connection, statement_connection
+from toisio.db import Base, read_connection
 from toisio.errors import Conflict, Forbidden, Invalid, NotFoundError, Unauthenticated
 from toisio.text import check_unicode as _check_unicode
 
@@ -736,8 +736,7 @@ def authenticate(svc, token: str | None) -> Actor:
     key = ("token", digest)
     kept, signed = svc.verified.peek(key), None
     if kept is not None:
-        with statement_connection(svc.engine) as conn:
-            signed = svc.verified.get(key, audit.stamp(conn, kept.vouching))
+        signed = svc.verified.get(key, audit.current_stamp(svc.engine, kept.vouching))
     if signed is None:
         with read_connection(svc.engine) as conn:
             signed = _verify_token(conn, svc, digest)

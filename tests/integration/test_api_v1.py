@@ -268,3 +268,31 @@ def test_output_groups_supporting_files_and_private_comments_over_the_api(api):
     spec = client().get("/openapi.json").json()
     props = spec["components"]["schemas"]["OutputView"]["properties"]
     assert {"files", "groups", "released_before"} <= set(props)
+
+
+def test_a_case_read_asks_the_chain_once_and_still_sees_an_edit_behind_the_service(api):
+    """``GET /api/v1/cases/{id}`` reads the stamps of the caller's token, user and case in one statement (read
+    ahead), and an edit of the case's rows made behind the service is refused at the next read all the same."""
+    from sqlalchemy import event
+
+    svc, staff, client = api
+    case = make_case(svc, staff, state="submitted").case_id
+    hanna = client("hanna")
+    assert hanna.get(f"/api/v1/cases/{case}").status_code == 200  # verified in full, and kept
+    assert hanna.get(f"/api/v1/cases/{case}").status_code == 200
+    stamps: list[tuple] = []
+
+    def count(conn, cursor, statement, parameters, *args):
+        if "state_change" in statement:
+            stamps.append(tuple(parameters.values()) if isinstance(parameters, dict) else tuple(parameters))
+
+    event.listen(svc.engine, "before_cursor_execute", count)
+    try:
+        assert hanna.get(f"/api/v1/cases/{case}").status_code == 200
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", count)
+    assert len(stamps) == 1 and f"case:{case}" in stamps[0] and "user:hanna" in stamps[0]
+    with svc.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE permit_case SET valid_until='2099-12-31' WHERE case_id='{case}'")
+    r = hanna.get(f"/api/v1/cases/{case}")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "case_tampered"

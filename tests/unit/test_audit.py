@@ -278,3 +278,67 @@ def test_the_verified_cache_keeps_a_value_only_under_its_stamp_and_stays_bounded
     assert cache.peek("b") is None and cache.peek("a") == "A" and cache.peek("c") == "C"
     cache.touch("a", str.lower)
     assert cache.get("a", (1, 1)) == "a"
+
+
+def test_a_request_reads_ahead_in_one_statement_and_uses_each_value_once(svc):
+    """What a request registers with ``read_ahead`` is read in the statement of its next stamp, given back once
+    without a statement, and never to a later request (a new ``read_ahead``) or after that one use."""
+    import contextvars
+
+    from sqlalchemy import event
+
+    a, b = ("case:A", "case_digest"), ("case:B", "case_digest")
+    for subject in ("case:A", "case:B"):
+        svc.record(actor="u", action="case.viewed", subject=subject, payload={"case_digest": "d1"})
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if "state_change" in statement:  # a stamp
+            statements.append(statement)
+
+    def fresh(pair):
+        with svc.engine.connect() as conn:
+            return audit.stamp(conn, [pair])
+
+    def request():
+        audit.read_ahead([b])
+        assert audit.current_stamp(svc.engine, [a]) == fresh(a)
+        before = len(statements)
+        assert audit.current_stamp(svc.engine, [b]) == fresh(b) and len(statements) == before + 1  # only fresh()
+        svc.record(actor="u", action="case.viewed", subject="case:B", payload={"case_digest": "d2"})
+        assert audit.current_stamp(svc.engine, [b]) == fresh(b)  # used once: read again, and newer
+        audit.read_ahead([a])  # the next request in the same context
+        svc.record(actor="u", action="case.viewed", subject="case:B", payload={"case_digest": "d3"})
+        assert audit.current_stamp(svc.engine, [b]) == fresh(b)  # nothing of the earlier request is used
+
+    event.listen(svc.engine, "before_cursor_execute", count)
+    try:
+        contextvars.copy_context().run(request)
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", count)
+    assert len(statements) == 7  # 4 by fresh(), 3 by current_stamp (the read-ahead saved one)
+    assert audit.current_stamp(svc.engine, [a]) == fresh(a)  # outside a request: a statement of its own
+
+
+def test_the_append_lock_and_the_head_are_taken_in_one_round_trip(svc):
+    """Every append takes the lock and reads the chain's head in one statement (a PostgreSQL function on
+    PostgreSQL), and the chain it extends verifies."""
+    from sqlalchemy import event
+
+    _fill(svc, 2)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(svc.engine, "before_cursor_execute", count)
+    try:
+        with svc.engine.begin() as conn:
+            audit.append(conn, svc.audit_key, actor="u", action="case.viewed", subject="case:1")
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", count)
+    if svc.engine.dialect.name == "postgresql":
+        assert sum("audit_locked_head()" in s for s in statements) == 1
+        assert not any("pg_advisory_xact_lock" in s for s in statements)
+    assert len([s for s in statements if s.lstrip().upper().startswith(("SELECT", "INSERT"))]) == 2
+    assert _verify(svc).ok and _verify(svc).checked == 3
