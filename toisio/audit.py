@@ -18,6 +18,7 @@ of the database is reported; ``toisio audit head`` prints it for anchoring elsew
 from __future__ import annotations
 
 import contextvars
+import fcntl
 import functools
 import hashlib
 import hmac
@@ -219,12 +220,13 @@ def append(
 
 
 def _append_all(conn: Connection, key: Secret, items: list[Pending], *, now: datetime | None = None,
-                check_anchor: bool = False) -> list[AuditEvent]:
+                check_anchor: bool = False, head_by_caller: bool = False) -> list[AuditEvent]:
     """Append ``items`` in order in the caller's transaction (under the append lock).  ``check_anchor``: first
     refuse to extend a chain that ends before the head recorded outside the database (truncated, or an older
-    copy restored); under the lock every earlier append has committed, so the database holds that head."""
+    copy restored); under the lock every earlier append has committed, so the database holds that head.
+    ``head_by_caller``: the caller writes the head file once the transaction has committed (:func:`_write_head`
+    with the last event) instead of this transaction writing it just before its commit."""
     last = _locked_head(conn)
-    anchor = _UNREAD
     if check_anchor:
         anchor = read_head_file(key)
         if anchor is not None and anchor[0] > 0 and (last is None or last[0] < anchor[0]):
@@ -243,7 +245,8 @@ def _append_all(conn: Connection, key: Secret, items: list[Pending], *, now: dat
         out.append(AuditEvent(seq, ts, item.actor, item.action, item.subject, json.loads(payload_text), prev, entry))
         prev = entry
     conn.execute(AuditEventRow.__table__.insert(), rows)
-    _head_after_commit(conn, key, seq, prev, anchor)
+    if not head_by_caller:
+        _head_after_commit(conn, key, seq, prev)
     return out
 
 
@@ -267,33 +270,48 @@ class ReadRecorder:
         with self._cv:
             self._queue.append(mine)
             while not mine.done:
-                if self._busy:
+                if self._busy or not self._queue:  # (empty: this reader's batch is writing its head)
                     self._cv.wait()
                     continue
                 self._busy = True
                 batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
                 self._cv.release()
+                events: list[AuditEvent] | BaseException
                 try:
-                    self._commit(batch)
+                    events = self._commit(batch)
                 finally:
                     self._cv.acquire()
                     self._busy = False
                     self._cv.notify_all()
+                # The next batch may commit while this one writes the head file; its readers get their events
+                # only once the head is written (or the error if it cannot be: a read fails closed).
+                self._cv.release()
+                try:
+                    if not isinstance(events, BaseException):
+                        _write_head(self.key, events[-1].seq, events[-1].entry_hash)
+                except BaseException as exc:
+                    events = exc
+                finally:
+                    self._cv.acquire()
+                for i, w in enumerate(batch):
+                    if isinstance(events, BaseException):
+                        w.error = events
+                    else:
+                        w.event = events[i]
+                    w.done = True
+                self._cv.notify_all()
         if mine.error is not None:
             raise mine.error
         assert mine.event is not None
         return mine.event
 
-    def _commit(self, batch: list[_Waiting]) -> None:
+    def _commit(self, batch: list[_Waiting]) -> list[AuditEvent] | BaseException:
+        """Append the batch in one transaction: its events, or the error that every reader in it gets."""
         try:
             with self.engine.begin() as conn:
-                events = _append_all(conn, self.key, [w.item for w in batch], check_anchor=True)
-        except BaseException as exc:  # every reader in the batch gets the error
-            for w in batch:
-                w.error, w.done = exc, True
-            return
-        for w, e in zip(batch, events, strict=True):
-            w.event, w.done = e, True
+                return _append_all(conn, self.key, [w.item for w in batch], check_anchor=True, head_by_caller=True)
+        except BaseException as exc:
+            return exc
 
 
 class VerifiedCache:
@@ -378,41 +396,42 @@ def read_head_file(key: Secret) -> tuple[int, str] | None:
     return int(seq), h
 
 
-#: ``current`` of :func:`_write_head` when the caller has not read the head file
-_UNREAD: Any = object()
-
-
-def _write_head(key: Secret, seq: int, entry: str, current: tuple[int, str] | None = _UNREAD) -> None:
+def _write_head(key: Secret, seq: int, entry: str) -> None:
     """Replace the head file by ``seq:entry`` (durably) unless it already records ``seq`` or a later entry.
-    ``current``: what the caller read from it under the append lock, if it did (no other writer of the file
-    runs until the lock is released)."""
+
+    Writers take turns on an advisory lock of the file (``audit.head.lock`` beside it), so a head never
+    replaces a newer one: the appends of state changes write it while they hold the database's append lock,
+    and batches of recorded reads after their commit, while the next batch commits."""
     path = head_path(key)
     if path is None:
         return
-    if current is _UNREAD:
-        current = read_head_file(key)
-    if current is not None and current[0] >= seq:
-        return
-    tmp = path.with_name(f".{HEAD_FILE}.{os.getpid()}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    lock = path.with_name(f".{HEAD_FILE}.lock")
     try:
-        fd = os.open(tmp, flags, 0o600)
+        lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, flags, 0o600)
+        lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        os.write(fd, f"{seq}:{entry}\n".encode("ascii"))
-        os.fsync(fd)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        current = read_head_file(key)
+        if current is not None and current[0] >= seq:
+            return
+        tmp = path.with_name(f".{HEAD_FILE}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, f"{seq}:{entry}\n".encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        os.close(lock_fd)  # releases the lock
 
 
-def _head_after_commit(conn: Connection, key: Secret, seq: int, entry: str,
-                       current: tuple[int, str] | None = _UNREAD) -> None:
-    """Write the head file when (and only if) the appending transaction commits; the write lock is still
-    held then, so heads are written in chain order."""
-    conn.info[_PENDING] = (key, seq, entry, current)
+def _head_after_commit(conn: Connection, key: Secret, seq: int, entry: str) -> None:
+    """Write the head file when (and only if) the appending transaction commits, just before its commit lands
+    (if writing it fails, nothing is committed)."""
+    conn.info[_PENDING] = (key, seq, entry)
 
     def on_commit(c: Connection) -> None:
         pending = c.info.pop(_PENDING, None)

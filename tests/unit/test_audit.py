@@ -239,6 +239,8 @@ def test_concurrent_reads_are_recorded_together_and_each_waits_for_its_commit(sv
         assert audit.verify(conn, svc.audit_key).ok
     assert all(stored[e.seq] == e for e in got)  # each reader got back its own committed entry
     assert sorted(e.payload["i"] for e in got) == list(range(40))
+    with svc.engine.connect() as conn:  # batches write the head after their commit, never an older over a newer
+        assert audit.read_head_file(svc.audit_key) == audit.head(conn)
 
 
 def test_when_a_batch_cannot_be_recorded_every_reader_in_it_gets_the_error(svc, monkeypatch):
@@ -252,6 +254,59 @@ def test_when_a_batch_cannot_be_recorded_every_reader_in_it_gets_the_error(svc, 
         recorder.record(actor="u", action="case.viewed", subject="case:1")
     monkeypatch.undo()
     assert recorder.record(actor="u", action="case.viewed", subject="case:1").seq >= 1  # and it recovers
+
+
+def test_a_batch_whose_head_cannot_be_written_fails_closed(svc, monkeypatch):
+    """A batch writes the head file after its commit (outside the append lock); its readers get their data only
+    once the head records them, and the error if it cannot."""
+    recorder = audit.ReadRecorder(svc.engine, svc.audit_key)
+    recorder.record(actor="u", action="case.viewed", subject="case:1")
+
+    def failing(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit, "_write_head", failing)
+    with pytest.raises(OSError, match="No space"):
+        recorder.record(actor="u", action="case.viewed", subject="case:1")
+    monkeypatch.undo()
+    event = recorder.record(actor="u", action="case.viewed", subject="case:1")
+    assert audit.read_head_file(svc.audit_key) == (event.seq, event.entry_hash) and _verify(svc).ok
+
+
+def test_a_batch_whose_commit_fails_leaves_the_head_file_as_it_was(svc):
+    """The head file is never ahead of the database: a batch whose commit does not land leaves it unchanged,
+    so the next read is not refused as if the log had been truncated."""
+    from sqlalchemy import event
+
+    recorder = audit.ReadRecorder(svc.engine, svc.audit_key)
+    recorder.record(actor="u", action="case.viewed", subject="case:1")
+    before = audit.read_head_file(svc.audit_key)
+
+    def lost(conn):
+        raise OSError("the connection was lost at commit")
+
+    event.listen(svc.engine, "commit", lost)
+    try:
+        with pytest.raises(OSError, match="lost at commit"):
+            recorder.record(actor="u", action="case.viewed", subject="case:2")
+    finally:
+        event.remove(svc.engine, "commit", lost)
+    assert audit.read_head_file(svc.audit_key) == before
+    assert recorder.record(actor="u", action="case.viewed", subject="case:3").seq == before[0] + 1
+    assert _verify(svc).ok
+
+
+def test_the_head_file_never_goes_back(svc):
+    """Writers of the head take turns on a lock of the file and never replace a newer head by an older one,
+    whatever order they come in."""
+    import random
+
+    order = list(range(1, 41))
+    random.Random(7).shuffle(order)
+    assert not _in_threads(lambda i: audit._write_head(svc.audit_key, order[i], f"{order[i]:064x}"), 40)
+    assert audit.read_head_file(svc.audit_key) == (40, f"{40:064x}")
+    audit._write_head(svc.audit_key, 39, "0" * 64)
+    assert audit.read_head_file(svc.audit_key)[0] == 40
 
 
 def test_a_read_is_not_recorded_on_a_truncated_log(svc):
