@@ -28,7 +28,13 @@ $(STAMP): pyproject.toml constraints.txt | check-java
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-install: check-java $(STAMP)
+# The pipeline's Java functions (pseudonymise/java/): built where a JDK is installed, else the pipeline uses
+# slower Spark expressions that give the same results (the build says so).
+JVM_JAR := pseudonymise/java/toisio-functions.jar
+$(JVM_JAR): $(wildcard pseudonymise/java/fi/toisio/spark/*.java) | $(STAMP)
+	$(BIN)/python -m pseudonymise.jvm_functions build
+
+install: check-java $(STAMP) $(JVM_JAR)
 
 demo: install check-sandbox
 	DEMO_PERSONS=$(DEMO_PERSONS) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh

@@ -17,6 +17,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from pseudonymise import jvm_functions
 from toisio.config import Settings
 from toisio.errors import Unavailable
 
@@ -58,7 +59,10 @@ def get_spark(settings: Settings, app_name: str = "toisio") -> SparkSession:
     os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_bind_address)
     builder = SparkSession.builder.appName(app_name)
     if settings.spark_remote and settings.spark_remote != "local":
-        return builder.remote(settings.spark_remote).getOrCreate()
+        spark = builder.remote(settings.spark_remote).getOrCreate()
+        if not jvm_functions.available(spark):
+            jvm_functions.register(spark, remote=True)
+        return spark
     check_java()
     builder = (
         builder.master(settings.spark_master)
@@ -76,6 +80,9 @@ def get_spark(settings: Settings, app_name: str = "toisio") -> SparkSession:
         .config("spark.driver.extraJavaOptions", JAVA_OPTIONS)
         .config("spark.executor.extraJavaOptions", JAVA_OPTIONS)
     )
+    jar = jvm_functions.built_jar()
+    if jar is not None:  # the pipeline's Java functions, on the driver's and every executor's classpath
+        builder = builder.config("spark.jars", str(jar))
     if settings.spark_remote == "local":
         builder = builder.config("spark.api.mode", "connect")
     # The JVM inherits the umask it is started with: everything Spark writes (work files with plaintext
@@ -87,4 +94,6 @@ def get_spark(settings: Settings, app_name: str = "toisio") -> SparkSession:
         os.umask(old_umask)
     if settings.spark_remote != "local":
         spark.sparkContext.setLogLevel("ERROR")
+    if not jvm_functions.available(spark):
+        jvm_functions.register(spark)
     return spark

@@ -19,6 +19,7 @@ from catalogue.codes import CODE_SYSTEMS, COMBINATION_JOINERS, icd10_codes, tabl
 from catalogue.registries import Column as SchemaColumn
 from catalogue.registries import RegistrySchema
 from pseudonymise import hetu as H
+from pseudonymise import jvm_functions
 
 # Quarantine reasons, in the order rules are checked (a row gets the first one it breaks).
 REASONS: tuple[str, ...] = (
@@ -51,7 +52,7 @@ def hetu_normalised(col: Column) -> Column:
     return F.upper(F.trim(col))
 
 
-_SIMPLE_FORMAT = r"^[0-9]{6}[-+A-FU-Y][0-9]{3}[0-9A-Y]$"  # H.FORMAT without its groups
+_SIMPLE_FORMAT = r"^[0-9]{6}[-+A-FU-Y][0-9]{3}[0-9A-Y]\z"  # H.FORMAT without its groups; \z: no newline after
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -65,10 +66,18 @@ def with_hetu_reason(df: DataFrame, col: str, *, allow_temporary: bool, out: str
     each part is computed once per row; written as one expression, Spark re-evaluated the
     normalised code and its substrings in every branch (about twice the cost).  Dates are checked
     by arithmetic (days in the month, leap years) rather than by building a date.
+
+    Where the session has the pipeline's Java functions (:mod:`pseudonymise.jvm_functions`), the same rules
+    run as one of them, about twenty times cheaper a row; the tests hold the two to the same answers.
     """
+    normalised_code = df.select("*", hetu_normalised(F.col(col)).alias("_hn"))
+    if jvm_functions.available(df.sparkSession):
+        reason = F.call_function(jvm_functions.HETU_REASON, F.col("_hn"), F.lit(allow_temporary))
+        done = normalised_code.select("*", reason.alias(out))
+        return done.withColumnRenamed("_hn", normalised) if normalised else done.drop("_hn")
     h = F.col("_hn")
     sign = F.substring(h, 7, 1)
-    parts = df.select("*", hetu_normalised(F.col(col)).alias("_hn")).select(
+    parts = normalised_code.select(
         "*",
         h.rlike(_SIMPLE_FORMAT).alias("_h_format"),
         F.when(sign == "+", F.lit(1800)).when(sign.isin(_CENTURY_1900), F.lit(1900))
@@ -169,6 +178,7 @@ def _column_code_ok(c: SchemaColumn, value: Column, fields: dict[str, Column]) -
 
 
 ISO_DATE = "yyyy-MM-dd"
+DOTTED_DATE = "d.M.yyyy"  # Kela's
 
 
 FHIR_DATE = "fhir"
@@ -177,7 +187,7 @@ FHIR_DATE_TIME = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T([01][0-9]|2[0-3]):[0-5][0-9]:(
                   r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?$")
 
 
-def _date(value: Column, fmt: str) -> Column:
+def _date(value: Column, fmt: str, *, jvm: bool = False) -> Column:
     """``value`` as a date in format ``fmt``, null if it is not one.
 
     ISO dates (exactly ``yyyy-MM-dd``: ten characters, dashes in place) are cast, which Spark parses
@@ -190,6 +200,10 @@ def _date(value: Column, fmt: str) -> Column:
     if fmt == ISO_DATE:
         shape = (F.length(value) == 10) & (F.substring(value, 5, 1) == "-") & (F.substring(value, 8, 1) == "-")
         return F.when(shape, value.try_cast("date"))
+    if fmt == DOTTED_DATE and jvm:
+        # The Java fast path takes the plain shape (d.M.yyyy, a year from 1000); Spark's parser the rest.
+        fast = F.date_from_unix_date(F.call_function(jvm_functions.DOTTED_DATE, value))
+        return F.coalesce(fast, F.try_to_date(value, fmt))
     return F.try_to_date(value, fmt)
 
 
@@ -289,10 +303,11 @@ def validate_fields(parsed: DataFrame, schema: RegistrySchema, structure: list[t
     raw = {n: F.col(f"_raw_{n}") for n in names}
     blank = {n: raw[n].isNull() for n in names}  # fields are trimmed and empty ones null
     date_format = FHIR_DATE if schema.format == "fhir_ndjson" else schema.date_format
+    jvm = jvm_functions.available(parsed.sparkSession)
     typed: dict[str, Column] = {}
     for c in schema.columns[1:]:
         if c.type == "date":
-            typed[c.name] = _date(raw[c.name], date_format)
+            typed[c.name] = _date(raw[c.name], date_format, jvm=jvm)
         elif c.type in ("int", "decimal"):
             typed[c.name] = _number(raw[c.name], c.type, schema.decimal)
         elif c.type == "code":
