@@ -347,3 +347,36 @@ def test_an_open_redirect_after_sign_in_is_not_followed(web):
     client = TestClient(app)
     r = portal_login(client, users["alice"], next_path="//evil.example/x")
     assert r.headers["location"] == "/"
+
+
+def test_no_page_reads_the_database_on_the_event_loop(web, monkeypatch):
+    """Signing in and the user's language read the database: on the event loop, one slow read would hold up every
+    other request of the process. Every page (an error page too) does them in a worker thread."""
+    import asyncio
+
+    from toisio import identity
+
+    calls: list[tuple[str, bool]] = []
+
+    def on_the_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def watched(name, real):
+        def wrapper(*args, **kwargs):
+            calls.append((name, on_the_loop()))
+            return real(*args, **kwargs)
+        return wrapper
+
+    for name in ("authenticate", "language_of"):
+        monkeypatch.setattr(identity, name, watched(name, getattr(identity, name)))
+    _svc, app, users = web
+    b = Browser(app, users["hanna"])
+    for path in ("/", "/cases", "/notifications", "/catalogue", "/estimates", "/outputs", "/workspaces"):
+        b.get(path)
+    b.get("/cases/no-such-case", status=404)
+    assert {name for name, _ in calls} == {"authenticate", "language_of"}
+    assert [c for c in calls if c[1]] == []

@@ -93,7 +93,6 @@ def test_the_build_command_needs_a_jdk_and_says_how_to_get_one(jar, monkeypatch,
     assert not jar.exists()
 
 
-def test_the_sources_are_the_java_files_of_the_tree():
-    names = {p.name for p in J.sources()}
-    assert {"HetuReason.java", "DottedDate.java"} <= names
-    assert len(J.FUNCTIONS) == len(names)  # one function per source
+def test_every_function_has_its_source_in_the_tree():
+    names = {p.relative_to(J.SOURCE_DIR).as_posix() for p in J.sources()}
+    assert {cls.replace(".", "/") + ".java" for cls, _ in J.FUNCTIONS.values()} <= names

@@ -43,19 +43,20 @@ def create_portal(svc: Service) -> FastAPI:
     @app.exception_handler(ToisioError)
     async def _coded(request: Request, exc: ToisioError):
         """A user's error: its message on a page, in the layout, with the status of the error."""
-        return portal.render(request, "error.html", exc.http_status, actor=portal.actor(request),
-                             code=exc.code, message=str(exc))
+        actor = await portal.signed_in_or_none(request)
+        return await portal.page(request, "error.html", exc.http_status, actor=actor, code=exc.code, message=str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
-        return portal.render(request, "error.html", 422, actor=portal.actor(request), code="invalid_request",
-                             message=message)
+        return await portal.page(request, "error.html", 422, actor=await portal.signed_in_or_none(request),
+                                 code="invalid_request", message=message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return portal.render(request, "error.html", exc.status_code, actor=portal.actor(request),
-                             code="not_found" if exc.status_code == 404 else "http_error", message=str(exc.detail))
+        actor = await portal.signed_in_or_none(request)
+        return await portal.page(request, "error.html", exc.status_code, actor=actor,
+                                 code="not_found" if exc.status_code == 404 else "http_error", message=str(exc.detail))
 
     @app.exception_handler(DBAPIError)  # answered inside the app, so the browser's connection stays open
     @app.exception_handler(Exception)
@@ -63,12 +64,12 @@ def create_portal(svc: Service) -> FastAPI:
         lost = lost_connection(exc)
         if lost is not None:
             log.warning("%s on %s %s", lost, request.method, request.url.path)
-            return portal.render(request, "error.html", lost.http_status, actor=None, code=lost.code,
-                                 message=str(lost))
+            return await portal.page(request, "error.html", lost.http_status, actor=None, code=lost.code,
+                                     message=str(lost))
         ref = uuid.uuid4().hex[:12]
         log.exception("unexpected error (reference %s) on %s %s", ref, request.method, request.url.path)
-        return portal.render(request, "error.html", 500, actor=None, code="internal",
-                             message=f"reference {ref}")
+        return await portal.page(request, "error.html", 500, actor=None, code="internal",
+                                 message=f"reference {ref}")
 
     app.add_middleware(SessionAutoloadMiddleware)
     app.add_middleware(SessionMiddleware, store=DatabaseStore(svc.engine, max_lifetime=SESSION_HOURS * 3600),

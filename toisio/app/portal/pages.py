@@ -65,7 +65,7 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/login", response_class=HTMLResponse)
     async def login_page(request: Request, next: str = "/"):
-        return portal.render(request, "login.html", next=_safe_next(next), oidc=bool(svc.settings.oidc_issuer))
+        return await portal.page(request, "login.html", next=_safe_next(next), oidc=bool(svc.settings.oidc_issuer))
 
     @app.post("/login", response_class=HTMLResponse)
     async def login(request: Request):
@@ -77,8 +77,8 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
             new = await call(identity.login_local, svc, user_id, password, code, token_name="portal", days=1)
         except Unauthenticated as exc:
             locked = exc.code == "account_locked"
-            return portal.render(request, "login.html", 401, next=nxt, user_id=user_id, error=exc.code,
-                                 locked_message=str(exc) if locked else None, oidc=bool(svc.settings.oidc_issuer))
+            return await portal.page(request, "login.html", 401, next=nxt, user_id=user_id, error=exc.code,
+                                     locked_message=str(exc) if locked else None, oidc=bool(svc.settings.oidc_issuer))
         portal.sign_in(request, new.value, new.info.user_id)
         return portal.redirect(nxt)
 
@@ -96,7 +96,7 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         if lang not in ("fi", "sv", "en"):
             raise Invalid(f"unknown language {lang!r}", code="unknown_language")
         request.session["lang"] = lang
-        actor = portal.actor(request)
+        actor = await portal.signed_in_or_none(request)
         if actor is not None:
             await call(identity.set_language, svc, actor, lang)
         return portal.redirect(_safe_next(str(form.get("next") or "/")))
@@ -105,23 +105,23 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/", response_class=HTMLResponse)
     async def home(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         tasks = await call(_tasks, svc, actor)
         notes = await call(C.notifications, svc, actor, limit=15)
-        return portal.render(request, "home.html", actor=actor, tasks=tasks, notifications=notes)
+        return await portal.page(request, "home.html", actor=actor, tasks=tasks, notifications=notes)
 
     @app.get("/notifications", response_class=HTMLResponse)
     async def notifications(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         notes = await call(C.notifications, svc, actor, limit=100)
         messages = await call(notify.inbox, svc, actor)
         channel = await call(notify.channel_of, svc, actor)
-        return portal.render(request, "notifications.html", actor=actor, notifications=notes, messages=messages,
-                             channel=channel)
+        return await portal.page(request, "notifications.html", actor=actor, notifications=notes, messages=messages,
+                                 channel=channel)
 
     @app.post("/notifications/{step}")
     async def notifications_step(request: Request, step: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         form = await request.form()
         if step == "channel":
@@ -136,38 +136,38 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/catalogue", response_class=HTMLResponse)
     async def catalogue(request: Request, q: str = "", purpose: str = ""):
-        actor = portal.actor(request)
+        actor = await portal.signed_in_or_none(request)
         found = search(q[:200], purpose=purpose or None)
-        return portal.render(request, "catalogue.html", actor=actor, datasets=found, q=q, purpose=purpose,
-                             purposes=[p.value for p in Purpose])
+        return await portal.page(request, "catalogue.html", actor=actor, datasets=found, q=q, purpose=purpose,
+                                 purposes=[p.value for p in Purpose])
 
     @app.get("/catalogue/{dataset_id}", response_class=HTMLResponse)
     async def dataset_page(request: Request, dataset_id: str):
-        actor = portal.actor(request)
-        return portal.render(request, "dataset.html", actor=actor, d=get_dataset(dataset_id))
+        actor = await portal.signed_in_or_none(request)
+        return await portal.page(request, "dataset.html", actor=actor, d=get_dataset(dataset_id))
 
     # ------------------------------------------------------------ applying
 
     @app.get("/apply", response_class=HTMLResponse)
     async def apply_page(request: Request, kind: str = "data_permit", draft: str = ""):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         user = await call(identity.get_user, svc, actor.user_id)
         existing = await call(C.application, svc, actor, draft) if draft else None
-        return portal.render(request, "apply.html", actor=actor, user=user, kind=kind, draft=draft,
-                             form=existing.model_dump(mode="json") if existing else None,
-                             datasets=datasets(), purposes=[p.value for p in Purpose], report=None, wizard=True)
+        return await portal.page(request, "apply.html", actor=actor, user=user, kind=kind, draft=draft,
+                                 form=existing.model_dump(mode="json") if existing else None,
+                                 datasets=datasets(), purposes=[p.value for p in Purpose], report=None, wizard=True)
 
     @app.post("/apply/validate", response_class=HTMLResponse)
     async def apply_validate(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         data = application_data(await request.form())
-        return portal.render(request, "_problems.html", actor=actor, report=validate_data(data),
-                             wizard=data.get("kind") != "amendment")
+        return await portal.page(request, "_problems.html", actor=actor, report=validate_data(data),
+                                 wizard=data.get("kind") != "amendment")
 
     @app.post("/apply/attach", response_class=HTMLResponse)
     async def apply_attach(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         form = await request.form()
         which = str(form.get("which") or "research_plan")
@@ -182,11 +182,11 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         finally:
             await form.close()
         ref = await call(C.upload_attachment, svc, actor, name, data)
-        return portal.render(request, "_attachment.html", actor=actor, which=which, ref=ref, size=len(data))
+        return await portal.page(request, "_attachment.html", actor=actor, which=which, ref=ref, size=len(data))
 
     @app.post("/apply", response_class=HTMLResponse)
     async def apply(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         form = await request.form()
         data = application_data(form)
@@ -195,12 +195,12 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         draft = str(form.get("draft") or "")
         if not report.ok:
             if data.get("kind") == "amendment":
-                return portal.render(request, "amend.html", 422, actor=actor, permit_id=data.get("permit_id"),
-                                     form=data, report=report)
+                return await portal.page(request, "amend.html", 422, actor=actor, permit_id=data.get("permit_id"),
+                                         form=data, report=report)
             user = await call(identity.get_user, svc, actor.user_id)
-            return portal.render(request, "apply.html", 422, actor=actor, user=user, kind=data.get("kind"),
-                                 draft=draft, form=data, datasets=datasets(),
-                                 purposes=[p.value for p in Purpose], report=report, wizard=True)
+            return await portal.page(request, "apply.html", 422, actor=actor, user=user, kind=data.get("kind"),
+                                     draft=draft, form=data, datasets=datasets(),
+                                     purposes=[p.value for p in Purpose], report=report, wizard=True)
         app_form = ApplicationForm.model_validate(data)
         if draft:
             await call(C.update_draft, svc, actor, draft, app_form)
@@ -217,13 +217,13 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/cases", response_class=HTMLResponse)
     async def cases(request: Request, state: str = ""):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         found = await call(S.list_cases, svc, actor, state=state or None)
-        return portal.render(request, "cases.html", actor=actor, cases=found, state=state, states=list(State))
+        return await portal.page(request, "cases.html", actor=actor, cases=found, state=state, states=list(State))
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse)
     async def case_page(request: Request, case_id: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         page = await call(C.case_file, svc, actor, case_id)
         view, form, msgs = page.view, page.form, page.messages
         authority = page.role in ("handler", "decider", "controller", "auditor")
@@ -250,19 +250,19 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
                 dp_budget = await call(dp.budget, svc, actor, case_id)
             except ToisioError:
                 dp_budget = None
-        return portal.render(request, "case.html", actor=actor, case=view, form=form, messages=msgs,
-                             estimates=estimates, actions=actions, field_labels=FIELD_LABELS,
-                             can_write=can_write, authority=authority, decided=decided,
-                             waiting_for=WAITING_FOR[view.state], registries=_registries_of(form),
-                             statistics=statistics, can_produce=can_produce, can_amend=can_amend,
-                             dp_budget=dp_budget, can_set_budget=can_set_budget)
+        return await portal.page(request, "case.html", actor=actor, case=view, form=form, messages=msgs,
+                                 estimates=estimates, actions=actions, field_labels=FIELD_LABELS,
+                                 can_write=can_write, authority=authority, decided=decided,
+                                 waiting_for=WAITING_FOR[view.state], registries=_registries_of(form),
+                                 statistics=statistics, can_produce=can_produce, can_amend=can_amend,
+                                 dp_budget=dp_budget, can_set_budget=can_set_budget)
 
     @app.post("/cases/{case_id}/dp-budget")
     async def case_dp_budget(request: Request, case_id: str):
         """The decider sets the permit's privacy budget (the DP query service charges every query to it)."""
         from secure_env.airlock import dp
 
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         form = await request.form()
         try:
@@ -279,24 +279,24 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
     async def amend_page(request: Request, case_id: str):
         """The permit holder's amendment form (validity or named users), prefilled from the permit; it is
         submitted to /apply like any application."""
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         page = await call(C.case_file, svc, actor, case_id)
         base = page.form.model_dump(mode="json")
         form = {"kind": "amendment", "permit_id": case_id, "title": f"{page.view.title} (amendment)",
                 **{k: base[k] for k in ("applicant", "organisation", "billing")}}
-        return portal.render(request, "amend.html", actor=actor, permit_id=case_id, form=form, report=None,
-                             case=page.view)
+        return await portal.page(request, "amend.html", actor=actor, permit_id=case_id, form=form, report=None,
+                                 case=page.view)
 
     @app.post("/cases/{case_id}/statistics")
     async def case_statistics(request: Request, case_id: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         request_id = await call(DR.produce_statistics, svc, actor, case_id)
         return portal.redirect(f"/outputs/{request_id}")
 
     @app.post("/cases/{case_id}/actions/{action}")
     async def case_action(request: Request, case_id: str, action: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         if action not in ACTION_BODIES or action in _NOT_BUTTONS:
             raise Invalid(f"unknown action {action!r}", code="unknown_action")
@@ -306,7 +306,7 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.post("/cases/{case_id}/messages")
     async def case_message(request: Request, case_id: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         form = await request.form()
         text = str(form.get("text") or "").strip()
@@ -316,20 +316,20 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/cases/{case_id}/attachments/{sha256}")
     async def case_attachment(request: Request, case_id: str, sha256: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         ref, data = await call(C.read_attachment, svc, actor, case_id, sha256)
         return Response(data, media_type="application/octet-stream",
                         headers={"Content-Disposition": attachment_disposition(ref.filename)})
 
     @app.get("/cases/{case_id}/decision", response_class=HTMLResponse)
     async def case_decision(request: Request, case_id: str, lang: str = ""):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         d = await call(D.decision, svc, actor, case_id)
         return HTMLResponse(D.render_html(d, lang or portal.lang(request, actor)))
 
     @app.get("/cases/{case_id}/decision.pdf")
     async def case_decision_pdf(request: Request, case_id: str, lang: str = ""):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         d = await call(D.decision, svc, actor, case_id)
         lang = lang or portal.lang(request, actor)
         pdf = await call(D.render_pdf, d, lang)
@@ -340,22 +340,22 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/estimates", response_class=HTMLResponse)
     async def estimates(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         items = await call(C.estimate_requests, svc, actor)
-        return portal.render(request, "estimates.html", actor=actor, items=items)
+        return await portal.page(request, "estimates.html", actor=actor, items=items)
 
     # ------------------------------------------------------------ output requests
 
     @app.get("/outputs", response_class=HTMLResponse)
     async def outputs(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         queue = await call(A.checker_queue, svc, actor) if Role.OUTPUT_CHECKER in actor.roles else []
         mine = await call(A.requests_of, svc, actor)
-        return portal.render(request, "outputs.html", actor=actor, queue=queue, mine=mine)
+        return await portal.page(request, "outputs.html", actor=actor, queue=queue, mine=mine)
 
     @app.get("/outputs/{request_id}", response_class=HTMLResponse)
     async def output_page(request: Request, request_id: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         view = await call(A.view, svc, actor, request_id)
         previews = {}
         for f in view["files"]:
@@ -365,12 +365,12 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         reviewer = await call(A.can_review, svc, actor, view["permit_id"], view["requester"])
         my_votes = {f["name"]: next((v for v in f["votes"] if v["reviewer"] == actor.user_id), None)
                     for f in view["files"]}
-        return portal.render(request, "output.html", actor=actor, r=view, previews=previews, reviewer=reviewer,
-                             my_votes=my_votes, is_requester=actor.user_id == view["requester"])
+        return await portal.page(request, "output.html", actor=actor, r=view, previews=previews, reviewer=reviewer,
+                                 my_votes=my_votes, is_requester=actor.user_id == view["requester"])
 
     @app.get("/outputs/{request_id}/files/{name}")
     async def output_file(request: Request, request_id: str, name: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         data = await call(A.read_file, svc, actor, request_id, name)
         media = "image/png" if name.lower().endswith(".png") else "image/svg+xml" if name.lower().endswith(
             ".svg") else "text/plain; charset=utf-8"
@@ -379,14 +379,14 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/outputs/{request_id}/released/{name}")
     async def output_released(request: Request, request_id: str, name: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         data = await call(A.released_file, svc, actor, request_id, name)
         return Response(data, media_type="application/octet-stream",
                         headers={"Content-Disposition": attachment_disposition(name)})
 
     @app.post("/outputs/{request_id}/{step}")
     async def output_step(request: Request, request_id: str, step: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         form = await request.form()
         if step == "vote":
@@ -416,14 +416,14 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/workspaces", response_class=HTMLResponse)
     async def workspaces(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         items = await call(_workspaces, svc, actor)
-        return portal.render(request, "workspaces.html", actor=actor, items=items,
-                             link=request.session.pop("workspace_link", None))
+        return await portal.page(request, "workspaces.html", actor=actor, items=items,
+                                 link=request.session.pop("workspace_link", None))
 
     @app.post("/workspaces/{permit_id}/{step}")
     async def workspace_step(request: Request, permit_id: str, step: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         if step == "start":
             await call(server.start, svc, actor, permit_id)
@@ -446,13 +446,13 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
         come into their permits' workspaces."""
         from secure_env.workspace import ingress
 
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         items = await call(ingress.list_imports, svc, actor)
         decidable = {r.import_id for r in items if r.state == ingress.REQUESTED and await call(
             _may_decide_import, svc, actor, r)}
         permits = [w["case"].case_id for w in await call(_workspaces, svc, actor)
                    if w["named"] and w["status"].exists]
-        return portal.render(request, "imports.html", actor=actor, items=sorted(
+        return await portal.page(request, "imports.html", actor=actor, items=sorted(
             items, key=lambda r: (r.state != ingress.REQUESTED, r.import_id)), decidable=decidable, permits=permits,
             max_mb=ingress.MAX_IMPORT_BYTES // (1024 * 1024))
 
@@ -463,7 +463,7 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
         from secure_env.workspace import ingress
 
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         form = await request.form()
         try:
@@ -487,7 +487,7 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
     async def decide_import(request: Request, import_id: str, decision: str):
         from secure_env.workspace import ingress
 
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         if decision not in ("approve", "reject"):
             raise Invalid(f"unknown decision {decision!r}", code="unknown_action")
@@ -498,13 +498,13 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/workspaces/{permit_id}/outputs/new", response_class=HTMLResponse)
     async def new_output(request: Request, permit_id: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         found = await call(provision.files, svc, actor, permit_id)
-        return portal.render(request, "new_output.html", actor=actor, permit_id=permit_id, files=found)
+        return await portal.page(request, "new_output.html", actor=actor, permit_id=permit_id, files=found)
 
     @app.post("/workspaces/{permit_id}/outputs/new")
     async def create_output(request: Request, permit_id: str):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         form = await request.form()
         chosen = [str(v) for v in form.getlist("pick")]
@@ -545,37 +545,37 @@ def register(app: FastAPI, portal: Portal) -> None:  # noqa: C901 - one function
 
     @app.get("/audit", response_class=HTMLResponse)
     async def audit_page(request: Request, subject: str = "", action: str = "", by: str = "", offset: int = 0):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         from toisio.audit_access import search as audit_search
 
         found = await call(audit_search, svc, actor, subject=subject or None, action=action or None,
                            by=by or None, limit=50, offset=max(0, offset))
-        return portal.render(request, "audit.html", actor=actor, found=found, subject=subject, action=action,
-                             by=by, offset=max(0, offset), verification=None)
+        return await portal.page(request, "audit.html", actor=actor, found=found, subject=subject, action=action,
+                                 by=by, offset=max(0, offset), verification=None)
 
     @app.post("/audit/verify", response_class=HTMLResponse)
     async def audit_verify(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         await portal.check_csrf(request)
         from toisio.app.auditing import verify_all
         from toisio.audit_access import search as audit_search
 
         v = await call(verify_all, svc, actor)
         found = await call(audit_search, svc, actor, limit=50)
-        return portal.render(request, "audit.html", actor=actor, found=found, subject="", action="", by="",
-                             offset=0, verification=v)
+        return await portal.page(request, "audit.html", actor=actor, found=found, subject="", action="", by="",
+                                 offset=0, verification=v)
 
     @app.get("/indicators", response_class=HTMLResponse)
     async def indicators_page(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         from permits.report import indicators
 
         rows = await call(indicators, svc, actor)
-        return portal.render(request, "indicators.html", actor=actor, rows=rows)
+        return await portal.page(request, "indicators.html", actor=actor, rows=rows)
 
     @app.get("/indicators.png")
     async def indicators_png(request: Request):
-        actor = portal.require(request)
+        actor = await portal.signed_in(request)
         png = await call(_chart, svc, actor)
         return Response(png, media_type="image/png")
 

@@ -28,6 +28,7 @@ from fastapi_csrf_protect import CsrfProtect
 from fastapi_csrf_protect.exceptions import CsrfProtectError
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
 
 from toisio import i18n, identity
 from toisio.errors import Forbidden, ToisioError, Unauthenticated
@@ -104,6 +105,15 @@ class Portal:
             raise NeedsSignIn(request.url.path)
         return actor
 
+    async def signed_in(self, request: Request) -> Actor:
+        """:meth:`require` in a worker thread: signing in reads the database, which must not hold up the event
+        loop (and with it every other request of this process)."""
+        return await run_in_threadpool(self.require, request)
+
+    async def signed_in_or_none(self, request: Request) -> Actor | None:
+        """:meth:`actor` in a worker thread."""
+        return await run_in_threadpool(self.actor, request)
+
     def sign_in(self, request: Request, token: str, user_id: str) -> None:
         from starsessions import regenerate_session_id
 
@@ -164,6 +174,12 @@ class Portal:
         response.headers["Referrer-Policy"] = "same-origin"
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    async def page(self, request: Request, template: str, status: int = 200, *, actor: Actor | None = None,
+                   **context: Any) -> HTMLResponse:
+        """:meth:`render` in a worker thread (the user's language is read from the database, and a large page
+        takes a while to render)."""
+        return await run_in_threadpool(self.render, request, template, status, actor=actor, **context)
 
     def redirect(self, url: str) -> RedirectResponse:
         return RedirectResponse(url, status_code=303)

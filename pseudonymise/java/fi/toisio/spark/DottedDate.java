@@ -15,7 +15,6 @@ import org.apache.spark.sql.api.java.UDF1;
  */
 public final class DottedDate implements UDF1<String, Integer> {
     private static final long serialVersionUID = 1L;
-    private static final int[] MONTH_DAYS = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 
     @Override
     public Integer call(String s) {
@@ -31,28 +30,15 @@ public final class DottedDate implements UDF1<String, Integer> {
         if (secondDot - firstDot < 2 || secondDot - firstDot > 3 || n - secondDot != 5) {
             return null;
         }
-        int day = digits(s, 0, firstDot);
-        int month = digits(s, firstDot + 1, secondDot);
-        int year = digits(s, secondDot + 1, n);
+        int day = Fields.digits(s, 0, firstDot);
+        int month = Fields.digits(s, firstDot + 1, secondDot);
+        int year = Fields.digits(s, secondDot + 1, n);
         if (day < 1 || month < 1 || month > 12 || year < 1000) {
             return null;
         }
-        boolean leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-        if (day > MONTH_DAYS[month - 1] + (month == 2 && leap ? 1 : 0)) {
+        if (day > Fields.daysInMonth(year, month)) {
             return null;
         }
         return (int) LocalDate.of(year, month, day).toEpochDay();
-    }
-
-    private static int digits(String s, int from, int to) {
-        int v = 0;
-        for (int i = from; i < to; i++) {
-            char c = s.charAt(i);
-            if (c < '0' || c > '9') {
-                return -1;
-            }
-            v = v * 10 + (c - '0');
-        }
-        return v;
     }
 }

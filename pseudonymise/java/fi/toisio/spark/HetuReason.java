@@ -10,24 +10,11 @@ import org.apache.spark.sql.api.java.UDF2;
  * exactly eleven characters), date (a real date in the sign's century), individual number (at least 002),
  * control character (the nine digits modulo 31), temporary (900-999, unless the second argument is true).
  * The same rules are Catalyst expressions in {@code pseudonymise.validate}, which the tests hold this class
- * to, code for code.  It runs once per row of every registry, so it does no allocation.
+ * to, code for code.
  */
 public final class HetuReason implements UDF2<String, Boolean, String> {
     private static final long serialVersionUID = 1L;
     private static final String ALPHABET = "0123456789ABCDEFHJKLMNPRSTUVWXY";
-    private static final int[] MONTH_DAYS = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-    private static int digits(String s, int from, int to) {
-        int n = 0;
-        for (int i = from; i < to; i++) {
-            char c = s.charAt(i);
-            if (c < '0' || c > '9') {
-                return -1;
-            }
-            n = n * 10 + (c - '0');
-        }
-        return n;
-    }
 
     private static int century(char sign) {
         if (sign == '+') {
@@ -50,8 +37,8 @@ public final class HetuReason implements UDF2<String, Boolean, String> {
         if (code.length() != 11) {
             return "hetu_format";
         }
-        int ddmmyy = digits(code, 0, 6);
-        int nnn = digits(code, 7, 10);
+        int ddmmyy = Fields.digits(code, 0, 6);
+        int nnn = Fields.digits(code, 7, 10);
         int century = century(code.charAt(6));
         char check = code.charAt(10);
         boolean checkShape = (check >= '0' && check <= '9') || (check >= 'A' && check <= 'Y');
@@ -64,9 +51,7 @@ public final class HetuReason implements UDF2<String, Boolean, String> {
         if (mm < 1 || mm > 12) {
             return "hetu_date";
         }
-        boolean leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-        int lastDay = MONTH_DAYS[mm - 1] + (mm == 2 && leap ? 1 : 0);
-        if (dd < 1 || dd > lastDay) {
+        if (dd < 1 || dd > Fields.daysInMonth(year, mm)) {
             return "hetu_date";
         }
         if (nnn < 2) {
