@@ -26,7 +26,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -257,53 +257,59 @@ class ReadRecorder:
     :meth:`record` returns only once its event has committed, so a read is on the chain before its data is
     handed out; if the append fails, the reader gets the error (and no data).  Each batch first checks that the
     chain still ends at the head recorded outside the database, so a read also notices a truncated log.
+
+    One reader at a time leads: it commits the batch that holds its own event, hands the lead to the first
+    reader still queued, then writes the head file (while the next batch commits) and wakes each reader of its
+    batch.  Every reader is woken once, by its own event: with many readers waiting, waking them all at every
+    batch cost more processor time than the batches themselves.
     """
 
     def __init__(self, engine: Engine, key: Secret, *, max_batch: int = 500):
         self.engine, self.key, self.max_batch = engine, key, max_batch
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Waiting] = []
         self._busy = False
 
     def record(self, *, actor: str, action: str, subject: str, payload: dict[str, Any] | None = None) -> AuditEvent:
         mine = _Waiting(Pending(actor, action, subject, payload or {}))
-        with self._cv:
+        with self._lock:
             self._queue.append(mine)
-            while not mine.done:
-                if self._busy or not self._queue:  # (empty: this reader's batch is writing its head)
-                    self._cv.wait()
-                    continue
-                self._busy = True
-                batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-                self._cv.release()
-                events: list[AuditEvent] | BaseException
-                try:
-                    events = self._commit(batch)
-                finally:
-                    self._cv.acquire()
-                    self._busy = False
-                    self._cv.notify_all()
-                # The next batch may commit while this one writes the head file; its readers get their events
-                # only once the head is written (or the error if it cannot be: a read fails closed).
-                self._cv.release()
-                try:
-                    if not isinstance(events, BaseException):
-                        _write_head(self.key, events[-1].seq, events[-1].entry_hash)
-                except BaseException as exc:
-                    events = exc
-                finally:
-                    self._cv.acquire()
-                for i, w in enumerate(batch):
-                    if isinstance(events, BaseException):
-                        w.error = events
-                    else:
-                        w.event = events[i]
-                    w.done = True
-                self._cv.notify_all()
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            mine.wake.wait()  # woken with its event (or error), or to lead the batch that holds it
+        if not mine.done:
+            self._lead()
         if mine.error is not None:
             raise mine.error
         assert mine.event is not None
         return mine.event
+
+    def _lead(self) -> None:
+        """Commit the next batch (the leader's own event first), hand over the lead, then write the head file and
+        give each reader of the batch its event, or the error every reader in it gets."""
+        with self._lock:
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+        events = self._commit(batch)
+        with self._lock:
+            following = self._queue[0] if self._queue else None
+            self._busy = following is not None
+        if following is not None:
+            following.wake.set()
+        # the next batch may commit while this one writes the head file; its readers get their events only once
+        # the head is written (or the error if it cannot be: a read fails closed)
+        if not isinstance(events, BaseException):
+            try:
+                _write_head(self.key, events[-1].seq, events[-1].entry_hash)
+            except BaseException as exc:
+                events = exc
+        for i, w in enumerate(batch):
+            if isinstance(events, BaseException):
+                w.error = events
+            else:
+                w.event = events[i]
+            w.done = True
+            w.wake.set()
 
     def _commit(self, batch: list[_Waiting]) -> list[AuditEvent] | BaseException:
         """Append the batch in one transaction: its events, or the error that every reader in it gets."""
@@ -370,6 +376,7 @@ class _Waiting:
     event: AuditEvent | None = None
     error: BaseException | None = None
     done: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
 
 
 def head_path(key: Secret) -> Path | None:
@@ -477,8 +484,8 @@ def stamp(conn: Connection, pairs: list[tuple[str, str]]) -> tuple[int | None, .
     if not pairs:
         return ()
     params = {}
-    for i, (subject, field) in enumerate(pairs):
-        params[f"s{i}"], params[f"f{i}"] = subject, field
+    for i, (subject, vouched_by) in enumerate(pairs):
+        params[f"s{i}"], params[f"f{i}"] = subject, vouched_by
     return tuple(conn.execute(_stamp_statement(len(pairs)), params).one())
 
 

@@ -1,6 +1,7 @@
 """The hash-chained, append-only audit log: appends, verification and every kind of tampering."""
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import select, text
@@ -241,6 +242,43 @@ def test_concurrent_reads_are_recorded_together_and_each_waits_for_its_commit(sv
     assert sorted(e.payload["i"] for e in got) == list(range(40))
     with svc.engine.connect() as conn:  # batches write the head after their commit, never an older over a newer
         assert audit.read_head_file(svc.audit_key) == audit.head(conn)
+
+
+def test_readers_take_the_lead_in_turn_and_each_waits_once(svc, monkeypatch):
+    """With batches smaller than the crowd, the lead passes from batch to batch until every reader has its event;
+    a reader that waits is woken once (by its own event), not at every batch."""
+    waits = []
+
+    class Counting(threading.Event):
+        def wait(self, timeout=None):
+            waits.append(1)
+            return super().wait(timeout)
+
+    monkeypatch.setattr(audit._Waiting, "__init__", _waiting_with(Counting))
+    recorder = audit.ReadRecorder(svc.engine, svc.audit_key, max_batch=3)
+    got = []
+    threads = [threading.Thread(target=lambda i=i: got.append(recorder.record(actor=f"u{i}", action="case.viewed",
+                                                                               subject=f"case:{i}")), daemon=True)
+               for i in range(30)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a reader was left waiting: the lead was not handed over"
+    assert len({e.seq for e in got}) == 30 and sorted(e.subject for e in got) == sorted(f"case:{i}" for i in range(30))
+    assert len(waits) <= 30 - 1  # at most one wait per reader, and the first reader leads without waiting
+    assert _verify(svc).ok and audit.read_head_file(svc.audit_key)[0] == max(e.seq for e in got)
+
+
+def _waiting_with(event_type):
+    original = audit._Waiting.__init__
+
+    def init(self, item, *a, **kw):
+        original(self, item, *a, **kw)
+        self.wake = event_type()
+
+    return init
 
 
 def test_when_a_batch_cannot_be_recorded_every_reader_in_it_gets_the_error(svc, monkeypatch):
