@@ -246,3 +246,36 @@ def test_the_running_api_wires_the_workspace_stop_on_permit_end(tmp_path):
 
     assert asyncio.run(serve_briefly()) == before + 1
     assert len(events._subscribers["permit.revoked"]) == before
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_process_freezes_its_startup_objects_before_its_first_request(tmp_path, monkeypatch, workers):
+    """``toisio serve`` (one process, or each of several) collects and freezes what its startup left alive, so
+    full collections under load do not walk the modules and routes again; the apps of tests never freeze."""
+    import gc
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from toisio.app import api as api_module
+    from toisio.app.cli import app as cli
+
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(("threshold", t[0])))
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
+    r = CliRunner().invoke(cli, ["serve", "--port", "8799", "--workers", str(workers)])
+    assert r.exit_code == 0, r.output
+    app = served[0] if workers == 1 else api_module.app_from_environment()
+    assert served[0] == app or served[0] == "toisio.app.api:app_from_environment"
+    assert calls == []
+    with serve_in_thread(app) as root:
+        assert calls == ["collect", "freeze", ("threshold", 20_000)]  # during startup, before any request
+        assert httpx.get(f"{root}/api/v1/health").status_code == 200
+    calls.clear()
+    with serve_in_thread(create_app(make_service(tmp_path / "other"))) as root:
+        assert httpx.get(f"{root}/api/v1/health").status_code == 200
+    assert calls == []

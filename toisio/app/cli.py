@@ -337,7 +337,7 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
     if workers == 1:
         from toisio.app.api import create_app
 
-        uvicorn.run(create_app(svc), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(svc, settle=True), host=host, port=port, log_level="warning")
     else:
         uvicorn.run("toisio.app.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
                     log_level="warning")
