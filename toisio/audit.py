@@ -25,6 +25,7 @@ import hmac
 import json
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ from toisio.keystore import Secret
 GENESIS = "0" * 64
 HEAD_FILE = "audit.head"
 _PENDING = "toisio_audit_head"
+#: per connection, the head its commit wrote until that commit is known to have landed (:func:`_head_after_commit`)
+_UNCONFIRMED: weakref.WeakKeyDictionary[Connection, tuple] = weakref.WeakKeyDictionary()
 
 
 #: Every action the audit log records, one catalogue across the stages (the foundation names them; it imports
@@ -246,7 +249,7 @@ def _append_all(conn: Connection, key: Secret, items: list[Pending], *, now: dat
         prev = entry
     conn.execute(AuditEventRow.__table__.insert(), rows)
     if not head_by_caller:
-        _head_after_commit(conn, key, seq, prev)
+        _head_after_commit(conn, key, seq, prev, before=(last[0], last[1]) if last else None)
     return out
 
 
@@ -409,6 +412,17 @@ def _write_head(key: Secret, seq: int, entry: str) -> None:
     Writers take turns on an advisory lock of the file (``audit.head.lock`` beside it), so a head never
     replaces a newer one: the appends of state changes write it while they hold the database's append lock,
     and batches of recorded reads after their commit, while the next batch commits."""
+    _replace_head(key, lambda current: (seq, entry) if current is None or current[0] < seq else current)
+
+
+def _take_back_head(key: Secret, seq: int, entry: str, before: tuple[int, str] | None) -> None:
+    """The commit that wrote the head ``seq:entry`` failed: put back ``before`` (the chain's head under that
+    transaction's append lock; no file if the chain was empty), unless another writer has replaced that head."""
+    _replace_head(key, lambda current: before if current == (seq, entry) else current)
+
+
+def _replace_head(key: Secret, decide: Callable[[tuple[int, str] | None], tuple[int, str] | None]) -> None:
+    """Under the head file's lock, replace its head ``current`` by ``decide(current)`` (durably; None: no file)."""
     path = head_path(key)
     if path is None:
         return
@@ -421,12 +435,16 @@ def _write_head(key: Secret, seq: int, entry: str) -> None:
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         current = read_head_file(key)
-        if current is not None and current[0] >= seq:
+        new = decide(current)
+        if new == current:
+            return
+        if new is None:
+            path.unlink()
             return
         tmp = path.with_name(f".{HEAD_FILE}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, f"{seq}:{entry}\n".encode("ascii"))
+            os.write(fd, f"{new[0]}:{new[1]}\n".encode("ascii"))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -435,21 +453,44 @@ def _write_head(key: Secret, seq: int, entry: str) -> None:
         os.close(lock_fd)  # releases the lock
 
 
-def _head_after_commit(conn: Connection, key: Secret, seq: int, entry: str) -> None:
+def _head_after_commit(conn: Connection, key: Secret, seq: int, entry: str, *,
+                       before: tuple[int, str] | None) -> None:
     """Write the head file when (and only if) the appending transaction commits, just before its commit lands
-    (if writing it fails, nothing is committed)."""
-    conn.info[_PENDING] = (key, seq, entry)
+    (if writing it fails, nothing is committed; if the commit itself then fails, the head is taken back to
+    ``before``, so the file is not left ahead of the database)."""
+    conn.info[_PENDING] = (key, seq, entry, before)
 
     def on_commit(c: Connection) -> None:
         pending = c.info.pop(_PENDING, None)
         if pending is not None:
-            _write_head(*pending)
+            _write_head(*pending[:3])
+            _UNCONFIRMED[c] = pending
 
     def on_rollback(c: Connection) -> None:
         c.info.pop(_PENDING, None)
 
     event.listen(conn, "commit", on_commit, once=True)
     event.listen(conn, "rollback", on_rollback, once=True)
+    event.listen(conn, "begin", _commit_landed)
+    engine = conn.engine
+    if not event.contains(engine, "handle_error", _commit_failed):
+        event.listen(engine, "handle_error", _commit_failed)
+
+
+def _commit_landed(conn: Connection) -> None:
+    """The connection begins anew: its last commit landed (a failed one raised through :func:`_commit_failed`)."""
+    _UNCONFIRMED.pop(conn, None)
+
+
+def _commit_failed(ctx: Any) -> None:
+    """An error on a connection whose commit wrote the head: if it came from the commit (no statement), take
+    that head back."""
+    conn = ctx.connection
+    if conn is None or ctx.statement is not None:
+        return
+    unconfirmed = _UNCONFIRMED.pop(conn, None)
+    if unconfirmed is not None:
+        _take_back_head(*unconfirmed)
 
 
 def authentic(key: Secret, e: AuditEvent) -> bool:

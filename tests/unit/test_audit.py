@@ -334,6 +334,42 @@ def test_a_batch_whose_commit_fails_leaves_the_head_file_as_it_was(svc):
     assert _verify(svc).ok
 
 
+def test_a_state_change_whose_commit_fails_takes_back_the_head_it_wrote(svc, monkeypatch):
+    """A state change writes the head file just before its commit (under the append lock, so heads are written
+    in order); if the commit itself then fails, that head is taken back, so the next read is not refused as if
+    the log had been truncated, and the chain and its head agree."""
+    recorder = audit.ReadRecorder(svc.engine, svc.audit_key)
+    recorder.record(actor="u", action="case.viewed", subject="case:1")
+    before = audit.read_head_file(svc.audit_key)
+
+    def lost(dbapi_connection):
+        raise OSError("the connection was lost at commit")
+
+    with monkeypatch.context() as m:
+        m.setattr(svc.engine.dialect, "do_commit", lost)
+        with pytest.raises(OSError, match="lost at commit"), svc.engine.begin() as conn:
+            audit.append(conn, svc.audit_key, actor="u", action="case.viewed", subject="case:2")
+    assert audit.read_head_file(svc.audit_key) == before
+    assert recorder.record(actor="u", action="case.viewed", subject="case:3").seq == before[0] + 1
+    with svc.engine.begin() as conn:
+        later = audit.append(conn, svc.audit_key, actor="u", action="case.viewed", subject="case:4")
+    assert audit.read_head_file(svc.audit_key) == (later.seq, later.entry_hash)
+    assert _verify(svc).ok
+    with svc.engine.connect() as conn:
+        audit.check_head(conn, svc.audit_key)
+
+
+def test_a_head_is_taken_back_only_while_it_is_the_one_the_failed_commit_wrote(svc):
+    key = svc.audit_key
+    audit._write_head(key, 7, "7" * 64)
+    audit._take_back_head(key, 6, "6" * 64, (5, "5" * 64))  # another writer has replaced it: kept
+    assert audit.read_head_file(key) == (7, "7" * 64)
+    audit._take_back_head(key, 7, "7" * 64, (6, "6" * 64))
+    assert audit.read_head_file(key) == (6, "6" * 64)
+    audit._take_back_head(key, 6, "6" * 64, None)  # the chain was empty before that commit: no head file
+    assert audit.read_head_file(key) is None
+
+
 def test_the_head_file_never_goes_back(svc):
     """Writers of the head take turns on a lock of the file and never replace a newer head by an older one,
     whatever order they come in."""
