@@ -73,7 +73,7 @@ _ACTIONS = {
                "downloaded"),
     "dp": ("budget_set", "query_charged"),
     "data": ("deleted",),
-    "audit": ("searched",),
+    "audit": ("searched", "head_reanchored"),
 }
 AuditAction = StrEnum("AuditAction", {f"{area}_{a}".upper(): f"{area}.{a}"
                                       for area, names in _ACTIONS.items() for a in names})
@@ -491,6 +491,59 @@ def _commit_failed(ctx: Any) -> None:
     unconfirmed = _UNCONFIRMED.pop(conn, None)
     if unconfirmed is not None:
         _take_back_head(*unconfirmed)
+
+
+@dataclass(frozen=True)
+class Reanchored:
+    """What :func:`reanchor` did: the head recorded outside the database that it replaced, where the database's
+    chain ended, and the entry that records the re-anchoring (now the recorded head)."""
+
+    recorded: tuple[int, str]
+    database: tuple[int, str] | None
+    entry: AuditEvent
+
+
+def reanchor(engine: Engine, key: Secret, *, actor: str, recorded_seq: int, reason: str) -> Reanchored:
+    """Record the database's chain as the head again, after the head recorded outside it was left ahead of it:
+    the service stopped (a crash, a power cut) between a change writing the head and its commit landing, so
+    every check of the head refuses, as it would for a truncated log.  The operator's recovery, on the host
+    that holds the key store, never a silent one:
+
+    - refused unless the recorded head is missing from the database or differs from it (nothing to recover
+      otherwise), unless ``recorded_seq`` confirms the recorded head's entry number (the operator has looked
+      at it: ``toisio audit verify`` names it), and unless the chain in the database verifies entry by entry
+      (re-anchoring a chain that is broken would hide the break);
+    - appends ``audit.head_reanchored`` naming the head it replaces, the database's head and the reason, and
+      records that entry as the head.
+
+    A log truncated by someone without the key store is re-anchored only if an operator confirms it; the
+    entry stays on the chain for auditors to see."""
+    if not reason.strip():
+        raise AuditError("re-anchoring the audit log needs a reason (what happened to the service)",
+                         code="reason_required")
+    with engine.begin() as conn:
+        last = _locked_head(conn)
+        recorded = read_head_file(key)
+        if recorded is None or recorded[0] == 0:
+            raise AuditError("no head is recorded outside the database: nothing to re-anchor", code="audit_head_held")
+        held = conn.execute(select(AuditEventRow.entry_hash).where(AuditEventRow.seq == recorded[0])).scalar()
+        if held == recorded[1]:
+            raise AuditError(f"the database holds the recorded head (entry {recorded[0]}): nothing to re-anchor",
+                             code="audit_head_held")
+        if recorded_seq != recorded[0]:
+            raise AuditError(f"the head recorded outside the database is entry {recorded[0]}, not {recorded_seq}; "
+                             f"confirm the number it has", code="audit_reanchor_unconfirmed")
+        checked = _verify(conn, key, anchor=None)
+        if not checked.ok:
+            raise AuditError(f"the chain in the database is itself broken at entry {checked.first_bad_seq} "
+                             f"({checked.reason}); re-anchoring would hide that", code="audit_tampered")
+        entry = _append_all(conn, key, [Pending(actor, "audit.head_reanchored", "audit", {
+            "recorded_head": f"{recorded[0]}:{recorded[1]}",
+            "database_head": f"{last[0]}:{last[1]}" if last else "0:" + GENESIS,
+            "reason": reason.strip()})], head_by_caller=True)[0]
+    _replace_head(key, lambda current: (entry.seq, entry.entry_hash)
+                  if current == recorded or current is None or current[0] < entry.seq else current)
+    return Reanchored(recorded, last, entry)
 
 
 def authentic(key: Secret, e: AuditEvent) -> bool:

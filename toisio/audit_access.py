@@ -20,10 +20,12 @@ from toisio.service import Service
 AUDIT = Table("audit", {
     "search": rule("search the audit log", {Role.AUDITOR}),
     "verify": rule("verify the audit chain", {Role.AUDITOR, Role.OPERATOR}),
+    "reanchor": rule("re-anchor the chain's recorded head after a crash", {Role.OPERATOR}),
 }, {})
 
 check_can_search, can_search = AUDIT.pair("search")
 check_can_verify, can_verify = AUDIT.pair("verify")
+check_can_reanchor, can_reanchor = AUDIT.pair("reanchor")
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,10 @@ def verify_chain(svc: Service, actor: Actor, *, anchor: tuple[int, str] | None =
     check_can_verify(actor)
     with svc.engine.connect() as conn:
         return audit.verify(conn, svc.audit_key, anchor=anchor)
+
+
+def reanchor(svc: Service, actor: Actor, *, recorded_seq: int, reason: str) -> audit.Reanchored:
+    """An operator on the service host records the database's chain as the head again after a crash left the
+    recorded head ahead of it (:func:`toisio.audit.reanchor`, which says what it refuses)."""
+    check_can_reanchor(actor)
+    return audit.reanchor(svc.engine, svc.audit_key, actor=actor.user_id, recorded_seq=recorded_seq, reason=reason)

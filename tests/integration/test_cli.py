@@ -36,6 +36,26 @@ def test_audit_head_and_verify(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "differs from the anchored head" in r.output
 
 
+def test_after_a_crash_audit_verify_names_the_recovery_and_reanchor_applies_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOISIO_HOME", str(tmp_path / "home"))
+    from toisio import audit
+    from toisio.service import service
+
+    svc = service()
+    svc.record(actor="a", action="case.viewed", subject="s")
+    audit._write_head(svc.audit_key, 2, "ab" * 32)  # the head of a commit that never landed
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1 and "toisio audit reanchor --recorded 2" in r.output, r.output
+    r = runner.invoke(app, ["audit", "reanchor", "--recorded", "1", "--reason", "power cut"])
+    assert r.exit_code == 1 and "is entry 2, not 1" in str(r.exception)  # `toisio` prints it as one line
+    r = runner.invoke(app, ["audit", "reanchor", "--recorded", "2", "--reason", "power cut during a commit"])
+    assert r.exit_code == 0 and "ended at entry 1" in r.output and "as entry 2" in r.output, r.output
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["audit", "show", "--json"])
+    assert "audit.head_reanchored" in r.output and "operator:" in r.output
+
+
 def test_synth_command(tmp_path):
     r = runner.invoke(app, ["synth", "--persons", "50", "--out", str(tmp_path / "x"), "--seed", "2"])
     assert r.exit_code == 0, r.output

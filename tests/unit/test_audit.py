@@ -370,6 +370,77 @@ def test_a_head_is_taken_back_only_while_it_is_the_one_the_failed_commit_wrote(s
     assert audit.read_head_file(key) is None
 
 
+def _crash_between_head_and_commit(svc) -> int:
+    """What a crash leaves behind: a change wrote the head file just before its commit, which never landed."""
+    with svc.engine.connect() as conn:
+        seq, _ = audit.head(conn)
+    audit._write_head(svc.audit_key, seq + 1, "ab" * 32)
+    return seq + 1
+
+
+def test_after_a_crash_an_operator_reanchors_on_the_intact_chain_and_it_is_on_the_record(svc):
+    _fill(svc)
+    recorder = audit.ReadRecorder(svc.engine, svc.audit_key)
+    ahead = _crash_between_head_and_commit(svc)
+    with pytest.raises(audit.AuditError, match="truncated"):
+        recorder.record(actor="u", action="case.viewed", subject="case:1")
+    assert not _verify(svc).ok
+
+    def refused(code, **kw):
+        with pytest.raises(audit.AuditError) as e:
+            audit.reanchor(svc.engine, svc.audit_key, actor="operator:root", **kw)
+        assert e.value.code == code
+        assert audit.read_head_file(svc.audit_key) == (ahead, "ab" * 32)  # nothing changed
+
+    refused("audit_reanchor_unconfirmed", recorded_seq=ahead - 1, reason="power cut during a commit")
+    refused("reason_required", recorded_seq=ahead, reason="  ")
+    done = audit.reanchor(svc.engine, svc.audit_key, actor="operator:root", recorded_seq=ahead,
+                          reason="power cut during a commit")
+    assert done.recorded == (ahead, "ab" * 32) and done.database[0] == ahead - 1
+    assert done.entry.action == "audit.head_reanchored" and done.entry.actor == "operator:root"
+    assert done.entry.payload == {"recorded_head": f"{ahead}:{'ab' * 32}", "reason": "power cut during a commit",
+                                  "database_head": f"{done.database[0]}:{done.database[1]}"}
+    assert audit.read_head_file(svc.audit_key) == (done.entry.seq, done.entry.entry_hash)
+    assert _verify(svc).ok
+    assert recorder.record(actor="u", action="case.viewed", subject="case:1").seq == done.entry.seq + 1
+    with pytest.raises(audit.AuditError) as e:
+        audit.reanchor(svc.engine, svc.audit_key, actor="operator:root", recorded_seq=done.entry.seq + 1,
+                       reason="again")
+    assert e.value.code == "audit_head_held"
+
+
+def test_reanchoring_also_recovers_when_a_later_change_took_the_crashed_entrys_number(svc):
+    _fill(svc)
+    ahead = _crash_between_head_and_commit(svc)
+    svc.record(actor="u", action="user.created", subject="user:x")  # takes number `ahead` with another hash
+    assert "differs from the anchored head" in _verify(svc).reason
+    done = audit.reanchor(svc.engine, svc.audit_key, actor="operator:root", recorded_seq=ahead, reason="crash")
+    assert done.database[0] == ahead and _verify(svc).ok
+
+
+def test_reanchoring_is_refused_when_the_chain_itself_is_broken(svc):
+    _fill(svc)
+    _raw(svc, "UPDATE audit_event SET actor = 'mallory' WHERE seq = 3")
+    ahead = _crash_between_head_and_commit(svc)
+    with pytest.raises(audit.AuditError) as e:
+        audit.reanchor(svc.engine, svc.audit_key, actor="operator:root", recorded_seq=ahead, reason="crash")
+    assert e.value.code == "audit_tampered" and "entry 3" in str(e.value)
+    assert audit.read_head_file(svc.audit_key) == (ahead, "ab" * 32)
+
+
+def test_only_an_operator_on_the_host_may_reanchor(svc):
+    from toisio.audit_access import reanchor
+    from toisio.authz import PermissionDenied
+    from toisio.identity import Actor, AuthMethod, Role
+
+    _fill(svc)
+    ahead = _crash_between_head_and_commit(svc)
+    auditor = Actor("aud", frozenset({Role.AUDITOR}), method=AuthMethod.TOKEN)
+    with pytest.raises(PermissionDenied, match="operator"):
+        reanchor(svc, auditor, recorded_seq=ahead, reason="crash")
+    assert audit.read_head_file(svc.audit_key) == (ahead, "ab" * 32)
+
+
 def test_the_head_file_never_goes_back(svc):
     """Writers of the head take turns on a lock of the file and never replace a newer head by an older one,
     whatever order they come in."""

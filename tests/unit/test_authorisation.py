@@ -64,6 +64,7 @@ EXPECTED = {
     "audit": (AUDIT, {
         "search": ({R.AUDITOR}, set()),
         "verify": ({R.AUDITOR, R.OPERATOR}, set()),
+        "reanchor": ({R.OPERATOR}, set()),
     }),
     "report": (REPORT, {
         "indicators": ({R.HANDLER, R.DECIDER, R.AUDITOR, R.OPERATOR}, set()),

@@ -278,6 +278,10 @@ def audit_verify(
         anchor_pair = (int(seq), h)
     result = verify_all(svc, operator(), anchor=anchor_pair)
     if not result.ok:
+        if anchor_pair is None and "anchored" in result.reason:
+            _fail(f"{result.summary}\nIf the service stopped during a commit (a crash or a power cut) and nothing "
+                  f"else explains it, an operator may record the database's chain as the head again: toisio audit "
+                  f"reanchor --recorded {result.first_bad_seq} --reason '...'")
         _fail(result.summary)
     console.print(result.summary)
 
@@ -292,6 +296,27 @@ def audit_head() -> None:
     with svc.engine.connect() as conn:
         seq, h = audit.head(conn)
     sys.stdout.write(f"{seq}:{h}\n")
+
+
+@audit_app.command("reanchor")
+def audit_reanchor(
+    recorded: int = typer.Option(..., "--recorded", help="the entry number of the head recorded outside the "
+                                                         "database, as 'toisio audit verify' names it"),
+    reason: str = typer.Option(..., "--reason", help="what happened (e.g. 'power cut during a commit')"),
+) -> None:
+    """Operator, after a crash: when the head recorded outside the database is ahead of it (a change wrote it
+    and the service stopped before its commit landed), record the database's intact chain as the head again.
+    Refused if the database holds the recorded head or its chain is broken; the re-anchoring is itself an
+    audit entry."""
+    from toisio.audit_access import reanchor
+    from toisio.identity import operator
+    from toisio.service import service
+
+    done = reanchor(service(), operator(), recorded_seq=recorded, reason=reason)
+    database = f"entry {done.database[0]}" if done.database else "no entries"
+    console.print(f"The head recorded outside the database was entry {done.recorded[0]}; the database's chain "
+                  f"ended at {database} and verified intact. Recorded the re-anchoring as entry {done.entry.seq} "
+                  f"(audit.head_reanchored), now the head.", markup=False)
 
 
 @audit_app.command("show")
