@@ -258,18 +258,19 @@ class CaseFile:
 
 
 def case_file(svc: Service, actor: Actor, case_id: str) -> CaseFile:
-    """The case page's content (one verification of the case against the chain, one audit entry)."""
+    """The case page's content: the case as the chain vouches for it (verified afresh whenever it has changed,
+    :func:`permits.service._verified_for_reading`), and the read recorded on the chain before it is returned."""
     from dataclasses import replace
 
-    from permits.service import _allowed_actions, _case_row, _view
+    from permits.permissions import check_can
+    from permits.service import _allowed_of, _facts_of, _verified_for_reading, _view_of
 
-    with svc.engine.begin() as conn:
-        row = _verified_row(conn, svc, case_id)
-        role = _check(conn, actor, row, "view")
-        allowed = _allowed_actions(conn, actor, row)
-        audit.append(conn, svc.audit_key, actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
+    snap = _verified_for_reading(svc, case_id)
+    facts = _facts_of(actor, snap)
+    role = check_can("view", **facts)
+    view = _view_of(snap, with_history=True)
+    history = _for_role(view.history, role)
+    svc.reads.record(actor=actor.user_id, action="case.viewed", subject=f"case:{case_id}",
                      payload={"role": role.value, "what": "case page"})
-        view = _view(conn, _case_row(conn, case_id), with_history=True)
-        history = _for_role(view.history, role)
-    return CaseFile(replace(view, history=history), ApplicationForm.model_validate_json(row.form), _messages(history),
-                    tuple(allowed), role.value)
+    return CaseFile(replace(view, history=history), ApplicationForm.model_validate_json(snap.row.form),
+                    _messages(history), tuple(_allowed_of(facts)), role.value)

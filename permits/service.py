@@ -340,11 +340,11 @@ def _check(conn: Connection, actor: Actor, row: CaseRow, action: str) -> Role:
     return check_can(action, **_facts(conn, actor, row))
 
 
-def _allowed_actions(conn: Connection, actor: Actor, row: CaseRow) -> list[str]:
-    """The actions (that record an event, and that a person takes) the actor may take on the case now."""
+def _allowed_of(facts: dict[str, Any]) -> list[str]:
+    """The actions (that record an event, and that a person takes) the actor of ``facts`` (:func:`_facts_of`)
+    may take on the case now."""
     from permits.permissions import can
 
-    facts = _facts(conn, actor, row)
     return [name for name, a in ACTIONS.items()
             if a.event is not None and not a.roles <= {Role.SYSTEM} and can(name, **facts)]
 

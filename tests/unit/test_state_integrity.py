@@ -5,6 +5,7 @@ from datetime import date, timedelta
 import pytest
 from typer.testing import CliRunner
 
+from permits.content import case_file
 from permits.service import CaseTampered, frozen_scope, permit_access, show, submit_form, verify_cases
 from tests.factories import audit_triggers_lifted, make_case, make_form
 from toisio import audit
@@ -16,6 +17,10 @@ def staff(svc):
     from tests.factories import make_staff
 
     return make_staff(svc)
+
+
+#: the reads of a case that serve a verified copy between changes: the API's and the portal's case page
+READERS = {"show": show, "case_page": case_file}
 
 
 def _sql(svc, *statements):
@@ -99,15 +104,16 @@ def test_a_truncated_log_refuses_every_permit_decision(svc, staff):
     "UPDATE case_event SET actor='mallory' WHERE case_id='{permit}' AND seq=2",
     "DELETE FROM case_event WHERE case_id='{permit}' AND seq=3",
 ])
-def test_an_edit_after_a_read_is_refused_at_the_next_read(svc, staff, attack):
+@pytest.mark.parametrize("read", READERS.values(), ids=READERS.keys())
+def test_an_edit_after_a_read_is_refused_at_the_next_read(svc, staff, attack, read):
     """A process keeps the case it verified for later reads; an edit of its rows by anyone (counted by database
     triggers) makes the next read verify afresh, and refuse."""
     permit = make_case(svc, staff, day=date.today() - timedelta(days=40)).case_id
-    first = show(svc, staff["hanna"], permit)
-    assert show(svc, staff["hanna"], permit) == first  # served from what was verified
+    first = read(svc, staff["hanna"], permit)
+    assert read(svc, staff["hanna"], permit) == first  # served from what was verified
     _sql(svc, attack.format(permit=permit))
     with pytest.raises(CaseTampered):
-        show(svc, staff["hanna"], permit)
+        read(svc, staff["hanna"], permit)
 
 
 def test_a_change_made_by_another_process_is_seen_at_the_next_read(svc, staff):
@@ -123,22 +129,24 @@ def test_a_change_made_by_another_process_is_seen_at_the_next_read(svc, staff):
     assert after.history[-1].payload["text"] == "please add the ethics statement"
 
 
-def test_every_read_is_on_the_chain_before_it_returns(svc, staff):
+@pytest.mark.parametrize("read", READERS.values(), ids=READERS.keys())
+def test_every_read_is_on_the_chain_before_it_returns(svc, staff, read):
     case = make_case(svc, staff, state="submitted").case_id
     for _ in range(3):
-        show(svc, staff["hanna"], case)
+        read(svc, staff["hanna"], case)
     with svc.engine.connect() as conn:
         viewed = [e for e in audit.events(conn, subject=f"case:{case}") if e.action == "case.viewed"]
         assert len(viewed) == 3 and audit.verify(conn, svc.audit_key).ok
 
 
-def test_a_read_notices_a_truncated_log_even_when_the_case_is_unchanged(svc, staff):
+@pytest.mark.parametrize("read", READERS.values(), ids=READERS.keys())
+def test_a_read_notices_a_truncated_log_even_when_the_case_is_unchanged(svc, staff, read):
     case = make_case(svc, staff, state="submitted").case_id
-    show(svc, staff["hanna"], case)
+    read(svc, staff["hanna"], case)
     with audit_triggers_lifted(svc) as conn:
         conn.exec_driver_sql(f"DELETE FROM audit_event WHERE seq={audit.head(conn)[0]}")
     with pytest.raises(audit.AuditError, match="truncated"):
-        show(svc, staff["hanna"], case)
+        read(svc, staff["hanna"], case)
 
 
 def test_an_edited_vouching_mark_is_reported_by_verify(svc, staff):
