@@ -10,6 +10,7 @@ Sessions expire (``lifetime``) and are removed at sign-out; expired rows are swe
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +43,19 @@ def _key(session_id: str) -> bytes:
     return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"toisio-web-session").derive(session_id.encode())
 
 
+def _content(data: bytes) -> str:
+    """A digest of what a session holds, for telling whether a write changes it.  starsessions stamps the session
+    with the time of every load (``__metadata__.last_access``), which nothing here reads (its expiry is fixed at
+    sign-in), so that stamp is left out: otherwise every page would write the session."""
+    try:
+        held = json.loads(data)
+        held["__metadata__"].pop("last_access", None)
+        data = json.dumps(held, sort_keys=True).encode()
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass  # not starsessions' JSON: the bytes as they are
+    return hashlib.sha256(data).hexdigest()
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -66,12 +80,12 @@ class DatabaseStore(SessionStore):
             data = AESGCM(_key(session_id)).decrypt(raw[:12], raw[12:], b"session")
         except Exception:  # noqa: BLE001 - a row that does not decrypt is no session
             return b""
-        self._unchanged[_digest(session_id)] = hashlib.sha256(data).hexdigest()
+        self._unchanged[_digest(session_id)] = _content(data)
         return data
 
     def _write(self, session_id: str, data: bytes, ttl: int) -> None:
         digest = _digest(session_id)
-        content = hashlib.sha256(data).hexdigest()
+        content = _content(data)
         if self._unchanged.get(digest) == content:
             return  # the same as stored: nothing to write (the expiry stays where it was)
         ttl = min(ttl or self.max_lifetime, self.max_lifetime)

@@ -301,6 +301,36 @@ def test_the_database_holds_no_session_id_and_no_readable_token(web):
     assert all(b"tsk_" not in r.data for r in rows)
 
 
+def test_pages_that_change_nothing_in_the_session_do_not_write_it(web, monkeypatch):
+    """starsessions stamps every load with its time; a page that changes nothing else is not a session write
+    (one transaction per page otherwise), and a change (the language) still is."""
+    from toisio import sessions
+
+    _svc, app, users = web
+    b = Browser(app, users["alice"])
+    writes = []
+    real = sessions.DatabaseStore._write
+
+    def counted(self, session_id, data, ttl):
+        writes.append(data)
+        with self.engine.connect() as conn:
+            before = conn.execute(sessions.select(sessions.WebSessionRow.data)).all()
+        real(self, session_id, data, ttl)
+        with self.engine.connect() as conn:
+            after = conn.execute(sessions.select(sessions.WebSessionRow.data)).all()
+        written.append(before != after)
+
+    written = []
+    monkeypatch.setattr(sessions.DatabaseStore, "_write", counted)
+    b.client.get("/cases")  # the first page may add its form token to the session
+    writes.clear(), written.clear()
+    for _ in range(3):
+        assert b.client.get("/cases").status_code == 200
+    assert writes and not any(written)
+    b.post("/language", {"lang": "sv", "next": "/cases"}, page="/cases")
+    assert written[-1]
+
+
 def test_signing_out_ends_the_session_and_revokes_its_token(web):
     _svc, app, users = web
     b = Browser(app, users["alice"])
