@@ -122,6 +122,9 @@ class VerifyResult:
     checked: int
     first_bad_seq: int | None = None
     reason: str = ""
+    #: the chain does not hold the anchored head (gone, or a different entry under its number): a truncation,
+    #: an older copy restored, or a crash before a commit whose head was recorded (:func:`reanchor`)
+    anchor_missing: bool = False
 
 
 class AuditError(ToisioError, RuntimeError):
@@ -748,14 +751,15 @@ def _verify(conn: Connection, key: Secret, *, anchor: tuple[int, str] | None) ->
                                                          f"{row.vouches!r}, its payload otherwise)")
         if anchor is not None and row.seq == anchor[0]:
             if row.entry_hash != anchor[1]:
-                return VerifyResult(False, checked, row.seq, f"entry {row.seq} differs from the anchored head")
+                return VerifyResult(False, checked, row.seq, f"entry {row.seq} differs from the anchored head",
+                                    anchor_missing=True)
             anchor_seen = True
         prev = row.entry_hash
         expected_seq += 1
         checked += 1
     if not anchor_seen:
         return VerifyResult(False, checked, anchor[0], f"anchored entry {anchor[0]} is gone (log truncated or an "
-                                                       f"older copy of the database restored)")
+                                                       f"older copy of the database restored)", anchor_missing=True)
     return VerifyResult(True, checked)
 
 

@@ -19,6 +19,8 @@ class Verification:
     first_bad_seq: int | None
     reason: str
     changed_behind_the_log: tuple[tuple[str, str], ...]
+    #: the chain does not hold its anchored head (:attr:`toisio.audit.VerifyResult.anchor_missing`)
+    anchor_missing: bool = False
 
     @property
     def summary(self) -> str:
@@ -37,6 +39,7 @@ def verify_all(svc: Service, actor: Actor, *, anchor: tuple[int, str] | None = N
 
     result = verify_chain(svc, actor, anchor=anchor)
     if not result.ok:
-        return Verification(False, result.checked, result.first_bad_seq, result.reason, ())
+        return Verification(False, result.checked, result.first_bad_seq, result.reason, (),
+                            anchor_missing=result.anchor_missing)
     bad = tuple(verify_cases(svc) + verify_identities(svc))
     return Verification(not bad, result.checked, None, "", bad)

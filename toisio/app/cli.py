@@ -278,7 +278,7 @@ def audit_verify(
         anchor_pair = (int(seq), h)
     result = verify_all(svc, operator(), anchor=anchor_pair)
     if not result.ok:
-        if anchor_pair is None and "anchored" in result.reason:
+        if anchor_pair is None and result.anchor_missing:
             _fail(f"{result.summary}\nIf the service stopped during a commit (a crash or a power cut) and nothing "
                   f"else explains it, an operator may record the database's chain as the head again: toisio audit "
                   f"reanchor --recorded {result.first_bad_seq} --reason '...'")
