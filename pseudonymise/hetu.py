@@ -1,9 +1,11 @@
 """The Finnish personal identity code (henkilötunnus, HETU) on the Python side.
 
-Validation delegates to python-stdnum (``stdnum.fi.hetu``); this module adds
-what the pipeline needs around it: a reason for each rejection (the same reason
-names the Spark expressions in :mod:`pseudonymise.validate` give), and the
-control-character computation used by the synthetic data generator.
+The rules are the pipeline's (:mod:`pseudonymise.validate` and its Java function give the same reason for
+every input, tested): a reason for each rejection, and the control-character computation used by the
+synthetic data generator.  On plain ASCII input they agree with python-stdnum (``stdnum.fi.hetu``, tested);
+stdnum also maps look-alike characters first (a Unicode minus, full-width digits, a no-break space) and
+accepts the code, where a registry extract with such a code has a fault and the service quarantines the row
+as ``hetu_format``: only ASCII digits, the century signs and spaces around the code are accepted.
 
 The normalised form is the full 11-character upper-case code *including* the
 century sign: ``100190-999P`` and ``100190Y999P`` belong to different persons.
@@ -13,9 +15,6 @@ from __future__ import annotations
 
 import re
 from datetime import date
-
-from stdnum import exceptions as stdnum_exc
-from stdnum.fi import hetu as stdnum_hetu
 
 CHECK_ALPHABET = "0123456789ABCDEFHJKLMNPRSTUVWXY"
 #: The identifier system of the personal identity code in FHIR (HL7 Finland base profiles).
@@ -30,7 +29,7 @@ SIGNS_BY_CENTURY: dict[int, str] = {
     1900: "-YXWVU",
     2000: "ABCDEF",
 }
-FORMAT = re.compile(r"^(\d{2})(\d{2})(\d{2})([-+A-FU-Y])(\d{3})([0-9A-Y])$")
+FORMAT = re.compile(r"([0-9]{2})([0-9]{2})([0-9]{2})([-+A-FU-Y])([0-9]{3})([0-9A-Y])")  # used with fullmatch
 
 # Rejection reasons, in the order they are checked.
 HETU_MISSING = "hetu_missing"
@@ -42,8 +41,11 @@ HETU_TEMPORARY = "hetu_temporary"
 
 
 def normalise(code: str) -> str:
-    """Strip surrounding space and upper-case; the century sign is kept."""
-    return code.strip().upper()
+    """Strip surrounding spaces (U+0020 only, as Spark's ``trim``) and upper-case; the century sign is kept.
+
+    A tab, a line break or a no-break space around a code is left in place, so the code fails its format.
+    """
+    return code.strip(" ").upper()
 
 
 def control_character(ddmmyy: str, individual: str) -> str:
@@ -54,12 +56,12 @@ def control_character(ddmmyy: str, individual: str) -> str:
 def rejection_reason(code: str | None, *, allow_temporary: bool = False) -> str | None:
     """Why ``code`` is not a usable identity code, or ``None`` if it is.
 
-    Agrees with ``stdnum.fi.hetu.is_valid`` (tested) and names the first failing rule.
+    Names the first failing rule; agrees with ``stdnum.fi.hetu.is_valid`` on ASCII input (tested).
     """
-    if code is None or code.strip() == "":
+    if code is None or code.strip(" ") == "":
         return HETU_MISSING
     c = normalise(code)
-    m = FORMAT.match(c)
+    m = FORMAT.fullmatch(c)
     if not m:
         return HETU_FORMAT
     dd, mm, yy, sign, nnn, check = m.groups()
@@ -76,18 +78,14 @@ def rejection_reason(code: str | None, *, allow_temporary: bool = False) -> str 
     return None
 
 
-def is_valid(code: str, *, allow_temporary: bool = False) -> bool:
-    """True if stdnum accepts ``code`` (temporary codes only with ``allow_temporary``)."""
-    try:
-        stdnum_hetu.validate(code, allow_temporary=allow_temporary)
-    except stdnum_exc.ValidationError:
-        return False
-    return True
+def is_valid(code: str | None, *, allow_temporary: bool = False) -> bool:
+    """True if ``code`` is a usable identity code (temporary codes only with ``allow_temporary``)."""
+    return rejection_reason(code, allow_temporary=allow_temporary) is None
 
 
 def birth_date(code: str) -> date:
     """Birth date encoded in a valid identity code."""
-    m = FORMAT.match(normalise(code))
+    m = FORMAT.fullmatch(normalise(code))
     if not m:
         raise ValueError(f"not an identity code: {code!r}")
     dd, mm, yy, sign, _, _ = m.groups()
@@ -96,7 +94,7 @@ def birth_date(code: str) -> date:
 
 def sex(code: str) -> int:
     """1 (male, odd individual number) or 2 (female, even)."""
-    m = FORMAT.match(normalise(code))
+    m = FORMAT.fullmatch(normalise(code))
     if not m:
         raise ValueError(f"not an identity code: {code!r}")
     return 1 if int(m.group(5)) % 2 else 2
