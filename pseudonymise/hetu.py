@@ -58,9 +58,9 @@ def rejection_reason(code: str | None, *, allow_temporary: bool = False) -> str 
 
     Names the first failing rule; agrees with ``stdnum.fi.hetu.is_valid`` on ASCII input (tested).
     """
-    if code is None or code.strip(" ") == "":
+    c = normalise(code) if code is not None else ""
+    if c == "":
         return HETU_MISSING
-    c = normalise(code)
     m = FORMAT.fullmatch(c)
     if not m:
         return HETU_FORMAT
@@ -83,18 +83,20 @@ def is_valid(code: str | None, *, allow_temporary: bool = False) -> bool:
     return rejection_reason(code, allow_temporary=allow_temporary) is None
 
 
-def birth_date(code: str) -> date:
-    """Birth date encoded in a valid identity code."""
+def _parts(code: str) -> tuple[str, ...]:
+    """The six parts of an identity code of the right shape (:data:`FORMAT`), or ValueError."""
     m = FORMAT.fullmatch(normalise(code))
     if not m:
         raise ValueError(f"not an identity code: {code!r}")
-    dd, mm, yy, sign, _, _ = m.groups()
+    return m.groups()
+
+
+def birth_date(code: str) -> date:
+    """Birth date encoded in a valid identity code."""
+    dd, mm, yy, sign, _, _ = _parts(code)
     return date(CENTURY_SIGNS[sign] + int(yy), int(mm), int(dd))
 
 
 def sex(code: str) -> int:
     """1 (male, odd individual number) or 2 (female, even)."""
-    m = FORMAT.fullmatch(normalise(code))
-    if not m:
-        raise ValueError(f"not an identity code: {code!r}")
-    return 1 if int(m.group(5)) % 2 else 2
+    return 1 if int(_parts(code)[4]) % 2 else 2
